@@ -1,0 +1,578 @@
+//! The gateway's TOML configuration: what an operator writes, its defaults, and the checks run
+//! before anything serves. Every error names the file, the field (and line where known) and the
+//! reason; unknown fields are refused.
+//!
+//! The reference for operators is `docs/config.md`; keep the two in step.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::plugin::{FailurePolicy, Isolation, PluginSpec, RuntimeConfig};
+
+/// A config that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or does not fit the schema (unknown field, wrong type…).
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is well-formed but wrong (an unknown name, an empty list…).
+    #[error("{}:{}{field}: {reason}", file.display(), line.map(|l| format!("{l}: ")).unwrap_or_default())]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// The line, when the field's position is known.
+        line: Option<usize>,
+        /// The field, as a TOML path (`routes[0].upstream`).
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Plugin runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// Where to accept connections.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Upstream groups by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched in order; the first that fits a request takes it.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The file this was read from; relative plugin paths are resolved against its folder.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Tokio worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long a client has to send a complete request head (and its first byte).
+    #[serde(with = "units::duration")]
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, how long in-flight requests have to finish.
+    #[serde(with = "units::duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 0,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/wasmgate`.
+    pub cache_dir: Option<PathBuf>,
+    /// False compiles every plugin at every start.
+    pub cache: bool,
+    /// Instance slots the pooling allocator reserves across all plugins.
+    pub instance_slots: u32,
+    /// The largest memory limit any plugin may set.
+    #[serde(with = "units::size")]
+    pub max_memory: usize,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        let d = RuntimeConfig::default();
+        RuntimeSection { cache_dir: None, cache: true, instance_slots: d.instance_slots, max_memory: d.max_memory }
+    }
+}
+
+/// `[[listeners]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind; HTTP/1.1 and HTTP/2 with prior knowledge (h2c) are both served.
+    pub address: SocketAddr,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The `.wasm` component, relative to the config file's folder unless absolute.
+    pub path: PathBuf,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// How long one call may run.
+    #[serde(default = "defaults::deadline", with = "units::duration")]
+    pub deadline: Duration,
+    /// Memory limit of one instance (`"64MiB"`).
+    #[serde(default = "defaults::memory_limit", with = "units::size")]
+    pub memory_limit: usize,
+    /// Pooled instances.
+    #[serde(default = "defaults::instances")]
+    pub instances: usize,
+    /// How long a call waits for a free instance.
+    #[serde(default = "defaults::pool_wait", with = "units::duration")]
+    pub pool_wait: Duration,
+    /// `fail-closed` (default) or `fail-open`.
+    #[serde(default)]
+    pub failure: FailureSetting,
+    /// `pooled` (default) or `per-request`.
+    #[serde(default)]
+    pub isolation: IsolationSetting,
+}
+
+/// `failure = "fail-closed" | "fail-open"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureSetting {
+    /// Fail the request.
+    #[default]
+    FailClosed,
+    /// Skip the plugin.
+    FailOpen,
+}
+
+/// `isolation = "pooled" | "per-request"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationSetting {
+    /// Reuse pooled instances.
+    #[default]
+    Pooled,
+    /// A fresh instance per call.
+    PerRequest,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `"host:port"` or `{ address = "host:port", weight = 2 }`.
+    pub backends: Vec<BackendConfig>,
+    /// Time allowed to open a connection.
+    #[serde(default = "defaults::connect_timeout", with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to the response headers.
+    #[serde(default = "defaults::response_timeout", with = "units::duration")]
+    pub response_timeout: Duration,
+    /// How long an unused keep-alive connection is kept.
+    #[serde(default = "defaults::pool_idle_timeout", with = "units::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per backend.
+    #[serde(default = "defaults::pool_max_idle")]
+    pub pool_max_idle: usize,
+    /// Active health checks; none by default.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BackendConfig {
+    /// `"host:port"`, weight 1.
+    Address(String),
+    /// `{ address = "host:port", weight = N }`.
+    Weighted {
+        /// `host:port`.
+        address: String,
+        /// Relative share of requests.
+        #[serde(default = "defaults::weight")]
+        weight: u32,
+    },
+}
+
+impl BackendConfig {
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        match self {
+            BackendConfig::Address(a) | BackendConfig::Weighted { address: a, .. } => a,
+        }
+    }
+
+    /// The weight (1 unless set).
+    pub fn weight(&self) -> u32 {
+        match self {
+            BackendConfig::Address(_) => 1,
+            BackendConfig::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+/// `[upstreams.NAME.health_check]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` (GET `path`, healthy on 2xx/3xx) or `tcp` (connect).
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// The path an HTTP check requests.
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    /// Time between checks.
+    #[serde(default = "defaults::health_interval", with = "units::duration")]
+    pub interval: Duration,
+    /// Time one check may take.
+    #[serde(default = "defaults::health_timeout", with = "units::duration")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend back.
+    #[serde(default = "defaults::threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a backend out.
+    #[serde(default = "defaults::threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+/// How a health check probes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthCheckKind {
+    /// An HTTP GET.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Shown to plugins and in logs; default `route-N`.
+    pub name: Option<String>,
+    /// Match this host exactly, or any subdomain with `*.example.org`; any host if unset.
+    pub host: Option<String>,
+    /// Match paths starting with this; default `/`.
+    #[serde(default = "defaults::path_prefix")]
+    pub path_prefix: String,
+    /// Match only these methods; any if empty.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Plugins, in the order their request phases run.
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
+    /// The upstream group.
+    pub upstream: Spanned<String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn deadline() -> Duration {
+        Duration::from_millis(10)
+    }
+    pub(super) fn memory_limit() -> usize {
+        64 << 20
+    }
+    pub(super) fn instances() -> usize {
+        16
+    }
+    pub(super) fn pool_wait() -> Duration {
+        Duration::from_millis(10)
+    }
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub(super) fn response_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub(super) fn pool_max_idle() -> usize {
+        128
+    }
+    pub(super) fn weight() -> u32 {
+        1
+    }
+    pub(super) fn health_path() -> String {
+        "/".to_owned()
+    }
+    pub(super) fn health_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub(super) fn health_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub(super) fn threshold() -> u32 {
+        2
+    }
+    pub(super) fn path_prefix() -> String {
+        "/".to_owned()
+    }
+}
+
+impl Config {
+    /// Reads and checks the config at `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        Config::parse(file, &text)
+    }
+
+    /// Parses and checks `text`, read from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s));
+            ConfigError::Parse { file: file.to_owned(), line, column, message: e.message().trim().to_owned() }
+        })?;
+        config.file = file.to_owned();
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, span: Option<Range<usize>>, reason: String| ConfigError::Invalid {
+            file: self.file.clone(),
+            line: span.map(|s| line_col(text, s).0),
+            field,
+            reason,
+        };
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners".into(), None, "at least one listener is needed".into()));
+        }
+        if self.runtime.instance_slots == 0 {
+            return Err(invalid("runtime.instance_slots".into(), None, "must be at least 1".into()));
+        }
+        for (name, p) in &self.plugins {
+            let field = |f: &str| format!("plugins.{name}.{f}");
+            if p.instances == 0 {
+                return Err(invalid(field("instances"), None, "must be at least 1".into()));
+            }
+            if p.deadline.is_zero() {
+                return Err(invalid(field("deadline"), None, "must be more than 0".into()));
+            }
+            if p.memory_limit > self.runtime.max_memory {
+                return Err(invalid(
+                    field("memory_limit"),
+                    None,
+                    format!("{} bytes is above runtime.max_memory ({} bytes)", p.memory_limit, self.runtime.max_memory),
+                ));
+            }
+        }
+        for (name, u) in &self.upstreams {
+            let field = |f: &str| format!("upstreams.{name}.{f}");
+            if u.backends.is_empty() {
+                return Err(invalid(field("backends"), None, "at least one backend is needed".into()));
+            }
+            for (i, b) in u.backends.iter().enumerate() {
+                if b.weight() == 0 {
+                    return Err(invalid(field(&format!("backends[{i}].weight")), None, "must be at least 1".into()));
+                }
+                if !b.address().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+                    return Err(invalid(
+                        field(&format!("backends[{i}]")),
+                        None,
+                        format!("`{}` is not host:port", b.address()),
+                    ));
+                }
+            }
+            if let Some(h) = &u.health_check {
+                if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+                    return Err(invalid(field("health_check"), None, "thresholds must be at least 1".into()));
+                }
+                if h.interval.is_zero() {
+                    return Err(invalid(field("health_check.interval"), None, "must be more than 0".into()));
+                }
+                if !h.path.starts_with('/') {
+                    return Err(invalid(field("health_check.path"), None, "must start with `/`".into()));
+                }
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let field = |f: &str| format!("routes[{i}].{f}");
+            if !self.upstreams.contains_key(r.upstream.get_ref()) {
+                return Err(invalid(
+                    field("upstream"),
+                    Some(r.upstream.span()),
+                    format!("no upstream group `{}` is configured", r.upstream.get_ref()),
+                ));
+            }
+            for (j, p) in r.plugins.iter().enumerate() {
+                if !self.plugins.contains_key(p.get_ref()) {
+                    return Err(invalid(
+                        field(&format!("plugins[{j}]")),
+                        Some(p.span()),
+                        format!("no plugin `{}` is configured", p.get_ref()),
+                    ));
+                }
+            }
+            if !r.path_prefix.starts_with('/') {
+                return Err(invalid(field("path_prefix"), None, "must start with `/`".into()));
+            }
+            for m in &r.methods {
+                if http::Method::from_bytes(m.as_bytes()).is_err() {
+                    return Err(invalid(field("methods"), None, format!("`{m}` is not a method")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin runtime's settings.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        let defaults = RuntimeConfig::default();
+        RuntimeConfig {
+            cache_dir: match (&self.runtime.cache, &self.runtime.cache_dir) {
+                (false, _) => None,
+                (true, Some(dir)) => Some(self.resolve(dir)),
+                (true, None) => defaults.cache_dir,
+            },
+            instance_slots: self.runtime.instance_slots,
+            max_memory: self.runtime.max_memory,
+            epoch_tick: defaults.epoch_tick,
+        }
+    }
+
+    /// The runtime's view of plugin `name`.
+    pub fn plugin_spec(&self, name: &str, p: &PluginConfig) -> PluginSpec {
+        PluginSpec {
+            name: name.to_owned(),
+            path: self.resolve(&p.path),
+            // A TOML table always has a JSON form; an empty one is `{}`.
+            config_json: serde_json::to_string(&p.config).unwrap_or_else(|_| "{}".to_owned()),
+            deadline: p.deadline,
+            memory_limit: p.memory_limit,
+            instances: p.instances,
+            pool_wait: p.pool_wait,
+            failure: match p.failure {
+                FailureSetting::FailClosed => FailurePolicy::FailClosed,
+                FailureSetting::FailOpen => FailurePolicy::FailOpen,
+            },
+            isolation: match p.isolation {
+                IsolationSetting::Pooled => Isolation::Pooled,
+                IsolationSetting::PerRequest => Isolation::PerRequest,
+            },
+        }
+    }
+
+    /// `path` relative to the config file's folder, unless absolute.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
+        }
+    }
+
+    /// An error about `field` of this config, for checks made after parsing (plugin loading,
+    /// address resolution).
+    pub fn error(&self, field: String, reason: String) -> ConfigError {
+        ConfigError::Invalid { file: self.file.clone(), line: None, field, reason }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, span: Range<usize>) -> (usize, usize) {
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("gw.toml"), text)
+    }
+
+    const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[upstreams.origins]
+backends = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]
+
+[[routes]]
+upstream = "origins"
+"#;
+
+    #[test]
+    fn a_ten_line_config_works_with_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.upstreams["origins"].backends[1].weight(), 3);
+        assert_eq!(c.routes[0].path_prefix, "/");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_line() {
+        let err = parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"origins\"\ncolour = 1"))
+            .expect_err("unknown field");
+        let msg = err.to_string();
+        assert!(msg.starts_with("gw.toml:10:"), "{msg}");
+        assert!(msg.contains("unknown field `colour`"), "{msg}");
+    }
+
+    #[test]
+    fn names_that_point_nowhere_are_refused_with_field_and_line() {
+        let err = parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"elsewhere\"")).expect_err("bad");
+        assert_eq!(err.to_string(), "gw.toml:9: routes[0].upstream: no upstream group `elsewhere` is configured");
+        let err = parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"origins\"\nplugins = [\"nope\"]"))
+            .expect_err("bad");
+        assert_eq!(err.to_string(), "gw.toml:10: routes[0].plugins[0]: no plugin `nope` is configured");
+    }
+
+    #[test]
+    fn durations_and_sizes_are_read_with_units() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[plugins.p]\npath = \"p.wasm\"\ndeadline = \"25ms\"\nmemory_limit = \"8MiB\"\nconfig = {{ a = 1 }}\n"
+        ))
+        .expect("valid");
+        let p = &c.plugins["p"];
+        assert_eq!(p.deadline, Duration::from_millis(25));
+        assert_eq!(p.memory_limit, 8 << 20);
+        let spec = c.plugin_spec("p", p);
+        assert_eq!(spec.config_json, r#"{"a":1}"#);
+        assert_eq!(spec.path, PathBuf::from("p.wasm"));
+        let err = parse(&MINIMAL.replace("[[routes]]", "[server]\nidle_timeout = \"soon\"\n\n[[routes]]")).expect_err("bad");
+        assert!(err.to_string().contains("idle_timeout") || err.to_string().contains("soon"), "{err}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Durations (`"10ms"`, `"2s"`) and sizes (`"64MiB"`) as operators write them.
+
+/// `humantime` durations: `"250ms"`, `"2s"`, `"1m 30s"`.
+pub(super) mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"500ms\" or \"2s\": {e}")))
+    }
+}
+
+/// Byte sizes: a number of bytes, or a string with `KiB`, `MiB` or `GiB`.
+pub(super) mod size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(usize),
+        Text(String),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(n),
+            Raw::Text(text) => parse(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a size like \"64MiB\""))),
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<usize> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "KiB" => 10,
+            "MiB" => 20,
+            "GiB" => 30,
+            _ => return None,
+        };
+        number.parse::<usize>().ok()?.checked_mul(1 << shift)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn sizes() {
+            assert_eq!(super::parse("64MiB"), Some(64 << 20));
+            assert_eq!(super::parse("512 KiB"), Some(512 << 10));
+            assert_eq!(super::parse("100"), Some(100));
+            assert_eq!(super::parse("64MB"), None);
+            assert_eq!(super::parse("MiB"), None);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What can go wrong loading or calling a plugin; every error names the plugin and, for calls,
+//! the phase.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Phase;
+
+/// A plugin failed to load, refused its config, or failed one call.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The `.wasm` file could not be read.
+    #[error("plugin `{plugin}`: cannot read {}: {source}", path.display())]
+    Read {
+        /// The plugin's name.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a component that fits the `wasmgate:plugin` world.
+    #[error("plugin `{plugin}`: {} is not a usable wasmgate plugin: {reason}", path.display())]
+    Invalid {
+        /// The plugin's name.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// The compiler's or linker's complaint.
+        reason: String,
+    },
+    /// The plugin's `init` refused its configuration.
+    #[error("plugin `{plugin}` rejected its config: {message}")]
+    ConfigRejected {
+        /// The plugin's name.
+        plugin: String,
+        /// The plugin's own message.
+        message: String,
+    },
+    /// A new instance could not be made (allocator slots used up, or a fault in `init`).
+    #[error("plugin `{plugin}`: cannot create an instance: {reason}")]
+    Instantiate {
+        /// The plugin's name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The guest trapped (a panic, an out-of-bounds access, a stack overflow…).
+    #[error("plugin `{plugin}` trapped in {phase}: {reason}")]
+    Trap {
+        /// The plugin's name.
+        plugin: String,
+        /// The phase being called.
+        phase: Phase,
+        /// The trap.
+        reason: String,
+    },
+    /// The guest ran past its epoch deadline and was stopped.
+    #[error("plugin `{plugin}` ran past its {}ms deadline in {phase}", deadline.as_millis())]
+    Deadline {
+        /// The plugin's name.
+        plugin: String,
+        /// The phase being called.
+        phase: Phase,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// The guest asked for more memory than its limit.
+    #[error("plugin `{plugin}` passed its memory limit of {limit} bytes in {phase}")]
+    MemoryLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// The phase being called.
+        phase: Phase,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Every pooled instance stayed busy for the whole wait.
+    #[error("plugin `{plugin}`: no free instance within {}ms in {phase}", wait.as_millis())]
+    PoolExhausted {
+        /// The plugin's name.
+        plugin: String,
+        /// The phase being called.
+        phase: Phase,
+        /// How long the call waited.
+        wait: Duration,
+    },
+    /// The guest returned a value the host refuses (a bad status, header, or upstream choice).
+    #[error("plugin `{plugin}` returned an invalid {what} in {phase}: {reason}")]
+    InvalidValue {
+        /// The plugin's name.
+        plugin: String,
+        /// The phase being called.
+        phase: Phase,
+        /// What kind of value.
+        what: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// The plugin the error is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            PluginError::Read { plugin, .. }
+            | PluginError::Invalid { plugin, .. }
+            | PluginError::ConfigRejected { plugin, .. }
+            | PluginError::Instantiate { plugin, .. }
+            | PluginError::Trap { plugin, .. }
+            | PluginError::Deadline { plugin, .. }
+            | PluginError::MemoryLimit { plugin, .. }
+            | PluginError::PoolExhausted { plugin, .. }
+            | PluginError::InvalidValue { plugin, .. } => plugin,
+        }
+    }
+
+    /// True when the plugin had no capacity (rather than misbehaving): a 503, not a 500.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, PluginError::PoolExhausted { .. } | PluginError::Instantiate { .. })
+    }
+
+    /// A short stable name for the kind of failure, for headers, logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Read { .. } => "plugin-read",
+            PluginError::Invalid { .. } => "plugin-invalid",
+            PluginError::ConfigRejected { .. } => "plugin-config",
+            PluginError::Instantiate { .. } => "plugin-instantiate",
+            PluginError::Trap { .. } => "plugin-trap",
+            PluginError::Deadline { .. } => "plugin-deadline",
+            PluginError::MemoryLimit { .. } => "plugin-memory",
+            PluginError::PoolExhausted { .. } => "plugin-pool-exhausted",
+            PluginError::InvalidValue { .. } => "plugin-invalid-value",
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The per-request data plugins read and edit: the request head, the response head once there
+//! is one, request metadata, the upstream groups in view, and each plugin's private state.
+//!
+//! The proxy owns one boxed [`Exchange`] per request and lends it to each plugin call by
+//! swapping the box into the instance's store (a pointer swap: nothing is copied), so header
+//! access from the guest reads and edits the live request in place.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::upstream::{Group, Upstreams};
+
+/// What one request looks like to its plugins.
+pub struct Exchange {
+    /// The request head as it will go upstream (method, URI, headers).
+    pub request: http::request::Parts,
+    /// The response head, from the response-header phase on.
+    pub response: Option<http::response::Parts>,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// True when the client connected over TLS.
+    pub tls: bool,
+    /// The name of the route that matched.
+    pub route: Arc<str>,
+    /// The route's upstream group.
+    pub group: Arc<Group>,
+    /// Every configured group, for plugins that choose another one.
+    pub upstreams: Arc<Upstreams>,
+    pub(crate) state: PluginState,
+}
+
+impl Exchange {
+    /// An exchange for `request` on `route`, bound for `group`.
+    pub fn new(
+        request: http::request::Parts,
+        client_addr: SocketAddr,
+        tls: bool,
+        route: Arc<str>,
+        group: Arc<Group>,
+        upstreams: Arc<Upstreams>,
+    ) -> Self {
+        Exchange {
+            request,
+            response: None,
+            client_addr,
+            tls,
+            route,
+            group,
+            upstreams,
+            state: PluginState::default(),
+        }
+    }
+
+    /// The host the client asked for, without the port: the absolute-form target's authority
+    /// wins over `Host` (RFC 9112 §3.2.2).
+    pub fn host(&self) -> Option<&str> {
+        let authority = match self.request.uri.authority() {
+            Some(a) => a.as_str(),
+            None => self.request.headers.get(http::header::HOST)?.to_str().ok()?,
+        };
+        Some(strip_port(authority))
+    }
+
+    /// What an idle instance holds between calls, made once per instance.
+    pub(crate) fn placeholder() -> Box<Self> {
+        let (request, ()) = http::Request::new(()).into_parts();
+        let upstreams = Upstreams::empty();
+        Box::new(Exchange::new(
+            request,
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            false,
+            Arc::from(""),
+            Group::empty(),
+            upstreams,
+        ))
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    // An IPv6 literal keeps its brackets; only a trailing `:digits` is a port.
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &authority[..i]
+        }
+        _ => authority,
+    }
+}
+
+/// Bounds on one plugin's state for one request.
+const STATE_MAX_ENTRIES: usize = 64;
+const STATE_MAX_BYTES: usize = 64 * 1024;
+
+/// Each plugin's key → bytes map for one request, kept by the host so that no instance is held
+/// between phases. Most requests store nothing, so this allocates only on first use.
+#[derive(Default)]
+pub(crate) struct PluginState {
+    entries: Vec<StateEntry>,
+}
+
+struct StateEntry {
+    plugin: u32,
+    key: String,
+    value: Vec<u8>,
+}
+
+impl PluginState {
+    pub(crate) fn get(&self, plugin: u32, key: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|e| e.plugin == plugin && e.key == key)
+            .map(|e| e.value.as_slice())
+    }
+
+    /// Stores `value`; false if that would pass the plugin's bounds.
+    pub(crate) fn set(&mut self, plugin: u32, key: String, value: Vec<u8>) -> bool {
+        let (mut count, mut bytes) = (0, key.len() + value.len());
+        let mut existing = None;
+        for (i, e) in self.entries.iter().enumerate().filter(|(_, e)| e.plugin == plugin) {
+            if e.key == key {
+                existing = Some(i);
+            } else {
+                count += 1;
+                bytes += e.key.len() + e.value.len();
+            }
+        }
+        if count + 1 > STATE_MAX_ENTRIES || bytes > STATE_MAX_BYTES {
+            return false;
+        }
+        match existing {
+            Some(i) => self.entries[i].value = value,
+            None => self.entries.push(StateEntry { plugin, key, value }),
+        }
+        true
+    }
+
+    pub(crate) fn remove(&mut self, plugin: u32, key: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| !(e.plugin == plugin && e.key == key));
+        self.entries.len() != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_private_to_each_plugin_and_bounded() {
+        let mut s = PluginState::default();
+        assert!(s.set(1, "k".into(), b"one".to_vec()));
+        assert!(s.set(2, "k".into(), b"two".to_vec()));
+        assert_eq!(s.get(1, "k"), Some(&b"one"[..]));
+        assert_eq!(s.get(2, "k"), Some(&b"two"[..]));
+        assert!(s.set(1, "k".into(), b"uno".to_vec()));
+        assert_eq!(s.get(1, "k"), Some(&b"uno"[..]));
+        assert!(s.remove(1, "k"));
+        assert!(!s.remove(1, "k"));
+        assert_eq!(s.get(2, "k"), Some(&b"two"[..]));
+        for i in 0..STATE_MAX_ENTRIES {
+            assert!(s.set(3, format!("k{i}"), vec![]), "entry {i}");
+        }
+        assert!(!s.set(3, "one-too-many".into(), vec![]));
+        assert!(!s.set(4, "big".into(), vec![0; STATE_MAX_BYTES]));
+    }
+
+    #[test]
+    fn host_strips_the_port_but_not_ipv6_brackets() {
+        assert_eq!(strip_port("example.org:8080"), "example.org");
+        assert_eq!(strip_port("example.org"), "example.org");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,492 @@
+//! The plugin runtime: one wasmtime engine, compiled and cached components, pools of ready
+//! instances, per-call limits, and the typed calls the proxy makes at each phase.
+//!
+//! Loading (compile or read from the cache, link, pre-instantiate, fill the pool, run `init`)
+//! happens before serving. A phase call borrows an instance, lends it the request's
+//! [`Exchange`], calls the export under an epoch deadline and a memory limit, takes the
+//! exchange back, and checks every value the guest returned before the proxy sees it.
+
+mod bindings;
+mod cache;
+mod error;
+mod exchange;
+mod host_api;
+mod pool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use self::bindings::types::{FailureKind, LogEntry, UpstreamFailure};
+pub use self::cache::{CacheOutcome, default_dir as default_cache_dir};
+pub use self::error::PluginError;
+pub use self::exchange::Exchange;
+pub use self::pool::PluginStats;
+
+use self::bindings::types;
+use self::cache::CompileCache;
+use self::host_api::{InstanceState, header_name, header_value, valid_status};
+use self::pool::{Factory, Pool};
+use crate::upstream::Group;
+
+/// A request phase a plugin can implement, in the order the proxy calls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// `init`, when an instance is made (not a request phase).
+    Init,
+    /// The request headers arrived.
+    RequestHeaders,
+    /// A request body chunk.
+    RequestBody,
+    /// Choosing the upstream.
+    SelectUpstream,
+    /// The head about to go upstream.
+    UpstreamRequest,
+    /// An upstream attempt failed.
+    UpstreamError,
+    /// The response headers arrived.
+    ResponseHeaders,
+    /// A response body chunk.
+    ResponseBody,
+    /// The response trailers arrived.
+    ResponseTrailers,
+    /// The request is over.
+    Log,
+}
+
+impl Phase {
+    /// The phase's name as the WIT spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Init => "init",
+            Phase::RequestHeaders => "request-headers",
+            Phase::RequestBody => "request-body",
+            Phase::SelectUpstream => "select-upstream",
+            Phase::UpstreamRequest => "upstream-request",
+            Phase::UpstreamError => "upstream-error",
+            Phase::ResponseHeaders => "response-headers",
+            Phase::ResponseBody => "response-body",
+            Phase::ResponseTrailers => "response-trailers",
+            Phase::Log => "log",
+        }
+    }
+
+    fn flag(self) -> types::Phases {
+        match self {
+            Phase::Init => types::Phases::empty(),
+            Phase::RequestHeaders => types::Phases::REQUEST_HEADERS,
+            Phase::RequestBody => types::Phases::REQUEST_BODY,
+            Phase::SelectUpstream => types::Phases::SELECT_UPSTREAM,
+            Phase::UpstreamRequest => types::Phases::UPSTREAM_REQUEST,
+            Phase::UpstreamError => types::Phases::UPSTREAM_ERROR,
+            Phase::ResponseHeaders => types::Phases::RESPONSE_HEADERS,
+            Phase::ResponseBody => types::Phases::RESPONSE_BODY,
+            Phase::ResponseTrailers => types::Phases::RESPONSE_TRAILERS,
+            Phase::Log => types::Phases::LOG,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do with a request when its plugin fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Fail the request: 500 for a plugin fault, 503 when the pool is exhausted.
+    #[default]
+    FailClosed,
+    /// Skip the plugin and carry on as if it had said "continue".
+    FailOpen,
+}
+
+/// How instances are shared between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Instances are pooled and reused across calls.
+    #[default]
+    Pooled,
+    /// Every call gets a fresh instance, dropped after: nothing can leak between requests, at
+    /// the cost of an instantiation per call.
+    PerRequest,
+}
+
+/// Settings shared by every plugin.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` compiles at every start.
+    pub cache_dir: Option<PathBuf>,
+    /// Instance slots reserved by the pooling allocator, across all plugins.
+    pub instance_slots: u32,
+    /// The largest memory any instance may have, in bytes (per-plugin limits sit below it).
+    pub max_memory: usize,
+    /// How often the epoch advances: the granularity of deadlines and of yielding to tokio.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: cache::default_dir(),
+            instance_slots: 256,
+            max_memory: 256 << 20,
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// One plugin as the config describes it.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The name routes refer to.
+    pub name: String,
+    /// The `.wasm` component.
+    pub path: PathBuf,
+    /// The plugin's config, as JSON, handed to `init`.
+    pub config_json: String,
+    /// How long one call may run.
+    pub deadline: Duration,
+    /// The memory limit of one instance, in bytes.
+    pub memory_limit: usize,
+    /// Pooled instances.
+    pub instances: usize,
+    /// How long a call waits for a free instance before it fails.
+    pub pool_wait: Duration,
+    /// What a failure does to the request.
+    pub failure: FailurePolicy,
+    /// Pooled or fresh per call.
+    pub isolation: Isolation,
+}
+
+impl PluginSpec {
+    /// A spec with the defaults: 10 ms deadline, 64 MiB memory, 16 pooled instances, 10 ms pool
+    /// wait, fail-closed.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        PluginSpec {
+            name: name.into(),
+            path: path.into(),
+            config_json: "{}".to_owned(),
+            deadline: Duration::from_millis(10),
+            memory_limit: 64 << 20,
+            instances: 16,
+            pool_wait: Duration::from_millis(10),
+            failure: FailurePolicy::FailClosed,
+            isolation: Isolation::Pooled,
+        }
+    }
+}
+
+/// The engine and everything shared by all plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    cache: CompileCache,
+    epoch_tick: Duration,
+    next_id: AtomicU32,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch interruption) and starts its epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime, wasmtime::Error> {
+        let slots = config.instance_slots.max(1);
+        let mut pooling = PoolingAllocationConfig::new();
+        // A Rust component holds a few core instances (its module plus adapter shims), and a
+        // memory and table or two; reserve for that per slot.
+        pooling
+            .total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size(config.max_memory);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+            .max_wasm_stack(512 << 10)
+            .async_stack_size(1 << 20);
+        let engine = Engine::new(&wasm)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        spawn_ticker(engine.weak(), config.epoch_tick);
+        Ok(Runtime {
+            cache: CompileCache::new(&engine, config.cache_dir.clone()),
+            engine,
+            linker,
+            epoch_tick: config.epoch_tick,
+            next_id: AtomicU32::new(1),
+        })
+    }
+
+    /// Compiles (or loads from the cache), links and pre-instantiates the plugin, makes its
+    /// instances and runs their `init` with the plugin's config. Blocking work runs on tokio's
+    /// blocking pool.
+    pub async fn load(&self, spec: &PluginSpec) -> Result<Plugin, PluginError> {
+        let started = Instant::now();
+        let bytes = tokio::fs::read(&spec.path).await.map_err(|source| PluginError::Read {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            source,
+        })?;
+        let invalid = |reason: String| PluginError::Invalid { plugin: spec.name.clone(), path: spec.path.clone(), reason };
+        let hash = CompileCache::content_hash(&bytes);
+        // Compiling is CPU work of tens of milliseconds to seconds: keep it off the workers.
+        let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), hash.clone());
+        let (component, outcome) = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &key))
+            .await
+            .map_err(|e| invalid(format!("compilation did not finish: {e}")))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let factory = Factory::new(
+            self.engine.clone(),
+            pre,
+            id,
+            name.clone(),
+            spec.config_json.clone(),
+            spec.deadline,
+            self.epoch_tick,
+            spec.memory_limit,
+        )
+        .map_err(|e| invalid(format!("{e:#}")))?;
+        let (first, phases) = factory.create().await?;
+        let pool = Pool::new(factory, spec.isolation, spec.instances, spec.pool_wait, first).await?;
+        tracing::info!(
+            plugin = %name,
+            path = %spec.path.display(),
+            sha256 = %hash,
+            cache = ?outcome,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "plugin loaded"
+        );
+        Ok(Plugin { name, hash, phases, failure: spec.failure, outcome, pool })
+    }
+}
+
+/// Advances the engine's epoch every `tick` until the engine is gone. A plain thread: it must
+/// keep ticking even when every tokio worker is busy running guests.
+fn spawn_ticker(engine: EngineWeak, tick: Duration) {
+    let spawned = std::thread::Builder::new().name("wasmgate-epoch".into()).spawn(move || {
+        while let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(tick);
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the epoch ticker: plugin deadlines will not fire");
+    }
+}
+
+/// A response a plugin wrote itself, checked and ready to send.
+#[derive(Debug)]
+pub struct LocalReply {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// What a header phase decided.
+#[derive(Debug)]
+pub enum Action {
+    /// Go on.
+    Continue,
+    /// Answer with this response instead.
+    Respond(LocalReply),
+}
+
+/// Where a plugin wants the request to go, already checked against the configured groups.
+#[derive(Debug)]
+pub enum Choice {
+    /// The route's group and its balancer.
+    Default,
+    /// This backend of this group.
+    Backend(Arc<Group>, usize),
+    /// This group, balanced by its balancer.
+    Group(Arc<Group>),
+    /// The route's group by consistent hashing of this key.
+    HashKey(String),
+    /// Do not go upstream; answer with this.
+    Respond(LocalReply),
+}
+
+/// What a plugin wants after an upstream failure.
+#[derive(Debug)]
+pub enum OnError {
+    /// Let the host decide.
+    Default,
+    /// Try again, within the route's retry policy.
+    Retry,
+    /// Answer with this.
+    Respond(LocalReply),
+}
+
+/// A loaded plugin: its pool of instances and what it declared.
+pub struct Plugin {
+    name: Arc<str>,
+    hash: String,
+    phases: types::Phases,
+    failure: FailurePolicy,
+    outcome: CacheOutcome,
+    pool: Arc<Pool>,
+}
+
+/// Borrows an instance, lends it the exchange, makes the call, takes the exchange back, and
+/// settles the instance: back to the pool on success, discarded on any fault or cancellation.
+macro_rules! guest_call {
+    ($self:ident, $phase:expr, $ex:ident, |$handler:ident, $store:ident| $call:expr) => {{
+        let phase = $phase;
+        let mut lease = $self.pool.checkout(phase).await?;
+        let result = match lease.instance() {
+            Some(instance) => {
+                std::mem::swap(&mut instance.store.data_mut().ex, $ex);
+                $self.pool.factory.arm(&mut instance.store, phase);
+                let $handler = instance.bindings.wasmgate_plugin_handler();
+                let $store = &mut instance.store;
+                let result = $call.await;
+                std::mem::swap(&mut instance.store.data_mut().ex, $ex);
+                result
+            }
+            None => Err(wasmtime::Error::msg("instance already settled")),
+        };
+        match result {
+            Ok(value) => {
+                lease.release();
+                value
+            }
+            Err(error) => return Err(lease.fail(phase, &error)),
+        }
+    }};
+}
+
+impl Plugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The SHA-256 of the component file.
+    pub fn sha256(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether the component was compiled at load or came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.outcome
+    }
+
+    /// What a failure does to the request.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure
+    }
+
+    /// True if the plugin implements `phase`; the proxy calls no other.
+    pub fn has(&self, phase: Phase) -> bool {
+        self.phases.contains(phase.flag())
+    }
+
+    /// Counters of the plugin's instances and faults.
+    pub fn stats(&self) -> PluginStats {
+        self.pool.stats()
+    }
+
+    /// The request headers arrived.
+    pub async fn on_request_headers(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
+        let phase = Phase::RequestHeaders;
+        let action = guest_call!(self, phase, ex, |h, s| h.call_on_request_headers(s));
+        self.action(phase, action)
+    }
+
+    /// Where should the request go?
+    pub async fn select_upstream(&self, ex: &mut Box<Exchange>) -> Result<Choice, PluginError> {
+        let phase = Phase::SelectUpstream;
+        let choice = guest_call!(self, phase, ex, |h, s| h.call_select_upstream(s));
+        let invalid = |reason: String| self.invalid(phase, "upstream choice", reason);
+        let backend_of = |group: &Arc<Group>, index: u32| match usize::try_from(index) {
+            Ok(i) if i < group.backends().len() => Ok(Choice::Backend(group.clone(), i)),
+            _ => Err(invalid(format!("backend {index} of group `{}`, which has {}", group.name(), group.backends().len()))),
+        };
+        let named = |name: &str| ex.upstreams.get(name).cloned().ok_or_else(|| invalid(format!("unknown group `{name}`")));
+        match choice {
+            types::UpstreamChoice::Default => Ok(Choice::Default),
+            types::UpstreamChoice::Backend(index) => backend_of(&ex.group, index),
+            types::UpstreamChoice::Group(name) => Ok(Choice::Group(named(&name)?)),
+            types::UpstreamChoice::GroupBackend((name, index)) => backend_of(&named(&name)?, index),
+            types::UpstreamChoice::HashKey(key) => Ok(Choice::HashKey(key)),
+            types::UpstreamChoice::Respond(r) => Ok(Choice::Respond(self.local_reply(phase, r)?)),
+        }
+    }
+
+    /// The head is about to go upstream.
+    pub async fn on_upstream_request(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
+        let phase = Phase::UpstreamRequest;
+        let action = guest_call!(self, phase, ex, |h, s| h.call_on_upstream_request(s));
+        self.action(phase, action)
+    }
+
+    /// An upstream attempt failed.
+    pub async fn on_upstream_error(&self, ex: &mut Box<Exchange>, failure: &UpstreamFailure) -> Result<OnError, PluginError> {
+        let phase = Phase::UpstreamError;
+        let action = guest_call!(self, phase, ex, |h, s| h.call_on_upstream_error(s, failure));
+        Ok(match action {
+            types::ErrorAction::Default => OnError::Default,
+            types::ErrorAction::Retry => OnError::Retry,
+            types::ErrorAction::Respond(r) => OnError::Respond(self.local_reply(phase, r)?),
+        })
+    }
+
+    /// The response headers arrived (in `ex.response`).
+    pub async fn on_response_headers(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
+        let phase = Phase::ResponseHeaders;
+        let action = guest_call!(self, phase, ex, |h, s| h.call_on_response_headers(s));
+        self.action(phase, action)
+    }
+
+    /// The request is over.
+    pub async fn on_log(&self, ex: &mut Box<Exchange>, entry: &LogEntry) -> Result<(), PluginError> {
+        guest_call!(self, Phase::Log, ex, |h, s| h.call_on_log(s, entry));
+        Ok(())
+    }
+
+    fn action(&self, phase: Phase, action: types::Action) -> Result<Action, PluginError> {
+        match action {
+            types::Action::Continue => Ok(Action::Continue),
+            types::Action::Respond(r) => Ok(Action::Respond(self.local_reply(phase, r)?)),
+        }
+    }
+
+    fn local_reply(&self, phase: Phase, r: types::LocalResponse) -> Result<LocalReply, PluginError> {
+        let status = valid_status(r.status)
+            .ok_or_else(|| self.invalid(phase, "status", format!("{} is not in 200..=599", r.status)))?;
+        let mut headers = HeaderMap::with_capacity(r.headers.len());
+        for h in r.headers {
+            let name = header_name(&h.name).map_err(|e| self.invalid(phase, "header name", format!("`{}`: {e:?}", h.name)))?;
+            let value = header_value(h.value).map_err(|e| self.invalid(phase, "header value", format!("`{name}`: {e:?}")))?;
+            headers.append(name, value);
+        }
+        Ok(LocalReply { status, headers, body: Bytes::from(r.body) })
+    }
+
+    fn invalid(&self, phase: Phase, what: &'static str, reason: String) -> PluginError {
+        PluginError::InvalidValue { plugin: self.name.to_string(), phase, what, reason }
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("sha256", &self.hash).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,325 @@
+//! Ready instances of one plugin, and how a call borrows one.
+//!
+//! Pooled plugins keep a fixed number of instances, made at load time; a call pops one from a
+//! lock-free queue and pushes it back when the call succeeds. An instance that trapped, ran out
+//! of time or memory, or whose call was cancelled is dropped, never reused, and a replacement is
+//! made in the background, off the request path. Per-request isolation instead makes a fresh
+//! instance for every call and drops it after.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+use wasmtime::component::InstancePre;
+use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
+
+use super::bindings::{self, types::Phases};
+use super::host_api::InstanceState;
+use super::{Isolation, Phase, PluginError};
+
+/// One live instance and its store.
+pub(crate) struct Instance {
+    pub(crate) store: Store<InstanceState>,
+    pub(crate) bindings: bindings::Plugin,
+}
+
+/// Makes instances of one plugin: instantiation, limits and `init`.
+pub(crate) struct Factory {
+    pub(crate) engine: Engine,
+    pub(crate) pre: bindings::PluginPre<InstanceState>,
+    pub(crate) id: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) config_json: String,
+    pub(crate) deadline: Duration,
+    pub(crate) deadline_ticks: u32,
+    pub(crate) memory_limit: usize,
+}
+
+impl Factory {
+    pub(crate) fn new(
+        engine: Engine,
+        pre: InstancePre<InstanceState>,
+        id: u32,
+        name: Arc<str>,
+        config_json: String,
+        deadline: Duration,
+        tick: Duration,
+        memory_limit: usize,
+    ) -> wasmtime::Result<Self> {
+        let deadline_ticks = u32::try_from(deadline.as_micros().div_ceil(tick.as_micros().max(1))).unwrap_or(u32::MAX);
+        Ok(Factory {
+            engine,
+            pre: bindings::PluginPre::new(pre)?,
+            id,
+            name,
+            config_json,
+            deadline,
+            deadline_ticks,
+            memory_limit,
+        })
+    }
+
+    /// A new instance, configured by its `init`; also returns the phases it declared.
+    pub(crate) async fn create(&self) -> Result<(Instance, Phases), PluginError> {
+        let state = InstanceState::new(self.id, self.name.clone(), self.memory_limit);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(on_epoch_tick);
+        self.arm(&mut store, Phase::Init);
+        let bindings = match self.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(error) => {
+                return Err(PluginError::Instantiate { plugin: self.name.to_string(), reason: format!("{error:#}") });
+            }
+        };
+        let handler = bindings.wasmgate_plugin_handler();
+        let phases = match handler.call_init(&mut store, &self.config_json).await {
+            Ok(Ok(phases)) => phases,
+            Ok(Err(message)) => return Err(PluginError::ConfigRejected { plugin: self.name.to_string(), message }),
+            Err(error) => return Err(self.fault(Phase::Init, &error, store.data())),
+        };
+        Ok((Instance { store, bindings }, phases))
+    }
+
+    /// Gives the next call its full deadline.
+    pub(crate) fn arm(&self, store: &mut Store<InstanceState>, phase: Phase) {
+        let state = store.data_mut();
+        state.phase = phase;
+        state.ticks_left = self.deadline_ticks;
+        store.set_epoch_deadline(1);
+    }
+
+    /// Names what went wrong in a failed guest call.
+    pub(crate) fn fault(&self, phase: Phase, error: &wasmtime::Error, state: &InstanceState) -> PluginError {
+        let plugin = self.name.to_string();
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            PluginError::Deadline { plugin, phase, deadline: self.deadline }
+        } else if state.limits.hit {
+            PluginError::MemoryLimit { plugin, phase, limit: self.memory_limit }
+        } else {
+            let reason = match error.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => format!("{error:#}"),
+            };
+            PluginError::Trap { plugin, phase, reason }
+        }
+    }
+}
+
+/// Every tick, yield to tokio so a long guest call never holds a worker, and stop the call once
+/// its ticks run out.
+fn on_epoch_tick(mut ctx: StoreContextMut<'_, InstanceState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = ctx.data_mut();
+    if state.ticks_left == 0 {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    state.ticks_left -= 1;
+    Ok(UpdateDeadline::Yield(1))
+}
+
+/// Counters for one plugin, for tests, metrics and the admin API.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) created: AtomicU64,
+    pub(crate) discarded: AtomicU64,
+    pub(crate) traps: AtomicU64,
+    pub(crate) deadlines: AtomicU64,
+    pub(crate) memory: AtomicU64,
+    pub(crate) exhausted: AtomicU64,
+}
+
+/// A snapshot of one plugin's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    /// Instances made since load (including the initial pool).
+    pub instances_created: u64,
+    /// Instances dropped after a fault or a cancelled call.
+    pub instances_discarded: u64,
+    /// Instances idle in the pool now.
+    pub instances_idle: u64,
+    /// Calls that trapped.
+    pub traps: u64,
+    /// Calls stopped at their deadline.
+    pub deadline_hits: u64,
+    /// Calls that passed the memory limit.
+    pub memory_limit_hits: u64,
+    /// Calls that found no free instance in time.
+    pub pool_exhausted: u64,
+}
+
+/// The instances of one plugin.
+pub(crate) struct Pool {
+    pub(crate) factory: Factory,
+    isolation: Isolation,
+    idle: ArrayQueue<Instance>,
+    returned: Notify,
+    wait: Duration,
+    pub(crate) counters: Counters,
+}
+
+impl Pool {
+    /// A pool holding `first`, filled up to `size` instances now (at load, not per request).
+    pub(crate) async fn new(
+        factory: Factory,
+        isolation: Isolation,
+        size: usize,
+        wait: Duration,
+        first: Instance,
+    ) -> Result<Arc<Pool>, PluginError> {
+        let capacity = if isolation == Isolation::PerRequest { 1 } else { size.max(1) };
+        let pool = Arc::new(Pool {
+            factory,
+            isolation,
+            idle: ArrayQueue::new(capacity),
+            returned: Notify::new(),
+            wait,
+            counters: Counters::default(),
+        });
+        pool.counters.created.fetch_add(1, Ordering::Relaxed);
+        if isolation == Isolation::Pooled {
+            let _ = pool.idle.push(first);
+            for _ in 1..capacity {
+                let (instance, _) = pool.factory.create().await?;
+                pool.counters.created.fetch_add(1, Ordering::Relaxed);
+                let _ = pool.idle.push(instance);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Borrows an instance for one call.
+    pub(crate) async fn checkout(self: &Arc<Self>, phase: Phase) -> Result<Lease, PluginError> {
+        let instance = match self.isolation {
+            Isolation::PerRequest => {
+                let (instance, _) = self.factory.create().await.map_err(|e| match e {
+                    PluginError::Instantiate { plugin, .. } => {
+                        self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+                        PluginError::PoolExhausted { plugin, phase, wait: Duration::ZERO }
+                    }
+                    other => other,
+                })?;
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                instance
+            }
+            Isolation::Pooled => self.pop(phase).await?,
+        };
+        Ok(Lease { pool: self.clone(), instance: Some(instance) })
+    }
+
+    async fn pop(&self, phase: Phase) -> Result<Instance, PluginError> {
+        if let Some(instance) = self.idle.pop() {
+            return Ok(instance);
+        }
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            // Register interest before looking again, so a return in between is not missed.
+            let notified = self.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(instance) = self.idle.pop() {
+                return Ok(instance);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+                return Err(PluginError::PoolExhausted {
+                    plugin: self.factory.name.to_string(),
+                    phase,
+                    wait: self.wait,
+                });
+            }
+        }
+    }
+
+    fn put_back(&self, instance: Instance) {
+        match self.isolation {
+            Isolation::Pooled => {
+                // The queue holds every instance the pool owns, so it cannot be full here.
+                let _ = self.idle.push(instance);
+                self.returned.notify_one();
+            }
+            Isolation::PerRequest => drop(instance),
+        }
+    }
+
+    /// Drops a faulty or abandoned instance and, for pooled plugins, makes its replacement in
+    /// the background.
+    fn discard(self: &Arc<Self>, instance: Instance) {
+        drop(instance);
+        self.counters.discarded.fetch_add(1, Ordering::Relaxed);
+        if self.isolation == Isolation::PerRequest {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.clone();
+        runtime.spawn(async move {
+            match pool.factory.create().await {
+                Ok((instance, _)) => {
+                    pool.counters.created.fetch_add(1, Ordering::Relaxed);
+                    pool.put_back(instance);
+                }
+                Err(error) => tracing::error!(plugin = %pool.factory.name, %error, "cannot replace a discarded instance"),
+            }
+        });
+    }
+
+    pub(crate) fn stats(&self) -> PluginStats {
+        let c = &self.counters;
+        PluginStats {
+            instances_created: c.created.load(Ordering::Relaxed),
+            instances_discarded: c.discarded.load(Ordering::Relaxed),
+            instances_idle: self.idle.len() as u64,
+            traps: c.traps.load(Ordering::Relaxed),
+            deadline_hits: c.deadlines.load(Ordering::Relaxed),
+            memory_limit_hits: c.memory.load(Ordering::Relaxed),
+            pool_exhausted: c.exhausted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An instance borrowed for one call. Dropped without [`Lease::release`] (a fault, or the
+/// request future was cancelled mid-call) the instance is discarded, never reused.
+pub(crate) struct Lease {
+    pool: Arc<Pool>,
+    instance: Option<Instance>,
+}
+
+impl Lease {
+    pub(crate) fn instance(&mut self) -> Option<&mut Instance> {
+        self.instance.as_mut()
+    }
+
+    /// The call succeeded: the instance goes back to the pool.
+    pub(crate) fn release(mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.pool.put_back(instance);
+        }
+    }
+
+    /// The call failed: counts the fault and discards the instance.
+    pub(crate) fn fail(self, phase: Phase, error: &wasmtime::Error) -> PluginError {
+        let err = match &self.instance {
+            Some(instance) => self.pool.factory.fault(phase, error, instance.store.data()),
+            None => PluginError::Trap { plugin: self.pool.factory.name.to_string(), phase, reason: format!("{error:#}") },
+        };
+        let counter = match err {
+            PluginError::Deadline { .. } => &self.pool.counters.deadlines,
+            PluginError::MemoryLimit { .. } => &self.pool.counters.memory,
+            _ => &self.pool.counters.traps,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.pool.factory.name, phase = phase.as_str(), error = %err, "plugin call failed; instance discarded");
+        err
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.pool.discard(instance);
+        }
+    }
+}
