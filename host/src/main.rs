@@ -1,1 +1,5 @@
-fn main() {}
+//! The `wasmgate` binary.
+
+fn main() -> std::process::ExitCode {
+    wasmgate::cli::main()
+}

@@ -127,7 +127,12 @@ pub struct RuntimeSection {
 impl Default for RuntimeSection {
     fn default() -> Self {
         let d = RuntimeConfig::default();
-        RuntimeSection { cache_dir: None, cache: true, instance_slots: d.instance_slots, max_memory: d.max_memory }
+        RuntimeSection {
+            cache_dir: None,
+            cache: true,
+            instance_slots: d.instance_slots,
+            max_memory: d.max_memory,
+        }
     }
 }
 
@@ -392,7 +397,10 @@ impl Config {
                 return Err(invalid(
                     field("memory_limit"),
                     None,
-                    format!("{} bytes is above runtime.max_memory ({} bytes)", p.memory_limit, self.runtime.max_memory),
+                    format!(
+                        "{} bytes is above runtime.max_memory ({} bytes)",
+                        p.memory_limit, self.runtime.max_memory
+                    ),
                 ));
             }
         }
@@ -403,9 +411,17 @@ impl Config {
             }
             for (i, b) in u.backends.iter().enumerate() {
                 if b.weight() == 0 {
-                    return Err(invalid(field(&format!("backends[{i}].weight")), None, "must be at least 1".into()));
+                    return Err(invalid(
+                        field(&format!("backends[{i}].weight")),
+                        None,
+                        "must be at least 1".into(),
+                    ));
                 }
-                if !b.address().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+                if !b
+                    .address()
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                {
                     return Err(invalid(
                         field(&format!("backends[{i}]")),
                         None,
@@ -553,10 +569,15 @@ upstream = "origins"
 
     #[test]
     fn names_that_point_nowhere_are_refused_with_field_and_line() {
-        let err = parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"elsewhere\"")).expect_err("bad");
-        assert_eq!(err.to_string(), "gw.toml:9: routes[0].upstream: no upstream group `elsewhere` is configured");
-        let err = parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"origins\"\nplugins = [\"nope\"]"))
-            .expect_err("bad");
+        let err =
+            parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"elsewhere\"")).expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "gw.toml:9: routes[0].upstream: no upstream group `elsewhere` is configured"
+        );
+        let err =
+            parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"origins\"\nplugins = [\"nope\"]"))
+                .expect_err("bad");
         assert_eq!(err.to_string(), "gw.toml:10: routes[0].plugins[0]: no plugin `nope` is configured");
     }
 
@@ -572,7 +593,8 @@ upstream = "origins"
         let spec = c.plugin_spec("p", p);
         assert_eq!(spec.config_json, r#"{"a":1}"#);
         assert_eq!(spec.path, PathBuf::from("p.wasm"));
-        let err = parse(&MINIMAL.replace("[[routes]]", "[server]\nidle_timeout = \"soon\"\n\n[[routes]]")).expect_err("bad");
+        let err = parse(&MINIMAL.replace("[[routes]]", "[server]\nidle_timeout = \"soon\"\n\n[[routes]]"))
+            .expect_err("bad");
         assert!(err.to_string().contains("idle_timeout") || err.to_string().contains("soon"), "{err}");
     }
 }

@@ -43,7 +43,12 @@ impl CompileCache {
     }
 
     /// The compiled component for `bytes`, from the cache when possible.
-    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8], hash: &str) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        hash: &str,
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let Some(dir) = &self.dir else {
             return Ok((Component::from_binary(engine, bytes)?, CacheOutcome::Compiled));
         };
@@ -51,7 +56,9 @@ impl CompileCache {
         if path.exists() {
             match deserialize(engine, &path) {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(error) => tracing::warn!(path = %path.display(), %error, "discarding unusable cache entry"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "discarding unusable cache entry")
+                }
             }
         }
         let component = Component::from_binary(engine, bytes)?;
@@ -85,6 +92,8 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| {
+            std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache"))
+        })
         .map(|d| d.join("wasmgate"))
 }

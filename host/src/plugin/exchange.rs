@@ -54,11 +54,7 @@ impl Exchange {
     /// The host the client asked for, without the port: the absolute-form target's authority
     /// wins over `Host` (RFC 9112 §3.2.2).
     pub fn host(&self) -> Option<&str> {
-        let authority = match self.request.uri.authority() {
-            Some(a) => a.as_str(),
-            None => self.request.headers.get(http::header::HOST)?.to_str().ok()?,
-        };
-        Some(strip_port(authority))
+        request_host(&self.request)
     }
 
     /// What an idle instance holds between calls, made once per instance.
@@ -76,10 +72,22 @@ impl Exchange {
     }
 }
 
+/// The host a request is for, without the port: the absolute-form target's authority wins over
+/// `Host` (RFC 9112 §3.2.2).
+pub fn request_host(request: &http::request::Parts) -> Option<&str> {
+    let authority = match request.uri.authority() {
+        Some(a) => a.as_str(),
+        None => request.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(authority))
+}
+
 fn strip_port(authority: &str) -> &str {
     // An IPv6 literal keeps its brackets; only a trailing `:digits` is a port.
     match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+        Some(i)
+            if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
             &authority[..i]
         }
         _ => authority,
@@ -105,10 +113,7 @@ struct StateEntry {
 
 impl PluginState {
     pub(crate) fn get(&self, plugin: u32, key: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|e| e.plugin == plugin && e.key == key)
-            .map(|e| e.value.as_slice())
+        self.entries.iter().find(|e| e.plugin == plugin && e.key == key).map(|e| e.value.as_slice())
     }
 
     /// Stores `value`; false if that would pass the plugin's bounds.

@@ -59,7 +59,9 @@ impl InstanceState {
 
     fn response_editable(&mut self) -> Result<&mut http::response::Parts, EditError> {
         match self.phase {
-            Phase::ResponseHeaders | Phase::ResponseTrailers => self.ex.response.as_mut().ok_or(EditError::ReadOnly),
+            Phase::ResponseHeaders | Phase::ResponseTrailers => {
+                self.ex.response.as_mut().ok_or(EditError::ReadOnly)
+            }
             _ => Err(EditError::ReadOnly),
         }
     }
@@ -79,13 +81,23 @@ pub(crate) struct MemoryLimit {
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> WasmResult<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> WasmResult<bool> {
         let ok = desired <= self.limit;
         self.hit |= !ok;
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> WasmResult<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> WasmResult<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -290,7 +302,11 @@ impl upstream::Host for InstanceState {
             group
                 .backends()
                 .iter()
-                .map(|b| WitBackend { address: b.address().to_string(), weight: b.weight(), healthy: b.is_healthy() })
+                .map(|b| WitBackend {
+                    address: b.address().to_string(),
+                    weight: b.weight(),
+                    healthy: b.is_healthy(),
+                })
                 .collect(),
         )
     }

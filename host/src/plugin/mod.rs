@@ -26,7 +26,7 @@ use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAl
 pub use self::bindings::types::{FailureKind, LogEntry, UpstreamFailure};
 pub use self::cache::{CacheOutcome, default_dir as default_cache_dir};
 pub use self::error::PluginError;
-pub use self::exchange::Exchange;
+pub use self::exchange::{Exchange, request_host};
 pub use self::pool::PluginStats;
 
 use self::bindings::types;
@@ -237,7 +237,11 @@ impl Runtime {
             path: spec.path.clone(),
             source,
         })?;
-        let invalid = |reason: String| PluginError::Invalid { plugin: spec.name.clone(), path: spec.path.clone(), reason };
+        let invalid = |reason: String| PluginError::Invalid {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            reason,
+        };
         let hash = CompileCache::content_hash(&bytes);
         // Compiling is CPU work of tens of milliseconds to seconds: keep it off the workers.
         let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), hash.clone());
@@ -247,18 +251,9 @@ impl Runtime {
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let name: Arc<str> = Arc::from(spec.name.as_str());
-        let factory = Factory::new(
-            self.engine.clone(),
-            pre,
-            id,
-            name.clone(),
-            spec.config_json.clone(),
-            spec.deadline,
-            self.epoch_tick,
-            spec.memory_limit,
-        )
-        .map_err(|e| invalid(format!("{e:#}")))?;
+        let factory = Factory::new(self.engine.clone(), pre, id, spec, self.epoch_tick)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let name = factory.name.clone();
         let (first, phases) = factory.create().await?;
         let pool = Pool::new(factory, spec.isolation, spec.instances, spec.pool_wait, first).await?;
         tracing::info!(
@@ -417,9 +412,15 @@ impl Plugin {
         let invalid = |reason: String| self.invalid(phase, "upstream choice", reason);
         let backend_of = |group: &Arc<Group>, index: u32| match usize::try_from(index) {
             Ok(i) if i < group.backends().len() => Ok(Choice::Backend(group.clone(), i)),
-            _ => Err(invalid(format!("backend {index} of group `{}`, which has {}", group.name(), group.backends().len()))),
+            _ => Err(invalid(format!(
+                "backend {index} of group `{}`, which has {}",
+                group.name(),
+                group.backends().len()
+            ))),
         };
-        let named = |name: &str| ex.upstreams.get(name).cloned().ok_or_else(|| invalid(format!("unknown group `{name}`")));
+        let named = |name: &str| {
+            ex.upstreams.get(name).cloned().ok_or_else(|| invalid(format!("unknown group `{name}`")))
+        };
         match choice {
             types::UpstreamChoice::Default => Ok(Choice::Default),
             types::UpstreamChoice::Backend(index) => backend_of(&ex.group, index),
@@ -438,7 +439,11 @@ impl Plugin {
     }
 
     /// An upstream attempt failed.
-    pub async fn on_upstream_error(&self, ex: &mut Box<Exchange>, failure: &UpstreamFailure) -> Result<OnError, PluginError> {
+    pub async fn on_upstream_error(
+        &self,
+        ex: &mut Box<Exchange>,
+        failure: &UpstreamFailure,
+    ) -> Result<OnError, PluginError> {
         let phase = Phase::UpstreamError;
         let action = guest_call!(self, phase, ex, |h, s| h.call_on_upstream_error(s, failure));
         Ok(match action {
@@ -473,8 +478,10 @@ impl Plugin {
             .ok_or_else(|| self.invalid(phase, "status", format!("{} is not in 200..=599", r.status)))?;
         let mut headers = HeaderMap::with_capacity(r.headers.len());
         for h in r.headers {
-            let name = header_name(&h.name).map_err(|e| self.invalid(phase, "header name", format!("`{}`: {e:?}", h.name)))?;
-            let value = header_value(h.value).map_err(|e| self.invalid(phase, "header value", format!("`{name}`: {e:?}")))?;
+            let name = header_name(&h.name)
+                .map_err(|e| self.invalid(phase, "header name", format!("`{}`: {e:?}", h.name)))?;
+            let value = header_value(h.value)
+                .map_err(|e| self.invalid(phase, "header value", format!("`{name}`: {e:?}")))?;
             headers.append(name, value);
         }
         Ok(LocalReply { status, headers, body: Bytes::from(r.body) })

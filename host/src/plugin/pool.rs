@@ -1,23 +1,24 @@
 //! Ready instances of one plugin, and how a call borrows one.
 //!
-//! Pooled plugins keep a fixed number of instances, made at load time; a call pops one from a
-//! lock-free queue and pushes it back when the call succeeds. An instance that trapped, ran out
+//! Pooled plugins keep a fixed number of instances, made at load time; a call pops one and
+//! pushes it back when the call succeeds. Idle instances form a stack, so the most recently
+//! used (warm in cache, and carrying any state the plugin keeps on purpose, such as a
+//! round-robin counter) is used next; the stack's lock is held only for the push or pop. An instance that trapped, ran out
 //! of time or memory, or whose call was cancelled is dropped, never reused, and a replacement is
 //! made in the background, off the request path. Per-request isolation instead makes a fresh
 //! instance for every call and drops it after.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 
 use super::bindings::{self, types::Phases};
 use super::host_api::InstanceState;
-use super::{Isolation, Phase, PluginError};
+use super::{Isolation, Phase, PluginError, PluginSpec};
 
 /// One live instance and its store.
 pub(crate) struct Instance {
@@ -42,22 +43,19 @@ impl Factory {
         engine: Engine,
         pre: InstancePre<InstanceState>,
         id: u32,
-        name: Arc<str>,
-        config_json: String,
-        deadline: Duration,
+        spec: &PluginSpec,
         tick: Duration,
-        memory_limit: usize,
     ) -> wasmtime::Result<Self> {
-        let deadline_ticks = u32::try_from(deadline.as_micros().div_ceil(tick.as_micros().max(1))).unwrap_or(u32::MAX);
+        let ticks = spec.deadline.as_micros().div_ceil(tick.as_micros().max(1));
         Ok(Factory {
             engine,
             pre: bindings::PluginPre::new(pre)?,
             id,
-            name,
-            config_json,
-            deadline,
-            deadline_ticks,
-            memory_limit,
+            name: Arc::from(spec.name.as_str()),
+            config_json: spec.config_json.clone(),
+            deadline: spec.deadline,
+            deadline_ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
+            memory_limit: spec.memory_limit,
         })
     }
 
@@ -71,13 +69,18 @@ impl Factory {
         let bindings = match self.pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(error) => {
-                return Err(PluginError::Instantiate { plugin: self.name.to_string(), reason: format!("{error:#}") });
+                return Err(PluginError::Instantiate {
+                    plugin: self.name.to_string(),
+                    reason: format!("{error:#}"),
+                });
             }
         };
         let handler = bindings.wasmgate_plugin_handler();
         let phases = match handler.call_init(&mut store, &self.config_json).await {
             Ok(Ok(phases)) => phases,
-            Ok(Err(message)) => return Err(PluginError::ConfigRejected { plugin: self.name.to_string(), message }),
+            Ok(Err(message)) => {
+                return Err(PluginError::ConfigRejected { plugin: self.name.to_string(), message });
+            }
             Err(error) => return Err(self.fault(Phase::Init, &error, store.data())),
         };
         Ok((Instance { store, bindings }, phases))
@@ -153,7 +156,8 @@ pub struct PluginStats {
 pub(crate) struct Pool {
     pub(crate) factory: Factory,
     isolation: Isolation,
-    idle: ArrayQueue<Instance>,
+    idle: Mutex<Vec<Instance>>,
+    capacity: usize,
     returned: Notify,
     wait: Duration,
     pub(crate) counters: Counters,
@@ -172,18 +176,19 @@ impl Pool {
         let pool = Arc::new(Pool {
             factory,
             isolation,
-            idle: ArrayQueue::new(capacity),
+            idle: Mutex::new(Vec::with_capacity(capacity)),
+            capacity,
             returned: Notify::new(),
             wait,
             counters: Counters::default(),
         });
         pool.counters.created.fetch_add(1, Ordering::Relaxed);
         if isolation == Isolation::Pooled {
-            let _ = pool.idle.push(first);
+            pool.push(first);
             for _ in 1..capacity {
                 let (instance, _) = pool.factory.create().await?;
                 pool.counters.created.fetch_add(1, Ordering::Relaxed);
-                let _ = pool.idle.push(instance);
+                pool.push(instance);
             }
         }
         Ok(pool)
@@ -208,8 +213,20 @@ impl Pool {
         Ok(Lease { pool: self.clone(), instance: Some(instance) })
     }
 
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent: keep using it.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, instance: Instance) {
+        let mut idle = self.idle();
+        if idle.len() < self.capacity {
+            idle.push(instance);
+        }
+    }
+
     async fn pop(&self, phase: Phase) -> Result<Instance, PluginError> {
-        if let Some(instance) = self.idle.pop() {
+        if let Some(instance) = self.idle().pop() {
             return Ok(instance);
         }
         let deadline = tokio::time::Instant::now() + self.wait;
@@ -218,7 +235,7 @@ impl Pool {
             let notified = self.returned.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(instance) = self.idle.pop() {
+            if let Some(instance) = self.idle().pop() {
                 return Ok(instance);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -235,8 +252,7 @@ impl Pool {
     fn put_back(&self, instance: Instance) {
         match self.isolation {
             Isolation::Pooled => {
-                // The queue holds every instance the pool owns, so it cannot be full here.
-                let _ = self.idle.push(instance);
+                self.push(instance);
                 self.returned.notify_one();
             }
             Isolation::PerRequest => drop(instance),
@@ -271,7 +287,7 @@ impl Pool {
         PluginStats {
             instances_created: c.created.load(Ordering::Relaxed),
             instances_discarded: c.discarded.load(Ordering::Relaxed),
-            instances_idle: self.idle.len() as u64,
+            instances_idle: self.idle().len() as u64,
             traps: c.traps.load(Ordering::Relaxed),
             deadline_hits: c.deadlines.load(Ordering::Relaxed),
             memory_limit_hits: c.memory.load(Ordering::Relaxed),
@@ -303,7 +319,11 @@ impl Lease {
     pub(crate) fn fail(self, phase: Phase, error: &wasmtime::Error) -> PluginError {
         let err = match &self.instance {
             Some(instance) => self.pool.factory.fault(phase, error, instance.store.data()),
-            None => PluginError::Trap { plugin: self.pool.factory.name.to_string(), phase, reason: format!("{error:#}") },
+            None => PluginError::Trap {
+                plugin: self.pool.factory.name.to_string(),
+                phase,
+                reason: format!("{error:#}"),
+            },
         };
         let counter = match err {
             PluginError::Deadline { .. } => &self.pool.counters.deadlines,

@@ -4,6 +4,12 @@
 //! balancer's counter change while serving, and both are atomics, so picking a backend takes no
 //! lock.
 
+mod client;
+mod health;
+
+pub use self::client::{UpstreamBody, UpstreamClient, UpstreamError};
+pub use self::health::spawn_health_checks;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,9 +24,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// The groups given, by their names.
     pub fn new(groups: impl IntoIterator<Item = Group>) -> Self {
-        Upstreams {
-            groups: groups.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect(),
-        }
+        Upstreams { groups: groups.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect() }
     }
 
     /// A shared empty set, for contexts that have none.
@@ -72,16 +76,15 @@ impl Group {
         &self.backends
     }
 
-    /// The next healthy backend in weighted round-robin order; `None` if none is healthy.
-    pub fn pick(&self) -> Option<&Backend> {
+    /// The index of the next healthy backend in weighted round-robin order; `None` if none is
+    /// healthy.
+    pub fn pick(&self) -> Option<usize> {
         let len = self.schedule.len();
         if len == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..len)
-            .map(|i| &self.backends[self.schedule[(start + i) % len] as usize])
-            .find(|b| b.is_healthy())
+        (0..len).map(|i| self.schedule[(start + i) % len] as usize).find(|&i| self.backends[i].is_healthy())
     }
 }
 
@@ -115,6 +118,7 @@ impl std::fmt::Debug for Group {
 pub struct Backend {
     address: Arc<str>,
     addr: SocketAddr,
+    authority: http::uri::Authority,
     weight: u32,
     healthy: AtomicBool,
 }
@@ -123,7 +127,15 @@ impl Backend {
     /// A backend configured as `address` (`host:port`), resolved to `addr`. Backends start
     /// healthy: a health check takes them out.
     pub fn new(address: impl Into<Arc<str>>, addr: SocketAddr, weight: u32) -> Self {
-        Backend { address: address.into(), addr, weight, healthy: AtomicBool::new(true) }
+        let authority = http::uri::Authority::try_from(addr.to_string())
+            .expect("a socket address is always a valid URI authority");
+        Backend { address: address.into(), addr, authority, weight, healthy: AtomicBool::new(true) }
+    }
+
+    /// The resolved address as a URI authority, for upstream request targets (connecting to
+    /// the resolved address avoids a DNS lookup per new connection).
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
     }
 
     /// `host:port` as configured.
@@ -165,12 +177,11 @@ mod tests {
         let g = Group::new("g", vec![backend(1, 1), backend(2, 3)]);
         let mut counts = [0; 2];
         for _ in 0..400 {
-            let b = g.pick().expect("a backend");
-            counts[(b.addr().port() - 1) as usize] += 1;
+            counts[g.pick().expect("a backend")] += 1;
         }
         assert_eq!(counts, [100, 300]);
         g.backends()[1].set_healthy(false);
-        assert!((0..10).all(|_| g.pick().map(|b| b.addr().port()) == Some(1)));
+        assert!((0..10).all(|_| g.pick() == Some(0)));
         g.backends()[0].set_healthy(false);
         assert!(g.pick().is_none());
     }

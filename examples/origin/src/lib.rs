@@ -1,0 +1,219 @@
+//! A small, real HTTP/1.1 origin for wasmgate's examples and end-to-end tests.
+//!
+//! It answers with its own name, and, so that a gateway's effect is visible from outside:
+//! - refuses with 403 any request whose Host is not the expected one (when one is set);
+//! - `GET /echo-headers` answers with the request head it received, one `name: value` a line;
+//! - `POST /echo` streams the request body back as it arrives;
+//! - `GET /bytes/N` streams N bytes;
+//! - `GET /delay/MS` answers after MS milliseconds;
+//! - `GET /slow` never answers (for timeout tests);
+//! - `GET /health` answers 200 (for health checks);
+//! - it counts requests and keeps the last request heads it saw.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// What the origin saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The method.
+    pub method: Method,
+    /// The path and query.
+    pub target: String,
+    /// The headers.
+    pub headers: HeaderMap,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A running origin; stops when dropped.
+pub struct Origin {
+    name: String,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+impl Origin {
+    /// Starts an origin called `name` on `addr` (port 0 picks one). With `expect_host`, requests
+    /// whose Host differs get 403.
+    pub async fn start(name: &str, addr: SocketAddr, expect_host: Option<String>) -> std::io::Result<Origin> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(serve(listener, name.to_owned(), expect_host, shared.clone()));
+        Ok(Origin { name: name.to_owned(), addr, shared, task })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The origin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The request heads seen so far (the last 1000).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, expect_host: Option<String>, shared: Arc<Shared>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (name, expect_host, shared) = (name.clone(), expect_host.clone(), shared.clone());
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let (name, expect_host, shared) = (name.clone(), expect_host.clone(), shared.clone());
+                async move { Ok::<_, Infallible>(answer(&name, expect_host.as_deref(), &shared, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn answer(
+    name: &str,
+    expect_host: Option<&str>,
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let target = req.uri().path_and_query().map_or("/".to_owned(), |p| p.to_string());
+    if let Ok(mut seen) = shared.seen.lock() {
+        if seen.len() >= 1000 {
+            seen.remove(0);
+        }
+        seen.push(Seen {
+            method: req.method().clone(),
+            target: target.clone(),
+            headers: req.headers().clone(),
+        });
+    }
+    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if let Some(expected) = expect_host
+        && host != expected
+    {
+        return text(
+            name,
+            StatusCode::FORBIDDEN,
+            format!("origin {name}: Host `{host}` is not `{expected}`\n"),
+        );
+    }
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/echo") => {
+            let mut response = Response::new(req.into_body().boxed());
+            response.headers_mut().insert("x-origin", header(name));
+            response
+        }
+        (_, "/echo-headers") => {
+            let mut lines = String::new();
+            for (k, v) in req.headers() {
+                lines.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+            }
+            text(name, StatusCode::OK, lines)
+        }
+        (_, p) if p.starts_with("/delay/") => {
+            let ms: u64 = p["/delay/".len()..].parse().unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            text(name, StatusCode::OK, format!("origin {name}\n"))
+        }
+        (_, "/slow") => {
+            std::future::pending::<()>().await;
+            text(name, StatusCode::OK, String::new())
+        }
+        (_, p) if p.starts_with("/bytes/") => {
+            let n: usize = p["/bytes/".len()..].parse().unwrap_or(0);
+            let mut response = Response::new(BodyExt::boxed(Repeat {
+                remaining: n,
+                chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+            }));
+            response.headers_mut().insert("x-origin", header(name));
+            response
+        }
+        _ => text(name, StatusCode::OK, format!("origin {name}\n")),
+    }
+}
+
+fn header(value: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(value).unwrap_or(http::HeaderValue::from_static("origin"))
+}
+
+fn text(name: &str, status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert("x-origin", header(name));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// `remaining` bytes of `x`, sent a chunk at a time as the client reads.
+struct Repeat {
+    remaining: usize,
+    chunk: Bytes,
+}
+
+impl http_body::Body for Repeat {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let len = self.chunk.len().min(self.remaining);
+        if len == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.remaining -= len;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..len)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining as u64)
+    }
+}

@@ -1,0 +1,143 @@
+//! The command line: `wasmgate run` and `wasmgate check`, logging set-up, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::plugin::{Phase, Runtime};
+
+/// wasmgate: an HTTP gateway whose request logic runs in sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve with the given config until SIGTERM or Ctrl-C, then drain and exit.
+    Run {
+        /// The TOML config file.
+        #[arg(short, long, env = "WASMGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check the config: parse it, load and configure every plugin, resolve every backend;
+    /// exit 0 if all is well, else print what is wrong and exit 1.
+    Check {
+        /// The TOML config file.
+        #[arg(short, long, env = "WASMGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let (Command::Run { config: path } | Command::Check { config: path }) = &cli.command;
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+            Ok(rt) => rt,
+            Err(error) => return fail(&error),
+        };
+    match cli.command {
+        Command::Run { .. } => runtime.block_on(run(config)),
+        Command::Check { .. } => runtime.block_on(check(config)),
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
+    match crate::server::start(config, shutdown_signal()).await {
+        Ok(running) => {
+            running.wait().await;
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    let runtime = match Runtime::new(&config.runtime_config()) {
+        Ok(rt) => rt,
+        Err(error) => return fail(&*error),
+    };
+    let file = config.file.clone();
+    let gateway = match Gateway::build(config, &runtime).await {
+        Ok(gw) => gw,
+        Err(error) => return fail(&error),
+    };
+    println!("{}: ok", file.display());
+    for (name, plugin) in gateway.plugins() {
+        let phases: Vec<&str> = [
+            Phase::RequestHeaders,
+            Phase::RequestBody,
+            Phase::SelectUpstream,
+            Phase::UpstreamRequest,
+            Phase::UpstreamError,
+            Phase::ResponseHeaders,
+            Phase::ResponseBody,
+            Phase::ResponseTrailers,
+            Phase::Log,
+        ]
+        .into_iter()
+        .filter(|p| plugin.has(*p))
+        .map(Phase::as_str)
+        .collect();
+        println!(
+            "  plugin {name}: sha256 {} ({:?}), phases: {}",
+            plugin.sha256(),
+            plugin.cache_outcome(),
+            phases.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

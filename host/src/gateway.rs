@@ -1,0 +1,113 @@
+//! One generation of the running gateway: the config, its loaded plugins, upstream groups with
+//! their clients and health checks, and the routes. The server holds the current generation
+//! behind one atomic swap, so a reload builds a new generation and swaps it in whole: each
+//! request sees exactly one generation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ConfigError};
+use crate::plugin::{Plugin, Runtime};
+use crate::proxy::{HostMatch, Route, Router};
+use crate::upstream::{Backend, Group, UpstreamClient, Upstreams, spawn_health_checks};
+
+/// A built, ready-to-serve gateway.
+pub struct Gateway {
+    pub(crate) router: Router,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) clients: HashMap<Arc<str>, Arc<UpstreamClient>>,
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    config: Config,
+    /// Health-check tasks; dropping the generation stops them.
+    _health: JoinSet<()>,
+}
+
+impl Gateway {
+    /// Loads every plugin (each `init` must accept its config), resolves every backend, starts
+    /// health checks and builds the routes. Any failure names the config field it came from.
+    pub async fn build(config: Config, runtime: &Runtime) -> Result<Gateway, ConfigError> {
+        let mut plugins = BTreeMap::new();
+        for (name, p) in &config.plugins {
+            let plugin = runtime
+                .load(&config.plugin_spec(name, p))
+                .await
+                .map_err(|e| config.error(format!("plugins.{name}"), e.to_string()))?;
+            plugins.insert(name.clone(), Arc::new(plugin));
+        }
+
+        let mut groups = Vec::new();
+        let mut clients = HashMap::new();
+        for (name, u) in &config.upstreams {
+            let mut backends = Vec::with_capacity(u.backends.len());
+            for (i, b) in u.backends.iter().enumerate() {
+                let addr = tokio::net::lookup_host(b.address())
+                    .await
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| {
+                        config.error(
+                            format!("upstreams.{name}.backends[{i}]"),
+                            format!("cannot resolve `{}`", b.address()),
+                        )
+                    })?;
+                backends.push(Backend::new(b.address(), addr, b.weight()));
+            }
+            groups.push(Group::new(name.as_str(), backends));
+            clients.insert(Arc::from(name.as_str()), Arc::new(UpstreamClient::new(u)));
+        }
+        let upstreams = Arc::new(Upstreams::new(groups));
+
+        let mut health = JoinSet::new();
+        for (name, u) in &config.upstreams {
+            if let (Some(check), Some(group)) = (&u.health_check, upstreams.get(name)) {
+                spawn_health_checks(&mut health, group, check);
+            }
+        }
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let group_name = r.upstream.get_ref().as_str();
+            let (Some(group), Some(client)) = (upstreams.get(group_name), clients.get(group_name)) else {
+                return Err(config
+                    .error(format!("routes[{i}].upstream"), format!("no upstream group `{group_name}`")));
+            };
+            let chain: Vec<Arc<Plugin>> =
+                r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
+            let methods =
+                r.methods.iter().filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()).collect();
+            routes.push(Arc::new(Route::new(
+                Arc::from(r.name.clone().unwrap_or_else(|| format!("route-{i}"))),
+                HostMatch::new(r.host.as_deref()),
+                r.path_prefix.clone(),
+                methods,
+                &chain,
+                group.clone(),
+                client.clone(),
+            )));
+        }
+
+        Ok(Gateway { router: Router::new(routes), upstreams, clients, plugins, config, _health: health })
+    }
+
+    /// The config this generation was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A loaded plugin by name.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
+    }
+
+    /// Every loaded plugin, by name.
+    pub fn plugins(&self) -> impl Iterator<Item = (&String, &Arc<Plugin>)> {
+        self.plugins.iter()
+    }
+
+    /// The upstream groups.
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
+    }
+}

@@ -1,0 +1,88 @@
+//! Everything that can fail a request, and the one place where a failure becomes the response
+//! the client sees: a status, a short plain-text body, and an `x-wasmgate-error` header naming
+//! the kind of failure.
+
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::plugin::PluginError;
+use crate::upstream::UpstreamError;
+
+/// Why a request was not served by its upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request itself is malformed (missing or conflicting Host, a bad target…).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No route matches the request.
+    #[error("no route matches {method} {host}{path}")]
+    NoRoute {
+        /// The method.
+        method: http::Method,
+        /// The host asked for.
+        host: String,
+        /// The path.
+        path: String,
+    },
+    /// A fail-closed plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// Every backend of the group is held out by health checks.
+    #[error("no healthy backend in group `{group}`")]
+    NoHealthyBackend {
+        /// The group.
+        group: String,
+    },
+    /// The upstream failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Plugin(e) if e.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(
+                UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. },
+            ) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A short stable name for the failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::NoRoute { .. } => "no-route",
+            ProxyError::Plugin(e) => e.kind(),
+            ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",
+            ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream-connect",
+            ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => "upstream-connect-timeout",
+            ProxyError::Upstream(UpstreamError::ResponseTimeout { .. }) => "upstream-timeout",
+            ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream-exchange",
+        }
+    }
+
+    /// The response for this failure. Details of plugins and backends stay in the log; the
+    /// client learns the status and the kind of failure only.
+    pub fn to_response<B: From<bytes::Bytes>>(&self) -> Response<B> {
+        let status = self.status();
+        let body = match self {
+            ProxyError::BadRequest(reason) => format!("bad request: {reason}\n"),
+            _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
+        };
+        let mut response = Response::new(B::from(bytes::Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert("x-wasmgate-error", HeaderValue::from_static(self.kind()));
+        if status == StatusCode::BAD_REQUEST {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}

@@ -1,0 +1,266 @@
+//! The request pipeline: every phase of one request, in the order they run. `docs/phases.md`
+//! draws the same order; this module reads top to bottom in it:
+//!
+//! 1. the request head is checked (Host, target) — malformed requests get 400;
+//! 2. route match — no route, 404;
+//! 3. request-header plugins, in chain order — any may answer locally;
+//! 4. upstream selection — the first plugin with an opinion, else the group's balancer;
+//! 5. the upstream head is prepared — hop-by-hop headers stripped, forwarding headers added;
+//! 6. upstream-request plugins, in chain order — any may answer locally;
+//! 7. forward — connect, send, wait for the response headers (502 / 504 on failure);
+//! 8. response-header plugins, in reverse chain order — any may replace the response;
+//! 9. the body streams to the client; then log plugins run, with what happened.
+//!
+//! A request waiting on its upstream holds no plugin instance: each phase call borrows one.
+
+mod body;
+mod error;
+mod headers;
+mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+pub use self::body::ProxyBody;
+pub use self::error::ProxyError;
+pub(crate) use self::route::{HostMatch, Route, Router};
+
+use self::body::PendingLog;
+use crate::gateway::Gateway;
+use crate::plugin::{
+    Action, Choice, Exchange, FailurePolicy, LocalReply, LogEntry, Plugin, PluginError, request_host,
+};
+use crate::upstream::{Backend, Group, UpstreamBody};
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// True for TLS connections.
+    pub tls: bool,
+}
+
+/// Serves one request through every phase. Never fails: every error becomes a response here.
+pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+
+    // 1. The request head is checked.
+    if let Err(error) = headers::normalize_host(&mut parts) {
+        return refuse(&error, &conn, None);
+    }
+
+    // 2. Route match.
+    let route = {
+        let host = request_host(&parts).unwrap_or_default();
+        match gw.router.find(host, parts.uri.path(), &parts.method) {
+            Some(route) => route.clone(),
+            None => {
+                let error = ProxyError::NoRoute {
+                    method: parts.method.clone(),
+                    host: host.to_owned(),
+                    path: parts.uri.path().to_owned(),
+                };
+                return refuse(&error, &conn, None);
+            }
+        }
+    };
+    let mut ex = Box::new(Exchange::new(
+        parts,
+        conn.client,
+        conn.tls,
+        route.name.clone(),
+        route.group.clone(),
+        gw.upstreams.clone(),
+    ));
+
+    let mut entry = LogEntry {
+        status: 0,
+        duration_us: 0,
+        upstream_us: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        backend: None,
+        error: None,
+    };
+    let response = match run_route(&gw, &route, &conn, &mut ex, body, &mut entry).await {
+        Ok(response) => response,
+        Err(error) => {
+            entry.error = Some(error.to_string());
+            refuse(&error, &conn, Some(&route))
+        }
+    };
+    if route.log.is_empty() {
+        return response;
+    }
+    entry.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.with_log(Box::new(PendingLog { route, ex, entry, started })))
+}
+
+/// Phases 3 to 8 for a request that matched `route`.
+async fn run_route(
+    gw: &Gateway,
+    route: &Arc<Route>,
+    conn: &Conn,
+    ex: &mut Box<Exchange>,
+    body: Incoming,
+    entry: &mut LogEntry,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // 3. Request-header plugins.
+    for plugin in &route.request_headers {
+        if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_request_headers(ex).await)? {
+            return Ok(local_response(reply));
+        }
+    }
+
+    // 4. Upstream selection.
+    let (group, index) = match select_upstream(route, ex).await? {
+        Selected::Backend(group, index) => (group, index),
+        Selected::Respond(reply) => return Ok(local_response(reply)),
+    };
+    let backend = &group.backends()[index];
+    entry.backend = Some(backend.address().to_string());
+
+    // 5. The upstream head.
+    headers::strip_hop_by_hop(&mut ex.request.headers);
+    headers::add_forwarding(&mut ex.request, conn.client, conn.tls);
+
+    // 6. Upstream-request plugins.
+    for plugin in &route.upstream_request {
+        if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_upstream_request(ex).await)? {
+            return Ok(local_response(reply));
+        }
+    }
+
+    // 7. Forward.
+    let client = if Arc::ptr_eq(&group, &route.group) {
+        &route.client
+    } else {
+        gw.clients
+            .get(group.name())
+            .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?
+    };
+    let request = upstream_request(ex, backend, body, route.reads_request_after_forward())?;
+    let sent = Instant::now();
+    let response = client.send(backend.address(), request).await?;
+    entry.upstream_us = Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+
+    // 8. Response-header plugins.
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::append_via(&mut parts.headers, parts.version);
+    if route.response_headers.is_empty() {
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body)));
+    }
+    ex.response = Some(parts);
+    for plugin in &route.response_headers {
+        if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_response_headers(ex).await)? {
+            return Ok(local_response(reply));
+        }
+    }
+    match ex.response.take() {
+        Some(parts) => Ok(Response::from_parts(parts, ProxyBody::upstream(body))),
+        None => Err(ProxyError::BadRequest("response head lost")),
+    }
+}
+
+enum Selected {
+    Backend(Arc<Group>, usize),
+    Respond(LocalReply),
+}
+
+/// The first plugin with an opinion decides; otherwise the route group's balancer.
+async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Selected, ProxyError> {
+    for plugin in &route.select_upstream {
+        match policy(plugin, plugin.select_upstream(ex).await)? {
+            None | Some(Choice::Default) => continue,
+            Some(Choice::Backend(group, index)) => return Ok(Selected::Backend(group, index)),
+            Some(Choice::Group(group)) => return balance(&group),
+            Some(Choice::HashKey(key)) => return hash_pick(&route.group, &key),
+            Some(Choice::Respond(reply)) => return Ok(Selected::Respond(reply)),
+        }
+    }
+    balance(&route.group)
+}
+
+fn balance(group: &Arc<Group>) -> Result<Selected, ProxyError> {
+    let index =
+        group.pick().ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
+    Ok(Selected::Backend(group.clone(), index))
+}
+
+/// A stable healthy backend for `key`: the key's hash picks a start, unhealthy ones are skipped.
+fn hash_pick(group: &Arc<Group>, key: &str) -> Result<Selected, ProxyError> {
+    use std::hash::{Hash, Hasher};
+    let backends = group.backends();
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    let start = (h.finish() % backends.len().max(1) as u64) as usize;
+    (0..backends.len())
+        .map(|i| (start + i) % backends.len())
+        .find(|&i| backends[i].is_healthy())
+        .map(|i| Selected::Backend(group.clone(), i))
+        .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })
+}
+
+/// Applies the plugin's failure policy: a fail-open plugin's error skips it.
+fn policy<T>(plugin: &Plugin, result: Result<T, PluginError>) -> Result<Option<T>, ProxyError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if plugin.failure_policy() == FailurePolicy::FailOpen => {
+            tracing::warn!(plugin = plugin.name(), %error, "plugin failed; skipped (fail-open)");
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The request for the backend: its address as the target, the (possibly edited) head, the
+/// client's body streamed. The head is moved, not copied, unless a later phase reads it.
+fn upstream_request(
+    ex: &mut Exchange,
+    backend: &Backend,
+    body: Incoming,
+    keep_head: bool,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let path = ex.request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(Scheme::HTTP);
+    target.authority = Some(backend.authority().clone());
+    target.path_and_query = Some(path);
+    let uri = http::Uri::from_parts(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    let headers =
+        if keep_head { ex.request.headers.clone() } else { std::mem::take(&mut ex.request.headers) };
+    let mut request = Request::new(UpstreamBody::Left(body));
+    *request.method_mut() = ex.request.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+fn local_response(reply: LocalReply) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::local(reply.body));
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    response
+}
+
+/// The one place a failure becomes a response (see [`ProxyError::to_response`]); also logs it.
+fn refuse(error: &ProxyError, conn: &Conn, route: Option<&Route>) -> Response<ProxyBody> {
+    let status = error.status();
+    let route = route.map(|r| &*r.name);
+    if status.is_server_error() {
+        tracing::warn!(%error, kind = error.kind(), client = %conn.client, route, "request failed");
+    } else {
+        tracing::debug!(%error, kind = error.kind(), client = %conn.client, route, "request refused");
+    }
+    error.to_response()
+}

@@ -1,0 +1,135 @@
+//! Routes: which requests a route takes (host, path prefix, methods) and what it does with them
+//! (its plugin chain and upstream group). Routes are tried in config order; the first match wins.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::plugin::{Phase, Plugin};
+use crate::upstream::{Group, UpstreamClient};
+
+/// How a route matches the host.
+#[derive(Debug)]
+pub(crate) enum HostMatch {
+    Any,
+    /// Exactly this host (lowercase, no port).
+    Exact(String),
+    /// Any subdomain: the suffix starts with a dot (`.example.org`).
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub(crate) fn new(pattern: Option<&str>) -> Self {
+        match pattern {
+            None => HostMatch::Any,
+            Some(p) => match p.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+                None => HostMatch::Exact(p.to_ascii_lowercase()),
+            },
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host.is_char_boundary(host.len() - s.len())
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        }
+    }
+}
+
+/// One route, ready to serve.
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) host: HostMatch,
+    pub(crate) path_prefix: String,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) group: Arc<Group>,
+    pub(crate) client: Arc<UpstreamClient>,
+    /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
+    pub(crate) request_headers: Vec<Arc<Plugin>>,
+    pub(crate) select_upstream: Vec<Arc<Plugin>>,
+    pub(crate) upstream_request: Vec<Arc<Plugin>>,
+    /// Response phases run in reverse chain order, so the first plugin sees the final response.
+    pub(crate) response_headers: Vec<Arc<Plugin>>,
+    pub(crate) log: Vec<Arc<Plugin>>,
+}
+
+impl Route {
+    pub(crate) fn new(
+        name: Arc<str>,
+        host: HostMatch,
+        path_prefix: String,
+        methods: Vec<Method>,
+        chain: &[Arc<Plugin>],
+        group: Arc<Group>,
+        client: Arc<UpstreamClient>,
+    ) -> Self {
+        let with = |phase: Phase| chain.iter().filter(|p| p.has(phase)).cloned().collect::<Vec<_>>();
+        let mut response_headers = with(Phase::ResponseHeaders);
+        response_headers.reverse();
+        let mut log = with(Phase::Log);
+        log.reverse();
+        Route {
+            name,
+            host,
+            path_prefix,
+            methods,
+            group,
+            client,
+            request_headers: with(Phase::RequestHeaders),
+            select_upstream: with(Phase::SelectUpstream),
+            upstream_request: with(Phase::UpstreamRequest),
+            response_headers,
+            log,
+        }
+    }
+
+    fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
+        path.starts_with(&self.path_prefix)
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self.host.matches(host)
+    }
+
+    /// True when a phase after forwarding may read the request head, so it must be kept.
+    pub(crate) fn reads_request_after_forward(&self) -> bool {
+        !self.response_headers.is_empty() || !self.log.is_empty()
+    }
+}
+
+/// Every route, in config order.
+pub(crate) struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    pub(crate) fn new(routes: Vec<Arc<Route>>) -> Self {
+        Router { routes }
+    }
+
+    /// The first route that takes the request.
+    pub(crate) fn find(&self, host: &str, path: &str, method: &Method) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches(host, path, method))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostMatch;
+
+    #[test]
+    fn host_patterns() {
+        assert!(HostMatch::new(None).matches("anything"));
+        assert!(HostMatch::new(Some("Api.Example.org")).matches("api.example.org"));
+        assert!(!HostMatch::new(Some("api.example.org")).matches("www.example.org"));
+        let wildcard = HostMatch::new(Some("*.example.org"));
+        assert!(wildcard.matches("a.example.org"));
+        assert!(wildcard.matches("a.b.EXAMPLE.org"));
+        assert!(!wildcard.matches("example.org"));
+        assert!(!wildcard.matches("badexample.org"));
+    }
+}

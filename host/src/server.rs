@@ -1,0 +1,325 @@
+//! Listeners and connections: accepting, serving HTTP/1.1 and HTTP/2 (h2c with prior knowledge)
+//! through the proxy, the connection timeouts, and graceful shutdown.
+//!
+//! Timeouts: a connection must send its first byte within `header_read_timeout` (hyper's own
+//! timer only starts once it is reading a request head, and its protocol sniffing would
+//! otherwise wait forever); an HTTP/1 request head must be complete within the same time,
+//! counted from when the connection is ready for it (so on HTTP/1 it also bounds the idle
+//! time between requests); any connection with no request in flight for `idle_timeout` is shut
+//! down gracefully (HTTP/2 gets GOAWAY).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::gateway::Gateway;
+use crate::proxy::{self, Conn, ProxyBody};
+
+/// A failure to start serving.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub address: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    settings: ServerConfig,
+}
+
+impl Server {
+    /// Binds every address (port 0 picks a free port).
+    pub async fn bind(addresses: &[SocketAddr], settings: ServerConfig) -> Result<Server, BindError> {
+        let mut listeners = Vec::with_capacity(addresses.len());
+        for &address in addresses {
+            listeners.push(TcpListener::bind(address).await.map_err(|source| BindError { address, source })?);
+        }
+        Ok(Server { listeners, settings })
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// within the grace period, and returns.
+    pub async fn serve(self, gateway: Arc<ArcSwap<Gateway>>, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tracker = TaskTracker::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.settings.header_read_timeout);
+        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+        let shared = Arc::new(Shared { gateway, builder, settings: self.settings.clone() });
+
+        let mut accepting = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            let (shared, stop_rx, tracker) = (shared.clone(), stop_rx.clone(), tracker.clone());
+            accepting.spawn(accept_loop(listener, shared, stop_rx, tracker));
+        }
+        shutdown.await;
+        tracing::info!(
+            grace_ms = self.settings.grace_period.as_millis() as u64,
+            "shutting down: draining connections"
+        );
+        accepting.abort_all();
+        let _ = stop_tx.send(true);
+        tracker.close();
+        if tokio::time::timeout(self.settings.grace_period, tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+    }
+}
+
+struct Shared {
+    gateway: Arc<ArcSwap<Gateway>>,
+    builder: auto::Builder<TokioExecutor>,
+    settings: ServerConfig,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                let _ = stream.set_nodelay(true);
+                tracker.spawn(serve_connection(stream, client, shared.clone(), stop.clone()));
+            }
+            Err(error) => {
+                // Running out of file descriptors must not spin the loop.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let settings = &shared.settings;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(settings.header_read_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(%client, "connection sent nothing within the header timeout; closed");
+            return;
+        }
+    }
+    let activity = Arc::new(Activity::new());
+    let conn = Conn { client, tls: false };
+    let service = {
+        let (gateway, activity) = (shared.gateway.clone(), activity.clone());
+        service_fn(move |request| {
+            let gateway = gateway.load_full();
+            let active = ActiveRequest::begin(activity.clone());
+            async move {
+                let response = proxy::handle(gateway, conn, request).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
+            }
+        })
+    };
+    let connection = shared.builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%client, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle_for(settings.idle_timeout), if !closing => {
+                tracing::debug!(%client, "idle connection closed");
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Requests in flight on one connection, and since when it has been idle.
+struct Activity {
+    active: AtomicUsize,
+    /// Milliseconds after `origin` when the last request finished.
+    idle_since_ms: AtomicU64,
+    origin: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { active: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), origin: Instant::now() }
+    }
+
+    /// Resolves once the connection has had no request in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let idle_at =
+                self.origin + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)) + limit;
+            let busy = self.active.load(Ordering::Relaxed) > 0;
+            if !busy && Instant::now() >= idle_at {
+                return;
+            }
+            tokio::time::sleep_until(if busy { Instant::now() + limit } else { idle_at }).await;
+        }
+    }
+}
+
+/// Marks a request in flight until its response body is done.
+struct ActiveRequest(Arc<Activity>);
+
+impl ActiveRequest {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(activity)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since_ms.store(a.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct TrackedBody {
+    body: ProxyBody,
+    _active: ActiveRequest,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config, or a plugin it names, is refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The WebAssembly engine could not be created.
+    #[error("cannot create the plugin engine: {0}")]
+    Engine(String),
+}
+
+/// A gateway serving in the background.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    gateway: Arc<ArcSwap<Gateway>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The bound listener addresses, in config order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The generation being served now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.load_full()
+    }
+
+    /// Drains and stops, as on SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.done).await;
+    }
+
+    /// Waits until the server stops by itself (its shutdown signal fired).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.done).await;
+    }
+}
+
+/// Builds the plugin runtime and the gateway from `config`, binds its listeners and serves
+/// until [`Running::stop`] or `shutdown` resolves.
+pub async fn start(
+    config: crate::config::Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let runtime = crate::plugin::Runtime::new(&config.runtime_config())
+        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+    let addresses: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+    let settings = config.server.clone();
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime).await?));
+    let server = Server::bind(&addresses, settings).await?;
+    let addrs = server.local_addrs();
+    for addr in &addrs {
+        tracing::info!(address = %addr, "listening");
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            // The runtime lives as long as the server: it owns the engine and its epoch ticker.
+            let _runtime = runtime;
+            let signal = async move {
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = shutdown => {}
+                }
+            };
+            server.serve(gateway, signal).await;
+        }
+    });
+    Ok(Running { addrs, gateway, stop: Some(stop), done })
+}

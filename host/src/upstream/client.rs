@@ -1,0 +1,135 @@
+//! The HTTP client to one upstream group's backends: pooled keep-alive connections per
+//! backend, a connect timeout and a response-header timeout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+
+/// The body sent upstream: the client's body, streamed, or a body the gateway made.
+pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection was refused or could not be opened.
+    #[error("cannot connect to {backend}: {reason}")]
+    Connect {
+        /// `host:port`.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection was not open within the connect timeout.
+    #[error("connecting to {backend} took longer than {}ms", after.as_millis())]
+    ConnectTimeout {
+        /// `host:port`.
+        backend: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// No response headers within the response timeout.
+    #[error("{backend} sent no response headers within {}ms", after.as_millis())]
+    ResponseTimeout {
+        /// `host:port`.
+        backend: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The exchange broke (reset, malformed response, body error).
+    #[error("exchange with {backend} failed: {reason}")]
+    Exchange {
+        /// `host:port`.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The client for one upstream group.
+pub struct UpstreamClient {
+    client: Client<HttpConnector, UpstreamBody>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl UpstreamClient {
+    /// A client with the group's timeouts and pool settings.
+    pub fn new(config: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            // The proxy sets Host itself (the client's, or a plugin's choice).
+            .set_host(false)
+            .build(connector);
+        UpstreamClient {
+            client,
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        }
+    }
+
+    /// Sends `request` (whose URI names the backend) and waits for the response headers.
+    pub async fn send(
+        &self,
+        backend: &str,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(self.classify(backend, &error)),
+            Err(_) => Err(UpstreamError::ResponseTimeout {
+                backend: backend.to_owned(),
+                after: self.response_timeout,
+            }),
+        }
+    }
+
+    fn classify(&self, backend: &str, error: &hyper_util::client::legacy::Error) -> UpstreamError {
+        let backend = backend.to_owned();
+        let reason = chain(error);
+        if error.is_connect() {
+            if io_kind(error) == Some(std::io::ErrorKind::TimedOut) {
+                UpstreamError::ConnectTimeout { backend, after: self.connect_timeout }
+            } else {
+                UpstreamError::Connect { backend, reason }
+            }
+        } else {
+            UpstreamError::Exchange { backend, reason }
+        }
+    }
+}
+
+/// The error and its causes, joined: hyper's top-level messages alone are too vague.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = e.source();
+    }
+    None
+}

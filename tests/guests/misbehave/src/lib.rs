@@ -1,0 +1,253 @@
+//! misbehave: a test guest whose config `{ "mode": "..." }` picks what it does, from hostile
+//! (loop, trap, grow, recurse, hand the host bad values) to reporting (count its calls, echo a
+//! header, mark every phase). It defines every phase so that the host calls them all; the
+//! phases a mode does not use carry on.
+
+use std::hint::black_box;
+
+use serde::Deserialize;
+use wasmgate_sdk::{
+    Action, BodyAction, ErrorAction, LocalResponse, LogEntry, Plugin, Request, Response, Upstream,
+    UpstreamChoice, UpstreamFailure, log, state,
+};
+
+/// The guest's config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// One of [`MODES`]; checked in `new` so that the refusal lists them.
+    mode: String,
+}
+
+/// What the guest does; see the README for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Loop,
+    Trap,
+    Grow,
+    Recurse,
+    BadValues,
+    RejectConfig,
+    Counter,
+    Echo,
+    Phases,
+}
+
+/// The modes by their config name.
+const MODES: [(&str, Mode); 9] = [
+    ("loop", Mode::Loop),
+    ("trap", Mode::Trap),
+    ("grow", Mode::Grow),
+    ("recurse", Mode::Recurse),
+    ("bad-values", Mode::BadValues),
+    ("reject-config", Mode::RejectConfig),
+    ("counter", Mode::Counter),
+    ("echo", Mode::Echo),
+    ("phases", Mode::Phases),
+];
+
+#[derive(Debug)]
+struct Misbehave {
+    mode: Mode,
+    /// `on_request_headers` calls on this instance (`counter` mode).
+    calls: u64,
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Misbehave {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let Some(&(_, mode)) = MODES.iter().find(|(name, _)| *name == config.mode) else {
+            let names: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
+            return Err(format!("unknown mode {:?}: expected one of {}", config.mode, names.join(", ")));
+        };
+        if mode == Mode::RejectConfig {
+            return Err("mode reject-config: refusing this config on purpose".to_owned());
+        }
+        Ok(Misbehave { mode, calls: 0 })
+    }
+
+    fn on_request_headers(&mut self, req: &mut Request) -> Action {
+        // The faulty modes fault only on paths under `/bad`, so a test can show that the next,
+        // ordinary request to the same plugin is served.
+        let faulty =
+            matches!(self.mode, Mode::Loop | Mode::Trap | Mode::Grow | Mode::Recurse | Mode::BadValues);
+        if faulty && !req.path().starts_with("/bad") {
+            return Action::Continue;
+        }
+        match self.mode {
+            Mode::Loop => spin_forever(),
+            Mode::Trap => panic!("mode trap: panicking on purpose"),
+            Mode::Grow => grow_forever(),
+            Mode::Recurse => {
+                // Never returns: the stack runs out long before `depth` reaches `u64::MAX`.
+                black_box(recurse(0, black_box(u64::MAX)));
+                Action::Continue
+            }
+            Mode::BadValues => match req.set_header("x-bad", "a\r\nb") {
+                Ok(()) => Action::Respond(LocalResponse::new(200).body("host accepted CR LF")),
+                // The host refused the header, as it must; now hand it a status it must
+                // refuse as well.
+                Err(_) => Action::Respond(LocalResponse::new(42)),
+            },
+            Mode::Counter => {
+                self.calls += 1;
+                set_request_header(req, "x-instance-calls", self.calls.to_string());
+                Action::Continue
+            }
+            Mode::Echo => {
+                // The benchmark's "read one header, set one": nothing else, not even a log
+                // line on failure.
+                if let Some(value) = req.header_bytes("x-in") {
+                    let _ = req.set_header("x-out", value);
+                }
+                Action::Continue
+            }
+            Mode::Phases => {
+                log::info("phases: on_request_headers");
+                set_request_header(req, "x-phase", "request-headers");
+                if !state::set("seen", b"request-headers") {
+                    log::warn("phases: state refused `seen`");
+                }
+                Action::Continue
+            }
+            // `new` never builds this mode.
+            Mode::RejectConfig => Action::Continue,
+        }
+    }
+
+    fn on_request_body(&mut self, _req: &Request, _chunk: Vec<u8>, _end: bool) -> BodyAction {
+        BodyAction::Continue
+    }
+
+    fn select_upstream(&mut self, _req: &Request, upstream: &Upstream) -> UpstreamChoice {
+        if self.mode == Mode::Phases && upstream.backends().len() >= 2 {
+            UpstreamChoice::Backend(1)
+        } else {
+            UpstreamChoice::Default
+        }
+    }
+
+    fn on_upstream_request(&mut self, req: &mut Request) -> Action {
+        if self.mode == Mode::Phases {
+            set_request_header(req, "x-upstream-request", "1");
+        }
+        Action::Continue
+    }
+
+    fn on_upstream_error(&mut self, _req: &Request, failure: &UpstreamFailure) -> ErrorAction {
+        if self.mode == Mode::Phases {
+            log::info!("phases: upstream attempt {} failed, retrying", failure.attempt);
+            ErrorAction::Retry
+        } else {
+            ErrorAction::Default
+        }
+    }
+
+    fn on_response_headers(&mut self, req: &Request, resp: &mut Response) -> Action {
+        if self.mode == Mode::Phases {
+            let seen = state::get("seen").unwrap_or_else(|| b"missing".to_vec());
+            set_response_header(resp, "x-state", seen);
+            set_response_header(resp, "x-request-method", req.method());
+        }
+        Action::Continue
+    }
+
+    fn on_response_body(&mut self, _req: &Request, _chunk: Vec<u8>, _end: bool) -> BodyAction {
+        BodyAction::Continue
+    }
+
+    fn on_response_trailers(&mut self, _resp: &mut Response) {}
+
+    fn on_log(&mut self, _req: &Request, entry: &LogEntry) {
+        if self.mode == Mode::Phases {
+            log::info!("phases: on_log status {}", entry.status);
+        }
+    }
+}
+
+/// Sets a request header, logging a refusal so that a failing test shows why.
+fn set_request_header(req: &mut Request, name: &str, value: impl AsRef<[u8]>) {
+    if let Err(error) = req.set_header(name, value) {
+        log::warn!("request header {name} refused: {error}");
+    }
+}
+
+/// Sets a response header, logging a refusal so that a failing test shows why.
+fn set_response_header(resp: &mut Response, name: &str, value: impl AsRef<[u8]>) {
+    if let Err(error) = resp.set_header(name, value) {
+        log::warn!("response header {name} refused: {error}");
+    }
+}
+
+/// Burns CPU until the host interrupts the call.
+fn spin_forever() -> ! {
+    let mut turns: u64 = 0;
+    loop {
+        // `black_box` hides the counter from the optimiser, which would otherwise be free to
+        // reduce the loop to nothing observable.
+        turns = black_box(turns).wrapping_add(1);
+    }
+}
+
+/// Allocates 1 MiB chunks and keeps them until the host's memory limit stops the growth (the
+/// failed allocation aborts, which traps).
+fn grow_forever() -> ! {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Non-zero bytes: every page is written, so the memory is really used.
+        kept.push(black_box(vec![0xa5_u8; 1 << 20]));
+        black_box(&kept);
+    }
+}
+
+/// Calls itself until the wasm call stack runs out, which the host reports as a stack
+/// overflow trap.
+///
+/// Every frame keeps its values in wasm locals: a `black_box` per frame would put them on the
+/// shadow stack in linear memory, which could overflow first and trap as an out-of-bounds
+/// access instead. The optimiser cannot fold the recursion into a loop: the work after the
+/// call (rotate, then xor) is no accumulator it can hoist, and `limit` is opaque, so there is
+/// a way out it must keep.
+#[inline(never)]
+fn recurse(depth: u64, limit: u64) -> u64 {
+    if depth == limit {
+        return depth;
+    }
+    let below = recurse(depth + 1, limit);
+    below.rotate_left((depth % 64) as u32) ^ depth
+}
+
+#[cfg(test)]
+mod tests {
+    //! Run natively: `cargo test --target x86_64-unknown-linux-gnu`.
+
+    use super::*;
+
+    fn new(mode: &str) -> Result<Misbehave, String> {
+        Misbehave::new(Config { mode: mode.to_owned() })
+    }
+
+    #[test]
+    fn builds_every_mode_but_reject_config() {
+        for (name, mode) in MODES {
+            match new(name) {
+                Ok(guest) => assert_eq!(guest.mode, mode),
+                Err(error) => {
+                    assert_eq!(mode, Mode::RejectConfig);
+                    assert_eq!(error, "mode reject-config: refusing this config on purpose");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_an_unknown_mode_listing_the_modes() {
+        assert_eq!(
+            new("explode").expect_err("unknown mode"),
+            "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
+             reject-config, counter, echo, phases"
+        );
+    }
+}

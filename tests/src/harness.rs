@@ -1,0 +1,160 @@
+//! Starting real gateways for tests: in-process from a TOML string, or as the real `wasmgate`
+//! binary in its own process. Every gateway listens on 127.0.0.1 port 0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use wasmgate::config::Config;
+use wasmgate::server::Running;
+
+/// Logs from the gateway under test go to the test's captured output (`RUST_LOG` filters).
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("wasmgate=info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// The compiled-plugin cache shared by the tests, so each plugin is compiled once per run.
+pub fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join("wasmgate-test-cache")
+}
+
+/// The `[runtime]` section every test config gets: the shared cache, and few slots (tests
+/// run many gateways side by side).
+pub fn runtime_section() -> String {
+    format!("[runtime]\ncache_dir = \"{}\"\ninstance_slots = 64\n", cache_dir().display())
+}
+
+/// Parses `toml` (plus [`runtime_section`]) as if read from `file`.
+pub fn config(toml: &str) -> anyhow::Result<Config> {
+    let text = format!("{toml}\n{}", runtime_section());
+    Ok(Config::parse(Path::new("test.toml"), &text)?)
+}
+
+/// Starts a gateway in this process.
+pub async fn start(toml: &str) -> anyhow::Result<Running> {
+    init_tracing();
+    Ok(wasmgate::server::start(config(toml)?, std::future::pending()).await?)
+}
+
+/// The `wasmgate` binary of this build, built if the test run has not built it yet.
+pub fn wasmgate_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
+    let bin = dir.join("wasmgate");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "-p", "wasmgate", "--bin", "wasmgate"]).status()?;
+        if !status.success() || !bin.exists() {
+            bail!("cannot build the wasmgate binary ({})", bin.display());
+        }
+    }
+    Ok(bin)
+}
+
+/// A `wasmgate run` process; killed when dropped.
+pub struct GatewayProcess {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes `toml` to a file in `dir` and runs `wasmgate run` on it; waits for its
+    /// "listening" line and returns the first address.
+    pub fn start(dir: &Path, toml: &str) -> anyhow::Result<GatewayProcess> {
+        use std::io::{BufRead, BufReader};
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, format!("{toml}\n{}", runtime_section()))?;
+        let mut child = Command::new(wasmgate_bin()?)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("address=").nth(1).and_then(|a| a.split_whitespace().next()) {
+                    let _ = tx.send(addr.to_owned());
+                }
+                eprintln!("[wasmgate] {line}");
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).context("wasmgate did not start listening")?;
+        Ok(GatewayProcess { child, addr: addr.parse()?, config })
+    }
+
+    /// Peak resident memory (VmHWM) and current (VmRSS) of the process, in KiB.
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .context("no such field")
+        };
+        Ok((field("VmHWM:")?, field("VmRSS:")?))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `wasmgate check` on `toml` written to `dir`; returns (success, stdout, stderr).
+pub fn check(dir: &Path, toml: &str) -> anyhow::Result<(bool, String, String)> {
+    let config = dir.join("check.toml");
+    std::fs::write(&config, toml)?;
+    let out = Command::new(wasmgate_bin()?)
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// A fresh temporary directory for one test; removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Makes one.
+    pub fn new(name: &str) -> anyhow::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("wasmgate-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,9 @@
+//! Support for wasmgate's end-to-end tests.
+//!
+//! [`wasm`]: the paths of the compiled plugins and test guests, built by `build.rs`;
+//! [`harness`]: starting gateways (in-process or the real binary); [`client`]: HTTP/1.1 and
+//! HTTP/2 clients.
+
+pub mod client;
+pub mod harness;
+pub mod wasm;

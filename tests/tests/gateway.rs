@@ -1,0 +1,410 @@
+//! The gateway end to end: real origins on 127.0.0.1, real compiled plugins, real HTTP/1.1 and
+//! HTTP/2 clients, the gateway in-process or as the real binary.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmgate_example_origin::Origin;
+use wasmgate_tests::client::{self, Reply};
+use wasmgate_tests::{harness, wasm};
+
+async fn origin(name: &str) -> Origin {
+    Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
+}
+
+fn listener() -> &'static str {
+    "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
+}
+
+fn plugin(name: &str, path: &str, config: &str) -> String {
+    format!("[plugins.{name}]\npath = \"{path}\"\nconfig = {config}\n")
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    client::get(addr, path, &[]).await.expect("request")
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_alternates_and_health_checks_follow_a_stopped_origin() {
+    let a = origin("a").await;
+    let b = origin("b").await;
+    let b_addr = b.addr();
+    let gw = harness::start(&format!(
+        "{}{}
+[upstreams.pair]
+backends = [\"{}\", \"{}\"]
+[upstreams.pair.health_check]
+path = \"/health\"
+interval = \"100ms\"
+timeout = \"500ms\"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[[routes]]
+plugins = [\"rr\"]
+upstream = \"pair\"
+",
+        listener(),
+        plugin("rr", wasm::ROUND_ROBIN, "{}"),
+        a.addr(),
+        b.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let reply = get(addr, "/").await;
+        assert_eq!(reply.status, 200);
+        seen.push(reply.header("x-origin").to_owned());
+    }
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "round robin should alternate: {seen:?}");
+
+    b.stop();
+    // Two failed checks at 100 ms: out within well under a few seconds; wait for it, then every
+    // request must succeed on `a`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.gateway().upstreams().get("pair").expect("group").backends()[1].is_healthy() {
+        assert!(Instant::now() < deadline, "backend b was never marked unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..6 {
+        let reply = get(addr, "/").await;
+        assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
+    }
+
+    let b = Origin::start("b", b_addr, None).await.expect("restart b");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.gateway().upstreams().get("pair").expect("group").backends()[1].is_healthy() {
+        assert!(Instant::now() < deadline, "backend b never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let origins: Vec<String> = futures_all(addr, 4).await;
+    assert!(origins.iter().any(|o| o == "b"), "b should serve again: {origins:?}");
+    drop((a, b));
+    gw.stop().await;
+}
+
+async fn futures_all(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(get(addr, "/").await.header("x-origin").to_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn set_host_add_header_and_deny_each_show_their_effect() {
+    let strict =
+        Origin::start("strict", "127.0.0.1:0".parse().expect("addr"), Some("one.one.one.one".into()))
+            .await
+            .expect("origin");
+    let gw = harness::start(&format!(
+        "{}{}{}{}
+[upstreams.strict]
+backends = [\"{}\"]
+
+[[routes]]
+name = \"with-set-host\"
+path_prefix = \"/with\"
+plugins = [\"deny\", \"add\", \"set-host\"]
+upstream = \"strict\"
+
+[[routes]]
+name = \"without\"
+upstream = \"strict\"
+",
+        listener(),
+        plugin("set-host", wasm::SET_HOST, "{ host = \"one.one.one.one\" }"),
+        plugin(
+            "add",
+            wasm::ADD_HEADER,
+            "{ request = { x-added = \"to-origin\" }, response = { x-seen = \"by-client\" } }"
+        ),
+        plugin("deny", wasm::DENY, "{ prefixes = [\"/with/admin\"], status = 403, body = \"denied here\" }"),
+        strict.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    // Without set-host the origin refuses the client's Host.
+    assert_eq!(get(addr, "/plain").await.status, 403);
+    // With it, the origin sees the Host it wants.
+    let reply = get(addr, "/with/page").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = strict.seen();
+    let last = seen.last().expect("a request");
+    assert_eq!(last.headers["host"], "one.one.one.one");
+    assert_eq!(last.headers["x-added"], "to-origin");
+    assert_eq!(reply.header("x-seen"), "by-client");
+
+    // deny answers without going upstream.
+    let before = strict.requests();
+    let reply = get(addr, "/with/admin/users").await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (403, "denied here"));
+    assert_eq!(strict.requests(), before, "the origin must not see a denied request");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_client_to_http1_origin_with_forwarding_headers_and_hop_by_hop_stripped() {
+    let o = origin("a").await;
+    let gw = harness::start(&format!(
+        "{}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
+        listener(),
+        o.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    let request = Request::get(format!("http://{addr}/h2"))
+        .version(http::Version::HTTP_2)
+        .body(Full::default())
+        .expect("request");
+    let reply = client::h2c(addr, request).await.expect("h2c");
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "origin a\n"));
+    let seen = o.seen();
+    assert_eq!(
+        seen.last().expect("seen").headers["host"],
+        addr.to_string().as_str(),
+        ":authority becomes Host"
+    );
+
+    let reply = client::get(
+        addr,
+        "/hop",
+        &[
+            ("connection", "x-secret"),
+            ("x-secret", "must not pass"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-kept", "yes"),
+        ],
+    )
+    .await
+    .expect("request");
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("via").contains("wasmgate"), "Via on the response");
+    let seen = o.seen();
+    let head = &seen.last().expect("seen").headers;
+    assert!(head.get("x-secret").is_none(), "a header named by Connection is hop-by-hop");
+    assert!(head.get("proxy-authorization").is_none());
+    assert_eq!(head["x-forwarded-for"], "127.0.0.1", "the client's own claim is replaced");
+    assert_eq!(head["x-forwarded-proto"], "http");
+    assert_eq!(head["x-kept"], "yes");
+    assert!(head["via"].to_str().expect("via").contains("wasmgate"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_become_502_and_504() {
+    let o = origin("slow").await;
+    let gw = harness::start(&format!(
+        "{}
+[upstreams.dead]
+backends = [\"{}\"]
+[upstreams.slow]
+backends = [\"{}\"]
+response_timeout = \"300ms\"
+
+[[routes]]
+path_prefix = \"/dead\"
+upstream = \"dead\"
+[[routes]]
+upstream = \"slow\"
+",
+        listener(),
+        closed_port(),
+        o.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let reply = get(addr, "/dead").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (502, "upstream-connect"));
+    let started = Instant::now();
+    let reply = get(addr, "/slow").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "upstream-timeout"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_trapping_plugin_fails_its_request_per_policy_and_the_next_succeeds() {
+    let o = origin("a").await;
+    let gw = harness::start(&format!(
+        "{}{}{}failure = \"fail-open\"
+[upstreams.o]
+backends = [\"{}\"]
+
+[[routes]]
+path_prefix = \"/open\"
+plugins = [\"trap-open\"]
+upstream = \"o\"
+[[routes]]
+plugins = [\"trap\"]
+upstream = \"o\"
+",
+        listener(),
+        plugin("trap", wasm::MISBEHAVE, "{ mode = \"trap\" }"),
+        plugin("trap-open", wasm::MISBEHAVE, "{ mode = \"trap\" }"),
+        o.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let reply = get(addr, "/bad").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (500, "plugin-trap"));
+    assert_eq!(get(addr, "/ok").await.status, 200);
+    // Fail-open: the trapping plugin is skipped and the origin answers.
+    let reply = get(addr, "/open/bad").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_cut_off_and_bad_requests_get_400() {
+    let o = origin("a").await;
+    let gw = harness::start(&format!(
+        "{}[server]\nheader_read_timeout = \"300ms\"\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
+        listener(),
+        o.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    for first_bytes in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(first_bytes).await.expect("write");
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection left open after sending {first_bytes:?}");
+        assert!(started.elapsed() >= Duration::from_millis(250), "closed too early");
+    }
+
+    // HTTP/1.1 without Host, and with two, are refused.
+    for request in ["GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400"), "{request:?} got {text:?}");
+    }
+    assert_eq!(o.requests(), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_streams_both_ways_while_the_gateway_memory_stays_flat() {
+    let o = origin("a").await;
+    let dir = harness::TempDir::new("stream").expect("dir");
+    let gw = harness::GatewayProcess::start(
+        dir.path(),
+        &format!(
+            "{}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
+            listener(),
+            o.addr()
+        ),
+    )
+    .expect("gateway");
+    // Warm up connections and allocator first, so the peak below reflects the transfer only.
+    assert_eq!(get(gw.addr, "/bytes/100000").await.body.len(), 100_000);
+    let (peak_before, _) = gw.memory_kib().expect("memory");
+
+    const SIZE: usize = 10 << 20;
+    let download = get(gw.addr, &format!("/bytes/{SIZE}")).await;
+    assert_eq!(download.body.len(), SIZE);
+
+    let upload = Request::post(format!("http://{}/echo", gw.addr))
+        .body(Full::new(Bytes::from(vec![b'u'; SIZE])))
+        .expect("request");
+    let echoed = client::send(&client::http1(), upload).await.expect("upload");
+    assert_eq!((echoed.status.as_u16(), echoed.body.len()), (200, SIZE));
+
+    let (peak_after, _) = gw.memory_kib().expect("memory");
+    let growth_kib = peak_after.saturating_sub(peak_before);
+    eprintln!("gateway peak RSS: {peak_before} KiB before, {peak_after} KiB after moving 2 × 10 MiB");
+    // Buffering either body whole would add at least 10 MiB.
+    assert!(growth_kib < 6 * 1024, "gateway peak memory grew by {growth_kib} KiB moving 2 × 10 MiB");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let o = origin("a").await;
+    let dir = harness::TempDir::new("drain").expect("dir");
+    let mut gw = harness::GatewayProcess::start(
+        dir.path(),
+        &format!(
+            "{}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
+            listener(),
+            o.addr()
+        ),
+    )
+    .expect("gateway");
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move { client::get(addr, "/delay/700", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = gw.child.id().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let reply = in_flight.await.expect("task").expect("the in-flight request must complete");
+    assert_eq!(reply.status, 200);
+    let status = tokio::task::spawn_blocking(move || gw.child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "wasmgate exited with {status}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+}
+
+#[test]
+fn check_names_the_file_field_and_plugin_of_each_mistake() {
+    let dir = harness::TempDir::new("check").expect("dir");
+    let base = |extra: &str| {
+        format!(
+            "{}{}\n[upstreams.o]\nbackends = [\"127.0.0.1:9\"]\n\n[[routes]]\nplugins = [\"deny\"]\nupstream = \"o\"\n{extra}",
+            listener(),
+            plugin("deny", wasm::DENY, "{}")
+        )
+    };
+    let (ok, stdout, stderr) = harness::check(dir.path(), &base("")).expect("check");
+    assert!(ok, "a good config passes: {stderr}");
+    assert!(stdout.contains("plugin deny"), "{stdout}");
+
+    let cases: [(String, &[&str]); 5] = [
+        (base("colour = \"red\"\n"), &["check.toml:", "unknown field `colour`"]),
+        (
+            base("").replace("plugins = [\"deny\"]", "plugins = [\"deny\", \"nope\"]"),
+            &["check.toml:11", "routes[0].plugins[1]", "`nope`"],
+        ),
+        (base("").replace(wasm::DENY, "/nonexistent/deny.wasm"), &["plugins.deny", "/nonexistent/deny.wasm"]),
+        (
+            base("").replace("config = {}", "config = { status = 42 }"),
+            &["plugins.deny", "`deny` rejected its config"],
+        ),
+        (
+            base("").replace("upstream = \"o\"", "upstream = \"elsewhere\""),
+            &["check.toml:12", "routes[0].upstream", "`elsewhere`"],
+        ),
+    ];
+    for (config, expected) in cases {
+        let (ok, _, stderr) = harness::check(dir.path(), &config).expect("check");
+        assert!(!ok, "should fail:\n{config}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "expected {needle:?} in {stderr:?}");
+        }
+    }
+}
