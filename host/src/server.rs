@@ -24,8 +24,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
@@ -68,6 +69,8 @@ impl Server {
     pub async fn serve(self, gateway: Arc<ArcSwap<Gateway>>, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
+        let cut_off = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.settings.header_read_timeout);
         builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
@@ -75,8 +78,8 @@ impl Server {
 
         let mut accepting = tokio::task::JoinSet::new();
         for listener in self.listeners {
-            let (shared, stop_rx, tracker) = (shared.clone(), stop_rx.clone(), tracker.clone());
-            accepting.spawn(accept_loop(listener, shared, stop_rx, tracker));
+            let limits = Limits { stop: stop_rx.clone(), cut_off: cut_off.clone(), slots: slots.clone() };
+            accepting.spawn(accept_loop(listener, shared.clone(), limits, tracker.clone()));
         }
         shutdown.await;
         tracing::info!(
@@ -87,7 +90,9 @@ impl Server {
         let _ = stop_tx.send(true);
         tracker.close();
         if tokio::time::timeout(self.settings.grace_period, tracker.wait()).await.is_err() {
-            tracing::warn!("grace period over; closing the remaining connections");
+            tracing::warn!(open = tracker.len(), "grace period over; closing the remaining connections");
+            cut_off.cancel();
+            tracker.wait().await;
         }
     }
 }
@@ -98,20 +103,34 @@ struct Shared {
     settings: ServerConfig,
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
+/// What every connection task is told: drain (`stop`), close now (`cut_off`), and the
+/// connection slot it holds.
+#[derive(Clone)]
+struct Limits {
     stop: watch::Receiver<bool>,
-    tracker: TaskTracker,
-) {
+    cut_off: CancellationToken,
+    slots: Arc<Semaphore>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Limits, tracker: TaskTracker) {
     loop {
+        // At the connection cap, stop accepting: new clients wait in the kernel's backlog.
+        let Ok(slot) = limits.slots.clone().acquire_owned().await else { return };
         match listener.accept().await {
             Ok((stream, client)) => {
                 let _ = stream.set_nodelay(true);
-                tracker.spawn(serve_connection(stream, client, shared.clone(), stop.clone()));
+                let (shared, limits) = (shared.clone(), limits.clone());
+                tracker.spawn(async move {
+                    tokio::select! {
+                        _ = serve_connection(stream, client, shared, limits.stop) => {}
+                        _ = limits.cut_off.cancelled() => {}
+                    }
+                    drop(slot);
+                });
             }
             Err(error) => {
                 // Running out of file descriptors must not spin the loop.
+                drop(slot);
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -136,12 +155,13 @@ async fn serve_connection(
         }
     }
     let activity = Arc::new(Activity::new());
-    let conn = Conn { client, tls: false };
+    let conn = Conn::new(client, false);
     let service = {
         let (gateway, activity) = (shared.gateway.clone(), activity.clone());
         service_fn(move |request| {
             let gateway = gateway.load_full();
             let active = ActiveRequest::begin(activity.clone());
+            let conn = conn.clone();
             async move {
                 let response = proxy::handle(gateway, conn, request).await;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))

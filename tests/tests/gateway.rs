@@ -150,10 +150,17 @@ upstream = \"strict\"
     assert_eq!(last.headers["x-added"], "to-origin");
     assert_eq!(reply.header("x-seen"), "by-client");
 
-    // deny answers without going upstream.
+    // A client cannot make a hop-by-hop header of one a plugin adds.
+    let reply = client::get(addr, "/with/page", &[("connection", "x-added")]).await.expect("request");
+    assert_eq!(reply.status, 200);
+    assert_eq!(strict.seen().last().expect("a request").headers["x-added"], "to-origin");
+
+    // deny answers without going upstream, also when the path is dressed up.
     let before = strict.requests();
-    let reply = get(addr, "/with/admin/users").await;
-    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (403, "denied here"));
+    for path in ["/with/admin/users", "/with/public/../admin/users", "/with/%61dmin/users", "/with/./admin"] {
+        let reply = get(addr, path).await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (403, "denied here"), "{path}");
+    }
     assert_eq!(strict.requests(), before, "the origin must not see a denied request");
     gw.stop().await;
 }

@@ -96,6 +96,8 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C, how long in-flight requests have to finish.
     #[serde(with = "units::duration")]
     pub grace_period: Duration,
+    /// Open client connections at most; past it the gateway stops accepting until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +107,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             grace_period: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -382,8 +385,29 @@ impl Config {
         if self.listeners.is_empty() {
             return Err(invalid("listeners".into(), None, "at least one listener is needed".into()));
         }
-        if self.runtime.instance_slots == 0 {
-            return Err(invalid("runtime.instance_slots".into(), None, "must be at least 1".into()));
+        let s = &self.server;
+        for (field, value) in
+            [("header_read_timeout", s.header_read_timeout), ("idle_timeout", s.idle_timeout)]
+        {
+            if value.is_zero() {
+                return Err(invalid(format!("server.{field}"), None, "must be more than 0".into()));
+            }
+        }
+        if s.max_connections == 0 {
+            return Err(invalid("server.max_connections".into(), None, "must be at least 1".into()));
+        }
+        // Every pooled instance holds a slot; each plugin may also be replacing one instance
+        // and making its per-request ones.
+        let needed: usize = self.plugins.values().map(|p| p.instances + 1).sum();
+        if needed > self.runtime.instance_slots as usize {
+            return Err(invalid(
+                "runtime.instance_slots".into(),
+                None,
+                format!(
+                    "{} is too few: the plugins need {needed} (their instances, plus one each)",
+                    self.runtime.instance_slots
+                ),
+            ));
         }
         for (name, p) in &self.plugins {
             let field = |f: &str| format!("plugins.{name}.{f}");
@@ -458,6 +482,17 @@ impl Config {
                         format!("no plugin `{}` is configured", p.get_ref()),
                     ));
                 }
+            }
+            if let Some(host) = &r.host
+                && (host.is_empty()
+                    || (host.starts_with('*') && !host.starts_with("*."))
+                    || host[1..].contains('*'))
+            {
+                return Err(invalid(
+                    field("host"),
+                    None,
+                    format!("`{host}` is not a host name or a `*.suffix` pattern"),
+                ));
             }
             if !r.path_prefix.starts_with('/') {
                 return Err(invalid(field("path_prefix"), None, "must start with `/`".into()));

@@ -19,6 +19,9 @@ use super::exchange::Exchange;
 
 /// The longest header value a plugin may set.
 pub(crate) const MAX_VALUE_LEN: usize = 8 * 1024;
+/// The most header fields a plugin may leave in a head or put in a local response: bounds the
+/// host memory a guest can make the host hold, outside its own memory limit.
+pub(crate) const MAX_HEADERS: usize = 256;
 
 /// What one instance's store holds.
 pub(crate) struct InstanceState {
@@ -148,6 +151,9 @@ fn names(headers: &http::HeaderMap) -> Vec<String> {
 fn set(headers: &mut http::HeaderMap, name: &str, value: Vec<u8>, append: bool) -> Result<(), EditError> {
     let name = header_name(name)?;
     let value = header_value(value)?;
+    if headers.len() >= MAX_HEADERS && (append || !headers.contains_key(&name)) {
+        return Err(EditError::InvalidValue);
+    }
     if append {
         headers.append(name, value);
     } else {
@@ -238,9 +244,16 @@ impl request::Host for InstanceState {
         if !path_and_query.starts_with('/') || path_and_query.len() > MAX_VALUE_LEN {
             return Err(EditError::InvalidPath);
         }
-        let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))
+        // The same canonical form the proxy gives client paths, so a later plugin authorises
+        // exactly what is forwarded.
+        let normal = crate::proxy::normalize_path(path_and_query.split('?').next().unwrap_or_default())
             .map_err(|_| EditError::InvalidPath)?;
-        let mut parts = std::mem::take(&mut self.ex.request.uri).into_parts();
+        let pq = match path_and_query.split_once('?') {
+            Some((_, query)) => format!("{normal}?{query}"),
+            None => normal.into_owned(),
+        };
+        let pq = PathAndQuery::try_from(pq).map_err(|_| EditError::InvalidPath)?;
+        let mut parts = self.ex.request.uri.clone().into_parts();
         parts.path_and_query = Some(pq);
         self.ex.request.uri = http::Uri::from_parts(parts).map_err(|_| EditError::InvalidPath)?;
         Ok(())

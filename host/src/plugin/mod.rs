@@ -474,6 +474,9 @@ impl Plugin {
     }
 
     fn local_reply(&self, phase: Phase, r: types::LocalResponse) -> Result<LocalReply, PluginError> {
+        if r.headers.len() > host_api::MAX_HEADERS {
+            return Err(self.invalid(phase, "header count", format!("{} headers", r.headers.len())));
+        }
         let status = valid_status(r.status)
             .ok_or_else(|| self.invalid(phase, "status", format!("{} is not in 200..=599", r.status)))?;
         let mut headers = HeaderMap::with_capacity(r.headers.len());

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 
@@ -91,6 +91,7 @@ impl Factory {
         let state = store.data_mut();
         state.phase = phase;
         state.ticks_left = self.deadline_ticks;
+        state.limits.hit = false;
         store.set_epoch_deadline(1);
     }
 
@@ -158,6 +159,8 @@ pub(crate) struct Pool {
     isolation: Isolation,
     idle: Mutex<Vec<Instance>>,
     capacity: usize,
+    /// Per-request isolation: bounds the fresh instances alive at once.
+    fresh: Arc<Semaphore>,
     returned: Notify,
     wait: Duration,
     pub(crate) counters: Counters,
@@ -178,6 +181,7 @@ impl Pool {
             isolation,
             idle: Mutex::new(Vec::with_capacity(capacity)),
             capacity,
+            fresh: Arc::new(Semaphore::new(size.max(1))),
             returned: Notify::new(),
             wait,
             counters: Counters::default(),
@@ -196,8 +200,14 @@ impl Pool {
 
     /// Borrows an instance for one call.
     pub(crate) async fn checkout(self: &Arc<Self>, phase: Phase) -> Result<Lease, PluginError> {
+        let mut permit = None;
         let instance = match self.isolation {
             Isolation::PerRequest => {
+                let acquire = self.fresh.clone().acquire_owned();
+                match tokio::time::timeout(self.wait, acquire).await {
+                    Ok(Ok(p)) => permit = Some(p),
+                    _ => return Err(self.exhausted(phase)),
+                }
                 let (instance, _) = self.factory.create().await.map_err(|e| match e {
                     PluginError::Instantiate { plugin, .. } => {
                         self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +220,7 @@ impl Pool {
             }
             Isolation::Pooled => self.pop(phase).await?,
         };
-        Ok(Lease { pool: self.clone(), instance: Some(instance) })
+        Ok(Lease { pool: self.clone(), instance: Some(instance), _permit: permit })
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
@@ -239,14 +249,14 @@ impl Pool {
                 return Ok(instance);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
-                return Err(PluginError::PoolExhausted {
-                    plugin: self.factory.name.to_string(),
-                    phase,
-                    wait: self.wait,
-                });
+                return Err(self.exhausted(phase));
             }
         }
+    }
+
+    fn exhausted(&self, phase: Phase) -> PluginError {
+        self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+        PluginError::PoolExhausted { plugin: self.factory.name.to_string(), phase, wait: self.wait }
     }
 
     fn put_back(&self, instance: Instance) {
@@ -270,14 +280,24 @@ impl Pool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let pool = self.clone();
+        // The task holds the pool weakly: a pool dropped by a config swap stops refilling.
+        let pool = Arc::downgrade(self);
         runtime.spawn(async move {
-            match pool.factory.create().await {
-                Ok((instance, _)) => {
-                    pool.counters.created.fetch_add(1, Ordering::Relaxed);
-                    pool.put_back(instance);
+            let mut backoff = Duration::from_millis(50);
+            while let Some(pool) = pool.upgrade() {
+                match pool.factory.create().await {
+                    Ok((instance, _)) => {
+                        pool.counters.created.fetch_add(1, Ordering::Relaxed);
+                        pool.put_back(instance);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(plugin = %pool.factory.name, %error, retry_ms = backoff.as_millis() as u64, "cannot replace a discarded instance");
+                    }
                 }
-                Err(error) => tracing::error!(plugin = %pool.factory.name, %error, "cannot replace a discarded instance"),
+                drop(pool);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
     }
@@ -301,6 +321,7 @@ impl Pool {
 pub(crate) struct Lease {
     pool: Arc<Pool>,
     instance: Option<Instance>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {

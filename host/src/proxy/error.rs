@@ -13,6 +13,9 @@ pub enum ProxyError {
     /// The request itself is malformed (missing or conflicting Host, a bad target…).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The method is not one a reverse proxy forwards (CONNECT, TRACE).
+    #[error("method {0} is not allowed")]
+    MethodNotAllowed(http::Method),
     /// No route matches the request.
     #[error("no route matches {method} {host}{path}")]
     NoRoute {
@@ -35,6 +38,9 @@ pub enum ProxyError {
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A bug in the gateway: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl ProxyError {
@@ -42,6 +48,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Plugin(e) if e.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -57,6 +65,8 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::MethodNotAllowed(_) => "method-not-allowed",
+            ProxyError::Internal(_) => "internal",
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::Plugin(e) => e.kind(),
             ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",

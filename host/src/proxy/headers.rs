@@ -1,24 +1,57 @@
-//! Intermediary header rules (RFC 9110 §7.6): which host a request is for, stripping
-//! hop-by-hop headers both ways, and the forwarding headers the gateway adds.
+//! Intermediary rules for the request and response heads (RFC 9110 §7.6, RFC 9112 §3.2,
+//! RFC 9113 §8.2): which host and path a request is for, normalised once so that routing,
+//! plugins and the upstream all see the same bytes; stripping hop-by-hop headers both ways;
+//! and the forwarding headers the gateway adds.
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
 
-use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Method, Version};
 
-use super::ProxyError;
+use super::{Conn, ProxyError};
 
-/// Checks the request's target and Host and makes them agree: an absolute-form target wins
-/// over Host (RFC 9112 §3.2.2), HTTP/2's `:authority` becomes Host, and an HTTP/1.1 request
-/// needs exactly one valid Host.
-pub(super) fn normalize_host(parts: &mut Parts) -> Result<(), ProxyError> {
+/// Checks the request head and puts it in the one form every later phase sees:
+/// - CONNECT and TRACE are refused (a tunnel, and a reflection of credentials);
+/// - an absolute-form target wins over Host (RFC 9112 §3.2.2) and HTTP/2's `:authority`
+///   becomes Host; HTTP/1.1 and HTTP/2 need exactly one valid Host, without userinfo;
+/// - HTTP/2 header values may not start or end with white space, and split `cookie` fields are
+///   joined (RFC 9113 §8.2.3) before going to an HTTP/1.1 upstream;
+/// - the path is normalised ([`normalize_path`]).
+pub(super) fn check_head(parts: &mut Parts) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+        return Err(ProxyError::MethodNotAllowed(parts.method.clone()));
+    }
+    check_host(parts)?;
+    if parts.version == Version::HTTP_2 {
+        check_h2_values(&mut parts.headers)?;
+    }
+    if let Some(path) = parts.uri.path_and_query()
+        && let Cow::Owned(normal) = normalize_path(path.path())?
+    {
+        let pq = match path.query() {
+            Some(q) => format!("{normal}?{q}"),
+            None => normal,
+        };
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query =
+            Some(PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?);
+        parts.uri = http::Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+    }
+    Ok(())
+}
+
+fn check_host(parts: &mut Parts) -> Result<(), ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
     if second.is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if let Some(authority) = parts.uri.authority() {
+        if authority.as_str().contains('@') {
+            return Err(ProxyError::BadRequest("userinfo in the request target"));
+        }
         // The target's authority wins; Host is rewritten to match it.
         let value = HeaderValue::from_str(authority.as_str())
             .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
@@ -40,8 +73,94 @@ pub(super) fn normalize_host(parts: &mut Parts) -> Result<(), ProxyError> {
     }
 }
 
+fn check_h2_values(headers: &mut HeaderMap) -> Result<(), ProxyError> {
+    let padded = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    };
+    if headers.values().any(padded) {
+        return Err(ProxyError::BadRequest("header value with leading or trailing white space"));
+    }
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if let (Some(first), Some(_)) = (cookies.next(), cookies.next()) {
+        let mut joined = first.as_bytes().to_vec();
+        for crumb in headers.get_all(header::COOKIE).iter().skip(1) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(crumb.as_bytes());
+        }
+        let value = HeaderValue::from_bytes(&joined).map_err(|_| ProxyError::BadRequest("invalid cookie"))?;
+        headers.insert(header::COOKIE, value);
+    }
+    Ok(())
+}
+
+/// The canonical form of a request path, so that the path a plugin authorises and a route
+/// matches is byte for byte the path forwarded: percent-encoded unreserved characters are
+/// decoded (`%61` → `a`, `%2E` → `.`), other escapes get upper-case hex, and `.` and `..`
+/// segments are removed (RFC 3986 §6.2.2, §5.2.4). An encoded NUL is refused. Borrows when
+/// the path is already canonical, which is the common case.
+pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, ProxyError> {
+    let has_dots = path.contains("/.") || path == ".";
+    if !path.contains('%') && !has_dots {
+        return Ok(Cow::Borrowed(path));
+    }
+    let bytes = path.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+            let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            else {
+                return Err(ProxyError::BadRequest("invalid percent-encoding in the path"));
+            };
+            let byte = hi << 4 | lo;
+            if byte == 0 {
+                return Err(ProxyError::BadRequest("NUL in the path"));
+            }
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(byte);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                decoded.extend_from_slice(&[b'%', HEX[usize::from(hi)], HEX[usize::from(lo)]]);
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    // Only ASCII was decoded, so the result is as valid UTF-8 as the input.
+    let decoded = String::from_utf8(decoded).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+    if !decoded.contains("/.") {
+        return Ok(if decoded == path { Cow::Borrowed(path) } else { Cow::Owned(decoded) });
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = matches!(segment, "." | "..");
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for s in &segments {
+        normal.push('/');
+        normal.push_str(s);
+    }
+    if trailing_slash || normal.is_empty() {
+        normal.push('/');
+    }
+    Ok(if normal == path { Cow::Borrowed(path) } else { Cow::Owned(normal) })
+}
+
 /// Hop-by-hop headers named by RFC 9110 §7.6.1, plus the legacy ones proxies still meet.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -50,9 +169,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
 ];
 
-/// Removes hop-by-hop headers and every header `Connection` names.
+/// Removes hop-by-hop headers and every header `Connection` names (but never Host, which a
+/// client cannot declare hop-by-hop).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection are collected first: removing while reading the list would
     // borrow the map twice. Most requests carry no Connection header and allocate nothing.
@@ -62,20 +183,19 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    headers.remove("http2-settings");
 }
 
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (replacing whatever the client sent: a client's
 /// own claims are not to be trusted) and appends this hop to `Via`.
-pub(super) fn add_forwarding(parts: &mut Parts, client: SocketAddr, tls: bool) {
+pub(super) fn add_forwarding(parts: &mut Parts, conn: &Conn) {
     let headers = &mut parts.headers;
-    let xff = HeaderValue::from_str(&client.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-    headers.insert("x-forwarded-for", xff);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    headers.insert("x-forwarded-for", conn.forwarded_for.clone());
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     match headers.get(header::HOST).cloned() {
         Some(host) => headers.insert("x-forwarded-host", host),
         None => headers.remove("x-forwarded-host"),
@@ -93,6 +213,16 @@ pub(super) fn append_via(headers: &mut HeaderMap, version: Version) {
     headers.append(header::VIA, HeaderValue::from_static(hop));
 }
 
+/// The request goes upstream as HTTP/1.1, which needs a Host: an HTTP/1.0 client may not have
+/// sent one, and a plugin may have removed it.
+pub(super) fn ensure_host(headers: &mut HeaderMap, backend: &http::uri::Authority) {
+    if !headers.contains_key(header::HOST)
+        && let Ok(value) = HeaderValue::from_str(backend.as_str())
+    {
+        headers.insert(header::HOST, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,35 +232,66 @@ mod tests {
     }
 
     #[test]
-    fn connection_and_the_headers_it_names_are_stripped() {
+    fn connection_and_the_headers_it_names_are_stripped_but_never_host() {
         let mut p = parts(
             http::Request::get("/")
-                .header("connection", "keep-alive, x-secret")
+                .header("host", "a.example")
+                .header("connection", "keep-alive, x-secret, host")
                 .header("x-secret", "1")
                 .header("keep-alive", "timeout=5")
                 .header("te", "gzip")
                 .header("upgrade", "h2c")
+                .header("http2-settings", "AAA")
                 .header("proxy-authorization", "Basic x")
                 .header("x-kept", "yes"),
         );
         strip_hop_by_hop(&mut p.headers);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["x-kept"]);
+        assert_eq!(names, vec!["host", "x-kept"]);
     }
 
     #[test]
     fn host_rules() {
-        let mut p = parts(http::Request::get("/").header("host", "a.example"));
-        assert!(normalize_host(&mut p).is_ok());
-        let mut p = parts(http::Request::get("/").header("host", "a.example").header("host", "b.example"));
-        assert!(normalize_host(&mut p).is_err());
-        let mut p = parts(http::Request::get("/"));
-        assert!(normalize_host(&mut p).is_err());
-        let mut p = parts(http::Request::get("/").header("host", "a b"));
-        assert!(normalize_host(&mut p).is_err());
+        let ok = |b: http::request::Builder| check_head(&mut parts(b)).is_ok();
+        assert!(ok(http::Request::get("/").header("host", "a.example")));
+        assert!(!ok(http::Request::get("/").header("host", "a.example").header("host", "b.example")));
+        assert!(!ok(http::Request::get("/")));
+        assert!(!ok(http::Request::get("/").header("host", "a b")));
+        assert!(!ok(http::Request::get("/").header("host", "user@a.example")));
+        assert!(!ok(http::Request::get("http://user@a.example/")));
+        assert!(!ok(http::Request::builder().method("TRACE").uri("/").header("host", "a")));
+        assert!(ok(http::Request::get("/").version(Version::HTTP_10)));
         let mut p = parts(http::Request::get("http://target.example/x").header("host", "other.example"));
-        normalize_host(&mut p).expect("absolute form");
+        check_head(&mut p).expect("absolute form");
         assert_eq!(p.headers[header::HOST], "target.example");
+    }
+
+    #[test]
+    fn paths_are_normalised_once_for_every_phase() {
+        let norm = |p: &str| normalize_path(p).map(|c| c.into_owned()).map_err(|_| ());
+        assert_eq!(norm("/a/b"), Ok("/a/b".into()));
+        assert_eq!(norm("/public/../admin/x"), Ok("/admin/x".into()));
+        assert_eq!(norm("/%61dmin/x"), Ok("/admin/x".into()));
+        assert_eq!(norm("/%2e%2E/admin"), Ok("/admin".into()));
+        assert_eq!(norm("/./admin/./x/"), Ok("/admin/x/".into()));
+        assert_eq!(norm("/a/.."), Ok("/".into()));
+        assert_eq!(norm("/a%2fb"), Ok("/a%2Fb".into()), "encoded slashes stay encoded");
+        assert_eq!(norm("/a%00"), Err(()));
+        assert_eq!(norm("/a%zz"), Err(()));
+        assert!(matches!(normalize_path("/plain/path"), Ok(Cow::Borrowed(_))));
+
+        let mut p = parts(http::Request::get("/x/../admin?q=1").header("host", "a"));
+        check_head(&mut p).expect("valid");
+        assert_eq!(p.uri, "/admin?q=1");
+    }
+
+    #[test]
+    fn h2_cookie_crumbs_are_joined_and_padded_values_refused() {
+        let h2 = || http::Request::get("/").version(Version::HTTP_2).header("host", "a");
+        let mut p = parts(h2().header("cookie", "a=1").header("cookie", "b=2"));
+        check_head(&mut p).expect("valid");
+        assert_eq!(p.headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        assert!(check_head(&mut parts(h2().header("x", " padded"))).is_err());
     }
 
     #[test]
@@ -141,7 +302,7 @@ mod tests {
                 .header("x-forwarded-for", "6.6.6.6")
                 .header("via", "1.1 edge"),
         );
-        add_forwarding(&mut p, "10.0.0.7:5555".parse().expect("addr"), false);
+        add_forwarding(&mut p, &Conn::new("10.0.0.7:5555".parse().expect("addr"), false));
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["x-forwarded-host"], "a.example");

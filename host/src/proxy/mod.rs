@@ -1,11 +1,12 @@
 //! The request pipeline: every phase of one request, in the order they run. `docs/phases.md`
 //! draws the same order; this module reads top to bottom in it:
 //!
-//! 1. the request head is checked (Host, target) — malformed requests get 400;
+//! 1. the request head is checked and normalised (method, Host, path, hop-by-hop headers
+//!    removed) — malformed requests get 400;
 //! 2. route match — no route, 404;
 //! 3. request-header plugins, in chain order — any may answer locally;
 //! 4. upstream selection — the first plugin with an opinion, else the group's balancer;
-//! 5. the upstream head is prepared — hop-by-hop headers stripped, forwarding headers added;
+//! 5. the upstream head is prepared — forwarding headers added;
 //! 6. upstream-request plugins, in chain order — any may answer locally;
 //! 7. forward — connect, send, wait for the response headers (502 / 504 on failure);
 //! 8. response-header plugins, in reverse chain order — any may replace the response;
@@ -28,6 +29,7 @@ use hyper::body::Incoming;
 
 pub use self::body::ProxyBody;
 pub use self::error::ProxyError;
+pub(crate) use self::headers::normalize_path;
 pub(crate) use self::route::{HostMatch, Route, Router};
 
 use self::body::PendingLog;
@@ -38,12 +40,23 @@ use crate::plugin::{
 use crate::upstream::{Backend, Group, UpstreamBody};
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     /// The client's address.
     pub client: SocketAddr,
     /// True for TLS connections.
     pub tls: bool,
+    /// The client's address as an `X-Forwarded-For` value, made once per connection.
+    forwarded_for: http::HeaderValue,
+}
+
+impl Conn {
+    /// A connection from `client`.
+    pub fn new(client: SocketAddr, tls: bool) -> Self {
+        let forwarded_for = http::HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown"));
+        Conn { client, tls, forwarded_for }
+    }
 }
 
 /// Serves one request through every phase. Never fails: every error becomes a response here.
@@ -51,10 +64,12 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
 
-    // 1. The request head is checked.
-    if let Err(error) = headers::normalize_host(&mut parts) {
+    // 1. The request head is checked and normalised; hop-by-hop headers go before any plugin
+    //    sees the head, so a client cannot strip what a plugin adds.
+    if let Err(error) = headers::check_head(&mut parts) {
         return refuse(&error, &conn, None);
     }
+    headers::strip_hop_by_hop(&mut parts.headers);
 
     // 2. Route match.
     let route = {
@@ -80,7 +95,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         gw.upstreams.clone(),
     ));
 
-    let mut entry = LogEntry {
+    // Only routes with log plugins pay for the log entry.
+    let mut entry = (!route.log.is_empty()).then_some(LogEntry {
         status: 0,
         duration_us: 0,
         upstream_us: None,
@@ -88,19 +104,21 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         bytes_out: 0,
         backend: None,
         error: None,
-    };
-    let response = match run_route(&gw, &route, &conn, &mut ex, body, &mut entry).await {
+    });
+    let response = match run_route(&gw, &route, &conn, &mut ex, body, entry.as_mut()).await {
         Ok(response) => response,
         Err(error) => {
-            entry.error = Some(error.to_string());
+            if let Some(entry) = entry.as_mut() {
+                entry.error = Some(error.to_string());
+            }
             refuse(&error, &conn, Some(&route))
         }
     };
-    if route.log.is_empty() {
-        return response;
-    }
+    let Some(mut entry) = entry else { return response };
     entry.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
+    // The log phase reads the response head too.
+    ex.response = Some(head_copy(&parts));
     Response::from_parts(parts, body.with_log(Box::new(PendingLog { route, ex, entry, started })))
 }
 
@@ -111,7 +129,7 @@ async fn run_route(
     conn: &Conn,
     ex: &mut Box<Exchange>,
     body: Incoming,
-    entry: &mut LogEntry,
+    mut entry: Option<&mut LogEntry>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 3. Request-header plugins.
     for plugin in &route.request_headers {
@@ -126,11 +144,12 @@ async fn run_route(
         Selected::Respond(reply) => return Ok(local_response(reply)),
     };
     let backend = &group.backends()[index];
-    entry.backend = Some(backend.address().to_string());
+    if let Some(entry) = entry.as_deref_mut() {
+        entry.backend = Some(backend.address().to_string());
+    }
 
     // 5. The upstream head.
-    headers::strip_hop_by_hop(&mut ex.request.headers);
-    headers::add_forwarding(&mut ex.request, conn.client, conn.tls);
+    headers::add_forwarding(&mut ex.request, conn);
 
     // 6. Upstream-request plugins.
     for plugin in &route.upstream_request {
@@ -138,24 +157,27 @@ async fn run_route(
             return Ok(local_response(reply));
         }
     }
+    headers::ensure_host(&mut ex.request.headers, backend.authority());
 
     // 7. Forward.
     let client = if Arc::ptr_eq(&group, &route.group) {
         &route.client
     } else {
-        gw.clients
-            .get(group.name())
-            .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?
+        gw.clients.get(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
     };
     let request = upstream_request(ex, backend, body, route.reads_request_after_forward())?;
     let sent = Instant::now();
     let response = client.send(backend.address(), request).await?;
-    entry.upstream_us = Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+    if let Some(entry) = entry {
+        entry.upstream_us = Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
 
     // 8. Response-header plugins.
     let (mut parts, body) = response.into_parts();
+    // The client gets HTTP/1.1 framing whatever the upstream spoke (hyper ignores this on h2).
+    parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::append_via(&mut parts.headers, parts.version);
+    headers::append_via(&mut parts.headers, Version::HTTP_11);
     if route.response_headers.is_empty() {
         return Ok(Response::from_parts(parts, ProxyBody::upstream(body)));
     }
@@ -167,8 +189,17 @@ async fn run_route(
     }
     match ex.response.take() {
         Some(parts) => Ok(Response::from_parts(parts, ProxyBody::upstream(body))),
-        None => Err(ProxyError::BadRequest("response head lost")),
+        None => Err(ProxyError::Internal("the response head went missing")),
     }
+}
+
+/// A copy of a response head without its extensions, for phases that read it later.
+fn head_copy(parts: &http::response::Parts) -> http::response::Parts {
+    let mut response = Response::new(());
+    *response.status_mut() = parts.status;
+    *response.version_mut() = parts.version;
+    *response.headers_mut() = parts.headers.clone();
+    response.into_parts().0
 }
 
 enum Selected {

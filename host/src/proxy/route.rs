@@ -90,7 +90,7 @@ impl Route {
     }
 
     fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
-        path.starts_with(&self.path_prefix)
+        prefix_matches(&self.path_prefix, path)
             && (self.methods.is_empty() || self.methods.contains(method))
             && self.host.matches(host)
     }
@@ -99,6 +99,12 @@ impl Route {
     pub(crate) fn reads_request_after_forward(&self) -> bool {
         !self.response_headers.is_empty() || !self.log.is_empty()
     }
+}
+
+/// `/api` takes `/api` and `/api/...` but not `/apix`: prefixes end at a segment boundary.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
 }
 
 /// Every route, in config order.
@@ -119,7 +125,17 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use super::HostMatch;
+    use super::{HostMatch, prefix_matches};
+
+    #[test]
+    fn prefixes_end_at_segment_boundaries() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/v1"));
+        assert!(!prefix_matches("/api/", "/api"));
+    }
 
     #[test]
     fn host_patterns() {
