@@ -47,11 +47,18 @@ pub fn main() -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
-            Ok(rt) => rt,
-            Err(error) => return fail(&error),
-        };
+    // One worker runs on the calling thread: no idle main thread, no cross-thread wake-ups.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => return fail(&error),
+    };
     match cli.command {
         Command::Run { .. } => runtime.block_on(run(config)),
         Command::Check { .. } => runtime.block_on(check(config)),
