@@ -54,7 +54,11 @@ impl Gateway {
                     })?;
                 backends.push(Backend::new(b.address(), addr, b.weight()));
             }
-            groups.push(Group::new(name.as_str(), backends));
+            let mut group = Group::with_policy(name.as_str(), backends, u.balance.policy());
+            if let Some(source) = u.hash_key.as_deref().and_then(crate::upstream::HashSource::parse) {
+                group = group.with_hash_source(source);
+            }
+            groups.push(group);
             clients.insert(Arc::from(name.as_str()), Arc::new(UpstreamClient::new(u)));
         }
         let upstreams = Arc::new(Upstreams::new(groups));

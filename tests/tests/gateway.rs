@@ -415,3 +415,40 @@ fn check_names_the_file_field_and_plugin_of_each_mistake() {
         }
     }
 }
+
+#[tokio::test]
+async fn consistent_hashing_keeps_a_key_on_one_backend() {
+    let (a, b, c) = (origin("a").await, origin("b").await, origin("c").await);
+    let gw = harness::start(&format!(
+        "{}
+[upstreams.trio]
+backends = [\"{}\", \"{}\", \"{}\"]
+balance = \"consistent-hash\"
+hash_key = \"header:x-user\"
+
+[[routes]]
+upstream = \"trio\"
+",
+        listener(),
+        a.addr(),
+        b.addr(),
+        c.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let mut owners = std::collections::BTreeMap::new();
+    for user in 0..30 {
+        let name = format!("user-{user}");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let reply = client::get(addr, "/", &[("x-user", &name)]).await.expect("request");
+            seen.insert(reply.header("x-origin").to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{name} went to {seen:?}");
+        owners.insert(name, seen.into_iter().next().unwrap_or_default());
+    }
+    let used: std::collections::BTreeSet<_> = owners.values().collect();
+    assert!(used.len() >= 2, "30 keys should spread over the backends: {used:?}");
+    gw.stop().await;
+}

@@ -218,6 +218,39 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
     /// Active health checks; none by default.
     pub health_check: Option<HealthCheckConfig>,
+    /// `round-robin` (default), `random`, `least-request` or `consistent-hash`.
+    #[serde(default)]
+    pub balance: BalanceSetting,
+    /// For `consistent-hash`: `client-addr`, `path`, `header:NAME` or `cookie:NAME`.
+    pub hash_key: Option<String>,
+}
+
+/// `balance = "..."`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalanceSetting {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Power of two choices by requests in flight.
+    LeastRequest,
+    /// Ketama over `hash_key`.
+    ConsistentHash,
+}
+
+impl BalanceSetting {
+    /// The balancer's policy.
+    pub fn policy(self) -> crate::upstream::Policy {
+        use crate::upstream::Policy;
+        match self {
+            BalanceSetting::RoundRobin => Policy::RoundRobin,
+            BalanceSetting::Random => Policy::Random,
+            BalanceSetting::LeastRequest => Policy::LeastRequest,
+            BalanceSetting::ConsistentHash => Policy::ConsistentHash,
+        }
+    }
 }
 
 /// One backend.
@@ -453,6 +486,32 @@ impl Config {
                     ));
                 }
             }
+            match (&u.balance, &u.hash_key) {
+                (BalanceSetting::ConsistentHash, None) => {
+                    return Err(invalid(
+                        field("hash_key"),
+                        None,
+                        "`consistent-hash` needs a hash_key".into(),
+                    ));
+                }
+                (BalanceSetting::ConsistentHash, Some(key))
+                    if crate::upstream::HashSource::parse(key).is_none() =>
+                {
+                    return Err(invalid(
+                        field("hash_key"),
+                        None,
+                        format!("`{key}` is not client-addr, path, header:NAME or cookie:NAME"),
+                    ));
+                }
+                (BalanceSetting::ConsistentHash, Some(_)) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(invalid(
+                        field("hash_key"),
+                        None,
+                        "only `consistent-hash` uses a hash_key".into(),
+                    ));
+                }
+            }
             if let Some(h) = &u.health_check {
                 if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
                     return Err(invalid(field("health_check"), None, "thresholds must be at least 1".into()));
@@ -614,6 +673,20 @@ upstream = "origins"
             parse(&MINIMAL.replace("upstream = \"origins\"", "upstream = \"origins\"\nplugins = [\"nope\"]"))
                 .expect_err("bad");
         assert_eq!(err.to_string(), "gw.toml:10: routes[0].plugins[0]: no plugin `nope` is configured");
+    }
+
+    #[test]
+    fn consistent_hashing_needs_a_valid_key_and_only_it_takes_one() {
+        let with =
+            |extra: &str| parse(&MINIMAL.replace("weight = 3 }]", &format!("weight = 3 }}]\n{extra}")));
+        assert!(with("balance = \"consistent-hash\"\nhash_key = \"cookie:session\"").is_ok());
+        let err = with("balance = \"consistent-hash\"").expect_err("no key");
+        assert!(err.to_string().contains("upstreams.origins.hash_key"), "{err}");
+        let err = with("balance = \"consistent-hash\"\nhash_key = \"body\"").expect_err("bad key");
+        assert!(err.to_string().contains("`body`"), "{err}");
+        assert!(with("hash_key = \"path\"").is_err());
+        assert!(with("balance = \"least-request\"").is_ok());
+        assert!(with("balance = \"fastest\"").is_err());
     }
 
     #[test]

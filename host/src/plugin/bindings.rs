@@ -13,4 +13,4 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use wasmgate::plugin::types;
+pub use self::wasmgate::plugin::types;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::route::Route;
 use crate::plugin::{Exchange, LogEntry};
+use crate::upstream::InFlight;
 
 enum Source {
     Upstream(Incoming),
@@ -26,6 +27,7 @@ pub struct ProxyBody {
     sent: u64,
     ended: bool,
     log: Option<Box<PendingLog>>,
+    _in_flight: Option<InFlight>,
 }
 
 /// What the log phase needs once the body is done.
@@ -37,14 +39,21 @@ pub(crate) struct PendingLog {
 }
 
 impl ProxyBody {
-    /// The upstream's body, streamed.
-    pub fn upstream(body: Incoming) -> Self {
-        ProxyBody { source: Source::Upstream(body), sent: 0, ended: false, log: None }
+    /// The upstream's body, streamed; `in_flight` keeps the request counted against its
+    /// backend until the body is done.
+    pub fn upstream(body: Incoming, in_flight: Option<InFlight>) -> Self {
+        ProxyBody { source: Source::Upstream(body), sent: 0, ended: false, log: None, _in_flight: in_flight }
     }
 
     /// A body the gateway wrote.
     pub fn local(bytes: Bytes) -> Self {
-        ProxyBody { source: Source::Local(Full::new(bytes)), sent: 0, ended: false, log: None }
+        ProxyBody {
+            source: Source::Local(Full::new(bytes)),
+            sent: 0,
+            ended: false,
+            log: None,
+            _in_flight: None,
+        }
     }
 
     pub(crate) fn with_log(mut self, log: Box<PendingLog>) -> Self {

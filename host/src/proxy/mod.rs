@@ -37,7 +37,7 @@ use crate::gateway::Gateway;
 use crate::plugin::{
     Action, Choice, Exchange, FailurePolicy, LocalReply, LogEntry, Plugin, PluginError, request_host,
 };
-use crate::upstream::{Backend, Group, UpstreamBody};
+use crate::upstream::{Backend, Group, Policy, UpstreamBody, hash_key};
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -144,6 +144,8 @@ async fn run_route(
         Selected::Respond(reply) => return Ok(local_response(reply)),
     };
     let backend = &group.backends()[index];
+    // Least-request balancing counts the request until its response body is done.
+    let in_flight = (group.policy() == Policy::LeastRequest).then(|| group.begin_request(index));
     if let Some(entry) = entry.as_deref_mut() {
         entry.backend = Some(backend.address().to_string());
     }
@@ -178,8 +180,9 @@ async fn run_route(
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, Version::HTTP_11);
+    let body = ProxyBody::upstream(body, in_flight);
     if route.response_headers.is_empty() {
-        return Ok(Response::from_parts(parts, ProxyBody::upstream(body)));
+        return Ok(Response::from_parts(parts, body));
     }
     ex.response = Some(parts);
     for plugin in &route.response_headers {
@@ -188,7 +191,7 @@ async fn run_route(
         }
     }
     match ex.response.take() {
-        Some(parts) => Ok(Response::from_parts(parts, ProxyBody::upstream(body))),
+        Some(parts) => Ok(Response::from_parts(parts, body)),
         None => Err(ProxyError::Internal("the response head went missing")),
     }
 }
@@ -209,36 +212,31 @@ enum Selected {
 
 /// The first plugin with an opinion decides; otherwise the route group's balancer.
 async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Selected, ProxyError> {
+    let client = ex.client_addr.ip();
     for plugin in &route.select_upstream {
         match policy(plugin, plugin.select_upstream(ex).await)? {
             None | Some(Choice::Default) => continue,
             Some(Choice::Backend(group, index)) => return Ok(Selected::Backend(group, index)),
-            Some(Choice::Group(group)) => return balance(&group),
-            Some(Choice::HashKey(key)) => return hash_pick(&route.group, &key),
+            Some(Choice::Group(group)) => return balance(&group, ex, client),
+            Some(Choice::HashKey(key)) => {
+                let group = &route.group;
+                return group
+                    .pick_hashed(hash_key(key.as_bytes()))
+                    .map(|index| Selected::Backend(group.clone(), index))
+                    .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() });
+            }
             Some(Choice::Respond(reply)) => return Ok(Selected::Respond(reply)),
         }
     }
-    balance(&route.group)
+    balance(&route.group, ex, client)
 }
 
-fn balance(group: &Arc<Group>) -> Result<Selected, ProxyError> {
+/// The group's balancer picks, with the request's hash key when the group hashes.
+fn balance(group: &Arc<Group>, ex: &Exchange, client: std::net::IpAddr) -> Result<Selected, ProxyError> {
+    let key = group.hash_source().and_then(|source| source.key(&ex.request, client));
     let index =
-        group.pick().ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
+        group.pick(key).ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
     Ok(Selected::Backend(group.clone(), index))
-}
-
-/// A stable healthy backend for `key`: the key's hash picks a start, unhealthy ones are skipped.
-fn hash_pick(group: &Arc<Group>, key: &str) -> Result<Selected, ProxyError> {
-    use std::hash::{Hash, Hasher};
-    let backends = group.backends();
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    let start = (h.finish() % backends.len().max(1) as u64) as usize;
-    (0..backends.len())
-        .map(|i| (start + i) % backends.len())
-        .find(|&i| backends[i].is_healthy())
-        .map(|i| Selected::Backend(group.clone(), i))
-        .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })
 }
 
 /// Applies the plugin's failure policy: a fail-open plugin's error skips it.

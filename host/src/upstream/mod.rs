@@ -1,18 +1,22 @@
-//! Upstream groups: their backends, each backend's health, and the group's balancer.
+//! Upstream groups: their backends, each backend's health and load, and the group's balancer.
 //!
-//! A group is immutable once built (a config swap builds new groups); only health flags and the
-//! balancer's counter change while serving, and both are atomics, so picking a backend takes no
-//! lock.
+//! A group is immutable once built (a config swap builds new groups); only health flags,
+//! request counts and the balancer's counters change while serving, and all are atomics, so
+//! picking a backend takes no lock.
 
+mod balance;
 mod client;
 mod health;
 
+pub use self::balance::{HashSource, Policy, hash_key};
 pub use self::client::{UpstreamBody, UpstreamClient, UpstreamError};
 pub use self::health::spawn_health_checks;
 
+use self::balance::Balancer;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
 
 /// All configured upstream groups, by name.
@@ -48,16 +52,36 @@ impl Upstreams {
 pub struct Group {
     name: Arc<str>,
     backends: Vec<Backend>,
-    /// Backend indices interleaved by weight (smooth weighted round robin, precomputed).
-    schedule: Vec<u32>,
-    next: AtomicUsize,
+    balancer: Balancer,
+    hash_source: Option<HashSource>,
 }
 
 impl Group {
     /// A group of `backends`, balanced by weighted round robin.
     pub fn new(name: impl Into<Arc<str>>, backends: Vec<Backend>) -> Self {
-        let schedule = smooth_schedule(&backends);
-        Group { name: name.into(), backends, schedule, next: AtomicUsize::new(0) }
+        Group::with_policy(name, backends, Policy::RoundRobin)
+    }
+
+    /// A group of `backends`, balanced by `policy`.
+    pub fn with_policy(name: impl Into<Arc<str>>, backends: Vec<Backend>, policy: Policy) -> Self {
+        let balancer = Balancer::new(policy, &backends);
+        Group { name: name.into(), backends, balancer, hash_source: None }
+    }
+
+    /// Where consistent hashing takes each request's key from.
+    pub fn with_hash_source(mut self, source: HashSource) -> Self {
+        self.hash_source = Some(source);
+        self
+    }
+
+    /// The request key's source, for consistent hashing.
+    pub fn hash_source(&self) -> Option<&HashSource> {
+        self.hash_source.as_ref()
+    }
+
+    /// The balancing policy.
+    pub fn policy(&self) -> Policy {
+        self.balancer.policy()
     }
 
     /// A shared group with no backends.
@@ -76,36 +100,23 @@ impl Group {
         &self.backends
     }
 
-    /// The index of the next healthy backend in weighted round-robin order; `None` if none is
-    /// healthy.
-    pub fn pick(&self) -> Option<usize> {
-        let len = self.schedule.len();
-        if len == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..len).map(|i| self.schedule[(start + i) % len] as usize).find(|&i| self.backends[i].is_healthy())
+    /// The index of a healthy backend by the group's policy (`key`: the request's hash key,
+    /// for consistent hashing); `None` if none is healthy.
+    pub fn pick(&self, key: Option<u64>) -> Option<usize> {
+        self.balancer.pick(&self.backends, key)
     }
-}
 
-/// Expands weights into one cycle of smooth weighted round robin (as nginx orders it), so
-/// that heavy backends are spread through the cycle rather than served in bursts.
-fn smooth_schedule(backends: &[Backend]) -> Vec<u32> {
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    let mut current = vec![0i64; backends.len()];
-    let mut schedule = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, b) in backends.iter().enumerate() {
-            current[i] += i64::from(b.weight);
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total as i64;
-        schedule.push(best as u32);
+    /// Counts a request to backend `index` as in flight until the guard is dropped.
+    pub fn begin_request(self: &Arc<Self>, index: usize) -> InFlight {
+        self.backends[index].enter();
+        InFlight { group: self.clone(), index }
     }
-    schedule
+
+    /// The index of the healthy backend that owns `key` on the group's hash ring, whatever the
+    /// group's policy (a plugin may ask for a hashed pick).
+    pub fn pick_hashed(&self, key: u64) -> Option<usize> {
+        self.balancer.hashed(&self.backends, key)
+    }
 }
 
 impl std::fmt::Debug for Group {
@@ -121,6 +132,7 @@ pub struct Backend {
     authority: http::uri::Authority,
     weight: u32,
     healthy: AtomicBool,
+    in_flight: AtomicU32,
 }
 
 impl Backend {
@@ -129,7 +141,14 @@ impl Backend {
     pub fn new(address: impl Into<Arc<str>>, addr: SocketAddr, weight: u32) -> Self {
         let authority = http::uri::Authority::try_from(addr.to_string())
             .expect("a socket address is always a valid URI authority");
-        Backend { address: address.into(), addr, authority, weight, healthy: AtomicBool::new(true) }
+        Backend {
+            address: address.into(),
+            addr,
+            authority,
+            weight,
+            healthy: AtomicBool::new(true),
+            in_flight: AtomicU32::new(0),
+        }
     }
 
     /// The resolved address as a URI authority, for upstream request targets (connecting to
@@ -158,37 +177,34 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Requests sent to this backend and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Records a health-check verdict; true if it changed.
     pub fn set_healthy(&self, healthy: bool) -> bool {
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A request in flight to one backend of a group, counted (for least-request balancing) until
+/// the guard is dropped; see [`Group::begin_request`].
+pub struct InFlight {
+    group: Arc<Group>,
+    index: usize,
+}
 
-    fn backend(port: u16, weight: u32) -> Backend {
-        Backend::new(format!("127.0.0.1:{port}"), SocketAddr::from(([127, 0, 0, 1], port)), weight)
-    }
-
-    #[test]
-    fn round_robin_follows_weights_and_skips_unhealthy() {
-        let g = Group::new("g", vec![backend(1, 1), backend(2, 3)]);
-        let mut counts = [0; 2];
-        for _ in 0..400 {
-            counts[g.pick().expect("a backend")] += 1;
-        }
-        assert_eq!(counts, [100, 300]);
-        g.backends()[1].set_healthy(false);
-        assert!((0..10).all(|_| g.pick() == Some(0)));
-        g.backends()[0].set_healthy(false);
-        assert!(g.pick().is_none());
-    }
-
-    #[test]
-    fn smooth_schedule_interleaves() {
-        let s = smooth_schedule(&[backend(1, 5), backend(2, 1), backend(3, 1)]);
-        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.group.backends[self.index].leave();
     }
 }
