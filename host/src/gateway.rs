@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{AllUnhealthy, Config, ConfigError};
 use crate::plugin::{Plugin, Runtime};
-use crate::proxy::{HostMatch, Route, Router};
-use crate::upstream::{Backend, Group, UpstreamClient, Upstreams, spawn_health_checks};
+use crate::proxy::{Route, Router};
+use crate::upstream::{Backend, Group, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks};
 
 /// A built, ready-to-serve gateway.
 pub struct Gateway {
@@ -58,6 +58,16 @@ impl Gateway {
             if let Some(source) = u.hash_key.as_deref().and_then(crate::upstream::HashSource::parse) {
                 group = group.with_hash_source(source);
             }
+            if let Some(o) = &u.outlier_detection {
+                group = group.with_outlier_detection(OutlierPolicy {
+                    consecutive_failures: o.consecutive_failures,
+                    base_ejection: o.base_ejection,
+                    max_ejected_percent: o.max_ejected_percent,
+                });
+            }
+            group = group
+                .with_route_to_all(u.when_all_unhealthy == AllUnhealthy::RouteToAll)
+                .with_max_requests(u.max_requests);
             groups.push(group);
             clients.insert(Arc::from(name.as_str()), Arc::new(UpstreamClient::new(u)));
         }
@@ -79,17 +89,7 @@ impl Gateway {
             };
             let chain: Vec<Arc<Plugin>> =
                 r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
-            let methods =
-                r.methods.iter().filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()).collect();
-            routes.push(Arc::new(Route::new(
-                Arc::from(r.name.clone().unwrap_or_else(|| format!("route-{i}"))),
-                HostMatch::new(r.host.as_deref()),
-                r.path_prefix.clone(),
-                methods,
-                &chain,
-                group.clone(),
-                client.clone(),
-            )));
+            routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client.clone())));
         }
 
         Ok(Gateway { router: Router::new(routes), upstreams, clients, plugins, config, _health: health })

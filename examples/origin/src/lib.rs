@@ -38,6 +38,8 @@ pub struct Seen {
 struct Shared {
     requests: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    /// Answer every request with this status (a broken backend, for tests).
+    fixed_status: Option<StatusCode>,
 }
 
 /// A running origin; stops when dropped.
@@ -54,9 +56,23 @@ impl Origin {
     /// Starts an origin called `name` on `addr` (port 0 picks one). With `expect_host`, requests
     /// whose Host differs get 403.
     pub async fn start(name: &str, addr: SocketAddr, expect_host: Option<String>) -> std::io::Result<Origin> {
+        Origin::start_with(name, addr, expect_host, Shared::default()).await
+    }
+
+    /// Starts an origin that answers every request with `status`: a broken backend.
+    pub async fn start_failing(name: &str, addr: SocketAddr, status: StatusCode) -> std::io::Result<Origin> {
+        Origin::start_with(name, addr, None, Shared { fixed_status: Some(status), ..Shared::default() }).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        expect_host: Option<String>,
+        shared: Shared,
+    ) -> std::io::Result<Origin> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(shared);
         let task = tokio::spawn(serve(listener, name.to_owned(), expect_host, shared.clone()));
         Ok(Origin { name: name.to_owned(), addr, shared, task })
     }
@@ -128,6 +144,9 @@ async fn answer(
             target: target.clone(),
             headers: req.headers().clone(),
         });
+    }
+    if let Some(status) = shared.fixed_status {
+        return text(name, status, format!("origin {name}: {status}\n"));
     }
     let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if let Some(expected) = expect_host

@@ -223,6 +223,40 @@ pub struct UpstreamConfig {
     pub balance: BalanceSetting,
     /// For `consistent-hash`: `client-addr`, `path`, `header:NAME` or `cookie:NAME`.
     pub hash_key: Option<String>,
+    /// Passive outlier detection; off unless present.
+    pub outlier_detection: Option<OutlierConfig>,
+    /// With every backend unhealthy or ejected: `fail` (503, the default) or `route-to-all`.
+    #[serde(default)]
+    pub when_all_unhealthy: AllUnhealthy,
+    /// Circuit breaker: requests in flight per backend at most (0: no limit); past it, 503.
+    #[serde(default)]
+    pub max_requests: u32,
+}
+
+/// `[upstreams.NAME.outlier_detection]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive connect errors or 5xx answers that eject a backend.
+    #[serde(default = "defaults::consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// The first ejection's length; the n-th lasts n times as long (n at most 10).
+    #[serde(default = "defaults::base_ejection", with = "units::duration")]
+    pub base_ejection: Duration,
+    /// The largest share of the group, in percent, ejected at once.
+    #[serde(default = "defaults::max_ejected_percent")]
+    pub max_ejected_percent: u32,
+}
+
+/// `when_all_unhealthy = "fail" | "route-to-all"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllUnhealthy {
+    /// Answer 503.
+    #[default]
+    Fail,
+    /// Spread requests over every backend anyway.
+    RouteToAll,
 }
 
 /// `balance = "..."`.
@@ -340,6 +374,35 @@ pub struct RouteConfig {
     pub plugins: Vec<Spanned<String>>,
     /// The upstream group.
     pub upstream: Spanned<String>,
+    /// Further attempts after a failed one, each on another backend where there is one. Only
+    /// requests without a body are retried, and a non-idempotent one only when nothing was
+    /// sent (the connection failed).
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// What a retry may follow: `connect-failure`, `reset` (the exchange broke before a
+    /// response), `502`, `503`, `504`.
+    #[serde(default = "defaults::retry_on")]
+    pub retry_on: Vec<RetryOn>,
+}
+
+/// One condition a retry may follow.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum RetryOn {
+    /// The connection was refused or timed out: nothing was sent.
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The exchange broke before any response byte.
+    #[serde(rename = "reset")]
+    Reset,
+    /// The backend answered 502.
+    #[serde(rename = "502")]
+    Status502,
+    /// The backend answered 503.
+    #[serde(rename = "503")]
+    Status503,
+    /// The backend answered 504.
+    #[serde(rename = "504")]
+    Status504,
 }
 
 mod defaults {
@@ -386,6 +449,21 @@ mod defaults {
     }
     pub(super) fn path_prefix() -> String {
         "/".to_owned()
+    }
+    pub(super) fn consecutive_failures() -> u32 {
+        5
+    }
+    pub(super) fn base_ejection() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn max_ejected_percent() -> u32 {
+        50
+    }
+    pub(super) fn retries() -> u32 {
+        1
+    }
+    pub(super) fn retry_on() -> Vec<super::RetryOn> {
+        vec![super::RetryOn::ConnectFailure, super::RetryOn::Reset]
     }
 }
 
@@ -511,6 +589,15 @@ impl Config {
                         "only `consistent-hash` uses a hash_key".into(),
                     ));
                 }
+            }
+            if let Some(o) = &u.outlier_detection
+                && (o.consecutive_failures == 0 || o.base_ejection.is_zero() || o.max_ejected_percent > 100)
+            {
+                return Err(invalid(
+                    field("outlier_detection"),
+                    None,
+                    "consecutive_failures and base_ejection must be more than 0, max_ejected_percent at most 100".into(),
+                ));
             }
             if let Some(h) = &u.health_check {
                 if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {

@@ -318,7 +318,7 @@ impl upstream::Host for InstanceState {
                 .map(|b| WitBackend {
                     address: b.address().to_string(),
                     weight: b.weight(),
-                    healthy: b.is_healthy(),
+                    healthy: b.is_available(),
                 })
                 .collect(),
         )

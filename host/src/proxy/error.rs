@@ -35,6 +35,12 @@ pub enum ProxyError {
         /// The group.
         group: String,
     },
+    /// The backend has as many requests in flight as its circuit breaker allows.
+    #[error("backend {backend} is at its limit of requests in flight")]
+    Overloaded {
+        /// `host:port`.
+        backend: String,
+    },
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -53,7 +59,9 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Plugin(e) if e.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyBackend { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(
                 UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. },
             ) => StatusCode::GATEWAY_TIMEOUT,
@@ -70,6 +78,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::Plugin(e) => e.kind(),
             ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",
+            ProxyError::Overloaded { .. } => "upstream-overloaded",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream-connect",
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => "upstream-connect-timeout",
             ProxyError::Upstream(UpstreamError::ResponseTimeout { .. }) => "upstream-timeout",

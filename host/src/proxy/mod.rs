@@ -25,19 +25,20 @@ use std::time::Instant;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 pub use self::body::ProxyBody;
 pub use self::error::ProxyError;
 pub(crate) use self::headers::normalize_path;
-pub(crate) use self::route::{HostMatch, Route, Router};
+pub(crate) use self::route::{Route, Router};
 
 use self::body::PendingLog;
 use crate::gateway::Gateway;
 use crate::plugin::{
     Action, Choice, Exchange, FailurePolicy, LocalReply, LogEntry, Plugin, PluginError, request_host,
 };
-use crate::upstream::{Backend, Group, Policy, UpstreamBody, hash_key};
+use crate::upstream::{Backend, Group, UpstreamBody, UpstreamClient, UpstreamError, hash_key};
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -129,7 +130,7 @@ async fn run_route(
     conn: &Conn,
     ex: &mut Box<Exchange>,
     body: Incoming,
-    mut entry: Option<&mut LogEntry>,
+    entry: Option<&mut LogEntry>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 3. Request-header plugins.
     for plugin in &route.request_headers {
@@ -139,16 +140,10 @@ async fn run_route(
     }
 
     // 4. Upstream selection.
-    let (group, index) = match select_upstream(route, ex).await? {
+    let (group, mut index) = match select_upstream(route, ex).await? {
         Selected::Backend(group, index) => (group, index),
         Selected::Respond(reply) => return Ok(local_response(reply)),
     };
-    let backend = &group.backends()[index];
-    // Least-request balancing counts the request until its response body is done.
-    let in_flight = (group.policy() == Policy::LeastRequest).then(|| group.begin_request(index));
-    if let Some(entry) = entry.as_deref_mut() {
-        entry.backend = Some(backend.address().to_string());
-    }
 
     // 5. The upstream head.
     headers::add_forwarding(&mut ex.request, conn);
@@ -159,18 +154,60 @@ async fn run_route(
             return Ok(local_response(reply));
         }
     }
-    headers::ensure_host(&mut ex.request.headers, backend.authority());
+    headers::ensure_host(&mut ex.request.headers, group.backends()[index].authority());
 
-    // 7. Forward.
-    let client = if Arc::ptr_eq(&group, &route.group) {
-        &route.client
-    } else {
-        gw.clients.get(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
-    };
-    let request = upstream_request(ex, backend, body, route.reads_request_after_forward())?;
+    // 7. Forward, trying another backend after a failure where that is safe: only a request
+    //    without a body can be sent again, and a non-idempotent one only if nothing was sent.
+    let replayable = body.is_end_stream();
+    let idempotent = ex.request.method.is_idempotent();
+    let mut body = Some(body);
+    let mut attempt = 0;
     let sent = Instant::now();
-    let response = client.send(backend.address(), request).await?;
+    let (response, in_flight) = loop {
+        let backend = &group.backends()[index];
+        if group.is_saturated(index) {
+            return Err(ProxyError::Overloaded { backend: backend.address().to_string() });
+        }
+        // Counted until the response body is done: least-request balancing and the circuit
+        // breaker read it.
+        let in_flight = group.begin_request(index);
+        let last = attempt >= route.retry.retries || !replayable;
+        let request_body = match body.take() {
+            Some(body) if !replayable || last => UpstreamBody::Left(body),
+            _ => UpstreamBody::Right(Default::default()),
+        };
+        let keep_head = !last || route.reads_request_after_forward();
+        let client = client_for(gw, route, &group)?;
+        let request = upstream_request(ex, backend, request_body, keep_head)?;
+        match client.send(backend.address(), request).await {
+            Ok(response) => {
+                let status = response.status();
+                group.record(index, status.is_server_error());
+                if last || !idempotent || !route.retry.on_status(status) {
+                    break (response, in_flight);
+                }
+                tracing::debug!(backend = %backend.address(), %status, attempt, "retrying on another backend");
+            }
+            Err(error) => {
+                group.record(index, true);
+                let safe = match &error {
+                    UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => {
+                        route.retry.on_connect_failure()
+                    }
+                    UpstreamError::Exchange { .. } => route.retry.on_reset() && idempotent,
+                    UpstreamError::ResponseTimeout { .. } => false,
+                };
+                if last || !safe {
+                    return Err(error.into());
+                }
+                tracing::debug!(backend = %backend.address(), %error, attempt, "retrying on another backend");
+            }
+        }
+        attempt += 1;
+        index = another_backend(&group, index, ex, conn);
+    };
     if let Some(entry) = entry {
+        entry.backend = Some(group.backends()[index].address().to_string());
         entry.upstream_us = Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
@@ -180,7 +217,7 @@ async fn run_route(
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, Version::HTTP_11);
-    let body = ProxyBody::upstream(body, in_flight);
+    let body = ProxyBody::upstream(body, Some(in_flight));
     if route.response_headers.is_empty() {
         return Ok(Response::from_parts(parts, body));
     }
@@ -203,6 +240,26 @@ fn head_copy(parts: &http::response::Parts) -> http::response::Parts {
     *response.version_mut() = parts.version;
     *response.headers_mut() = parts.headers.clone();
     response.into_parts().0
+}
+
+/// The client of `group`: the route's own, or that of the group a plugin chose.
+fn client_for<'a>(
+    gw: &'a Gateway,
+    route: &'a Route,
+    group: &Arc<Group>,
+) -> Result<&'a UpstreamClient, ProxyError> {
+    if Arc::ptr_eq(group, &route.group) {
+        Ok(&route.client)
+    } else {
+        gw.clients.get(group.name()).map(|c| &**c).ok_or(ProxyError::Internal("a group without a client"))
+    }
+}
+
+/// For a retry: the balancer's next pick, avoiding the backend that just failed when the group
+/// has another.
+fn another_backend(group: &Group, failed: usize, ex: &Exchange, conn: &Conn) -> usize {
+    let key = group.hash_source().and_then(|source| source.key(&ex.request, conn.client.ip()));
+    (0..4).filter_map(|_| group.pick(key)).find(|&i| i != failed).unwrap_or(failed)
 }
 
 enum Selected {
@@ -256,7 +313,7 @@ fn policy<T>(plugin: &Plugin, result: Result<T, PluginError>) -> Result<Option<T
 fn upstream_request(
     ex: &mut Exchange,
     backend: &Backend,
-    body: Incoming,
+    body: UpstreamBody,
     keep_head: bool,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
     let path = ex.request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -267,7 +324,7 @@ fn upstream_request(
     let uri = http::Uri::from_parts(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     let headers =
         if keep_head { ex.request.headers.clone() } else { std::mem::take(&mut ex.request.headers) };
-    let mut request = Request::new(UpstreamBody::Left(body));
+    let mut request = Request::new(body);
     *request.method_mut() = ex.request.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;

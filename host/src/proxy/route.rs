@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::config::{RetryOn, RouteConfig};
 use crate::plugin::{Phase, Plugin};
 use crate::upstream::{Group, UpstreamClient};
 
@@ -42,6 +43,48 @@ impl HostMatch {
     }
 }
 
+/// When a failed upstream attempt is tried again.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RetryPolicy {
+    /// Further attempts after the first.
+    pub(crate) retries: u32,
+    connect_failure: bool,
+    reset: bool,
+    statuses: [bool; 3],
+}
+
+impl RetryPolicy {
+    pub(crate) fn new(retries: u32, on: &[RetryOn]) -> Self {
+        RetryPolicy {
+            retries,
+            connect_failure: on.contains(&RetryOn::ConnectFailure),
+            reset: on.contains(&RetryOn::Reset),
+            statuses: [
+                on.contains(&RetryOn::Status502),
+                on.contains(&RetryOn::Status503),
+                on.contains(&RetryOn::Status504),
+            ],
+        }
+    }
+
+    pub(crate) fn on_connect_failure(&self) -> bool {
+        self.connect_failure
+    }
+
+    pub(crate) fn on_reset(&self) -> bool {
+        self.reset
+    }
+
+    pub(crate) fn on_status(&self, status: http::StatusCode) -> bool {
+        match status.as_u16() {
+            502 => self.statuses[0],
+            503 => self.statuses[1],
+            504 => self.statuses[2],
+            _ => false,
+        }
+    }
+}
+
 /// One route, ready to serve.
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
@@ -50,6 +93,7 @@ pub(crate) struct Route {
     pub(crate) methods: Vec<Method>,
     pub(crate) group: Arc<Group>,
     pub(crate) client: Arc<UpstreamClient>,
+    pub(crate) retry: RetryPolicy,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
     pub(crate) request_headers: Vec<Arc<Plugin>>,
     pub(crate) select_upstream: Vec<Arc<Plugin>>,
@@ -60,11 +104,10 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// Route `index` of the config, with its plugin chain, group and client resolved.
     pub(crate) fn new(
-        name: Arc<str>,
-        host: HostMatch,
-        path_prefix: String,
-        methods: Vec<Method>,
+        index: usize,
+        config: &RouteConfig,
         chain: &[Arc<Plugin>],
         group: Arc<Group>,
         client: Arc<UpstreamClient>,
@@ -75,12 +118,14 @@ impl Route {
         let mut log = with(Phase::Log);
         log.reverse();
         Route {
-            name,
-            host,
-            path_prefix,
-            methods,
+            name: Arc::from(config.name.clone().unwrap_or_else(|| format!("route-{index}"))),
+            host: HostMatch::new(config.host.as_deref()),
+            path_prefix: config.path_prefix.clone(),
+            // Checked when the config was read.
+            methods: config.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
             group,
             client,
+            retry: RetryPolicy::new(config.retries, &config.retry_on),
             request_headers: with(Phase::RequestHeaders),
             select_upstream: with(Phase::SelectUpstream),
             upstream_request: with(Phase::UpstreamRequest),

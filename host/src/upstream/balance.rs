@@ -128,7 +128,7 @@ impl Balancer {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..len).map(|i| self.schedule[(start + i) % len] as usize).find(|&i| backends[i].is_healthy())
+        (0..len).map(|i| self.schedule[(start + i) % len] as usize).find(|&i| backends[i].is_available())
     }
 
     fn random(&self, backends: &[Backend]) -> Option<usize> {
@@ -138,11 +138,11 @@ impl Balancer {
         for _ in 0..4 {
             let r = random_u64() % total;
             index = self.cumulative.partition_point(|&c| c <= r);
-            if backends[index].is_healthy() {
+            if backends[index].is_available() {
                 return Some(index);
             }
         }
-        (0..backends.len()).map(|i| (index + i) % backends.len()).find(|&i| backends[i].is_healthy())
+        (0..backends.len()).map(|i| (index + i) % backends.len()).find(|&i| backends[i].is_available())
     }
 
     fn least_request(&self, backends: &[Backend]) -> Option<usize> {
@@ -161,8 +161,15 @@ impl Balancer {
             return None;
         }
         let start = ring.partition_point(|&(point, _)| point < key);
-        (0..ring.len()).map(|i| ring[(start + i) % ring.len()].1 as usize).find(|&i| backends[i].is_healthy())
+        (0..ring.len())
+            .map(|i| ring[(start + i) % ring.len()].1 as usize)
+            .find(|&i| backends[i].is_available())
     }
+}
+
+/// The next backend in round-robin order, healthy or not (the all-unhealthy fallback).
+pub(crate) fn next_any(balancer: &Balancer, len: usize) -> usize {
+    balancer.next.fetch_add(1, Ordering::Relaxed) % len
 }
 
 /// One cycle of smooth weighted round robin (as nginx orders it): heavy backends are spread

@@ -16,8 +16,9 @@ use self::balance::Balancer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 /// All configured upstream groups, by name.
 #[derive(Default)]
@@ -54,6 +55,11 @@ pub struct Group {
     backends: Vec<Backend>,
     balancer: Balancer,
     hash_source: Option<HashSource>,
+    outlier: Option<OutlierPolicy>,
+    /// When no backend is available: pick among all of them anyway (true), or fail (false).
+    route_to_all: bool,
+    /// Requests in flight per backend at most (circuit breaker); 0 for no limit.
+    max_requests: u32,
 }
 
 impl Group {
@@ -65,7 +71,62 @@ impl Group {
     /// A group of `backends`, balanced by `policy`.
     pub fn with_policy(name: impl Into<Arc<str>>, backends: Vec<Backend>, policy: Policy) -> Self {
         let balancer = Balancer::new(policy, &backends);
-        Group { name: name.into(), backends, balancer, hash_source: None }
+        Group {
+            name: name.into(),
+            backends,
+            balancer,
+            hash_source: None,
+            outlier: None,
+            route_to_all: false,
+            max_requests: 0,
+        }
+    }
+
+    /// Ejects backends that keep failing.
+    pub fn with_outlier_detection(mut self, policy: OutlierPolicy) -> Self {
+        self.outlier = Some(policy);
+        self
+    }
+
+    /// When no backend is available, picks among all of them instead of failing.
+    pub fn with_route_to_all(mut self, route_to_all: bool) -> Self {
+        self.route_to_all = route_to_all;
+        self
+    }
+
+    /// At most `max` requests in flight per backend; past it, requests fail at once.
+    pub fn with_max_requests(mut self, max: u32) -> Self {
+        self.max_requests = max;
+        self
+    }
+
+    /// True when backend `index` has as many requests in flight as the circuit breaker allows.
+    pub fn is_saturated(&self, index: usize) -> bool {
+        self.max_requests != 0 && self.backends[index].in_flight() >= self.max_requests
+    }
+
+    /// Records how an exchange with backend `index` went, for outlier detection: `failed` for
+    /// a connect error, a broken exchange or a 5xx answer.
+    pub fn record(&self, index: usize, failed: bool) {
+        let Some(policy) = self.outlier else { return };
+        let backend = &self.backends[index];
+        if !failed {
+            backend.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let failures = backend.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < policy.consecutive_failures || backend.is_ejected() {
+            return;
+        }
+        let ejected = self.backends.iter().filter(|b| b.is_ejected()).count();
+        if (ejected + 1) * 100 > policy.max_ejected_percent as usize * self.backends.len() {
+            return;
+        }
+        let n = (backend.ejections.fetch_add(1, Ordering::Relaxed) + 1).min(10);
+        let length = policy.base_ejection * n;
+        backend.ejected_until.store(clock_ms() + length.as_millis() as u64, Ordering::Relaxed);
+        backend.failures.store(0, Ordering::Relaxed);
+        tracing::warn!(group = %self.name, backend = %backend.address, failures, ejection_ms = length.as_millis() as u64, "backend ejected as an outlier");
     }
 
     /// Where consistent hashing takes each request's key from.
@@ -103,7 +164,16 @@ impl Group {
     /// The index of a healthy backend by the group's policy (`key`: the request's hash key,
     /// for consistent hashing); `None` if none is healthy.
     pub fn pick(&self, key: Option<u64>) -> Option<usize> {
-        self.balancer.pick(&self.backends, key)
+        self.balancer.pick(&self.backends, key).or_else(|| self.fallback())
+    }
+
+    /// With every backend out, `route_to_all` spreads requests over all of them anyway (a
+    /// health check can be wrong; failing everything certainly is).
+    fn fallback(&self) -> Option<usize> {
+        if !self.route_to_all || self.backends.is_empty() {
+            return None;
+        }
+        Some(balance::next_any(&self.balancer, self.backends.len()))
     }
 
     /// Counts a request to backend `index` as in flight until the guard is dropped.
@@ -115,7 +185,7 @@ impl Group {
     /// The index of the healthy backend that owns `key` on the group's hash ring, whatever the
     /// group's policy (a plugin may ask for a hashed pick).
     pub fn pick_hashed(&self, key: u64) -> Option<usize> {
-        self.balancer.hashed(&self.backends, key)
+        self.balancer.hashed(&self.backends, key).or_else(|| self.fallback())
     }
 }
 
@@ -133,6 +203,12 @@ pub struct Backend {
     weight: u32,
     healthy: AtomicBool,
     in_flight: AtomicU32,
+    /// Consecutive failed exchanges (connect errors, 5xx), for outlier detection.
+    failures: AtomicU32,
+    /// How many times the backend was ejected; each ejection lasts longer.
+    ejections: AtomicU32,
+    /// Until when (milliseconds on [`clock_ms`]) the backend is ejected; 0 if it is not.
+    ejected_until: AtomicU64,
 }
 
 impl Backend {
@@ -148,6 +224,9 @@ impl Backend {
             weight,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +256,18 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// True when the balancer may pick it: healthy, and not ejected as an outlier.
+    pub fn is_available(&self) -> bool {
+        self.is_healthy() && !self.is_ejected()
+    }
+
+    /// True while outlier detection holds the backend out.
+    pub fn is_ejected(&self) -> bool {
+        // Most backends are never ejected: skip the clock read for them.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && clock_ms() < until
+    }
+
     /// Requests sent to this backend and not yet finished.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -194,6 +285,25 @@ impl Backend {
     pub fn set_healthy(&self, healthy: bool) -> bool {
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
+}
+
+/// Milliseconds since the process's first call: a monotonic clock that fits an atomic.
+fn clock_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
+}
+
+/// Passive outlier detection for a group: consecutive failures eject a backend for
+/// `base × n` (n: how often it was ejected, at most 10), never more than `max_percent` of
+/// the group at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierPolicy {
+    /// Consecutive failures (connect errors or 5xx) that eject a backend.
+    pub consecutive_failures: u32,
+    /// The first ejection's length.
+    pub base_ejection: Duration,
+    /// The largest share of the group, in percent, that may be ejected at once.
+    pub max_ejected_percent: u32,
 }
 
 /// A request in flight to one backend of a group, counted (for least-request balancing) until

@@ -1,0 +1,164 @@
+//! Upstream resilience end to end: retries on another backend, outlier ejection, the
+//! all-unhealthy policy and the circuit breaker, against real origins on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use wasmgate_example_origin::Origin;
+use wasmgate_tests::client::{self, Reply};
+use wasmgate_tests::harness;
+
+async fn origin(name: &str) -> Origin {
+    Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    client::get(addr, path, &[]).await.expect("request")
+}
+
+const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
+
+#[tokio::test]
+async fn a_get_is_retried_on_another_backend_but_a_post_with_a_body_is_not() {
+    let a = origin("a").await;
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.half]\nbackends = [\"{}\", \"{}\"]\n\n[[routes]]\nupstream = \"half\"\n",
+        closed_port(),
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    // Round robin sends every other first attempt to the dead backend; the retry saves it.
+    for _ in 0..6 {
+        let reply = get(addr, "/").await;
+        assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
+    }
+    // A POST with a body is sent once: when it meets the dead backend the client sees 502.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let post = Request::post(format!("http://{addr}/echo"))
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .expect("req");
+        statuses.push(client::send(&client::http1(), post).await.expect("post").status.as_u16());
+    }
+    assert!(statuses.contains(&502) && statuses.contains(&200), "{statuses:?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_backend_is_ejected_then_comes_back() {
+    let a = origin("a").await;
+    let sick = Origin::start_failing(
+        "sick",
+        "127.0.0.1:0".parse().expect("addr"),
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await
+    .expect("origin");
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.pair]
+backends = [\"{}\", \"{}\"]
+outlier_detection = {{ consecutive_failures = 2, base_ejection = \"500ms\" }}
+
+[[routes]]
+upstream = \"pair\"
+retries = 0
+",
+        sick.addr(),
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    // Round robin: sick, a, sick -> two consecutive failures on sick eject it.
+    let first: Vec<u16> = futures(addr, 4).await;
+    assert_eq!(first.iter().filter(|&&s| s == 500).count(), 2, "{first:?}");
+    let ejected_at = Instant::now();
+    let during: Vec<u16> = futures(addr, 6).await;
+    if ejected_at.elapsed() < Duration::from_millis(450) {
+        assert!(during.iter().all(|&s| s == 200), "an ejected backend got traffic: {during:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after: Vec<u16> = futures(addr, 4).await;
+    assert!(after.contains(&500), "the ejection should have ended: {after:?}");
+    gw.stop().await;
+}
+
+async fn futures(addr: SocketAddr, n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get(addr, "/").await.status.as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn with_every_backend_down_the_policy_decides_between_503_and_trying_anyway() {
+    let dead = closed_port();
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.strict]
+backends = [\"{dead}\"]
+health_check = {{ kind = \"tcp\", interval = \"50ms\", unhealthy_threshold = 1 }}
+[upstreams.lenient]
+backends = [\"{dead}\"]
+health_check = {{ kind = \"tcp\", interval = \"50ms\", unhealthy_threshold = 1 }}
+when_all_unhealthy = \"route-to-all\"
+
+[[routes]]
+path_prefix = \"/strict\"
+upstream = \"strict\"
+[[routes]]
+upstream = \"lenient\"
+"
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let gateway = gw.gateway();
+    while ["strict", "lenient"]
+        .iter()
+        .any(|g| gateway.upstreams().get(g).expect("group").backends()[0].is_healthy())
+    {
+        assert!(Instant::now() < deadline, "the dead backend was never marked unhealthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = get(addr, "/strict").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (503, "no-healthy-backend"));
+    let reply = get(addr, "/lenient").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (502, "upstream-connect"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_answers_503_at_once() {
+    let a = origin("a").await;
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.one]\nbackends = [\"{}\"]\nmax_requests = 1\n\n[[routes]]\nupstream = \"one\"\n",
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let slow = tokio::spawn(async move { client::get(addr, "/delay/800", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let reply = get(addr, "/").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (503, "upstream-overloaded"));
+    assert!(started.elapsed() < Duration::from_millis(500), "the breaker should answer without waiting");
+    assert_eq!(slow.await.expect("task").expect("slow request").status, 200);
+    assert_eq!(get(addr, "/").await.status, 200, "the breaker closes once the backend is free");
+    gw.stop().await;
+}
