@@ -4,6 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
-# The end-to-end tests also run the real `wasmgate` binary.
-cargo build -p wasmgate --bin wasmgate
 cargo test --workspace "$@"

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -19,7 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve with the given config until SIGTERM or Ctrl-C, then drain and exit.
+    /// Serve with the given config until SIGTERM or Ctrl-C, then drain and exit. SIGHUP
+    /// reloads the config file (routes, upstreams, plugins) without dropping a connection.
     Run {
         /// The TOML config file.
         #[arg(short, long, env = "WASMGATE_CONFIG")]
@@ -66,14 +68,38 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    match crate::server::start(config, shutdown_signal()).await {
-        Ok(running) => {
-            running.wait().await;
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
+    let file = config.file.clone();
+    let running = match crate::server::start(config, std::future::pending()).await {
+        Ok(running) => running,
+        Err(error) => return fail(&error),
+    };
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP: reload by signal is off");
+            None
         }
-        Err(error) => fail(&error),
+    };
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = async { hangups.as_mut()?.recv().await } => {
+                // Parsing and building happen before the swap; a bad file changes nothing.
+                let result = match Config::load(&file) {
+                    Ok(config) => running.reload(config).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    tracing::error!(%error, "reload refused; the current config keeps serving");
+                }
+            }
+        }
     }
+    running.stop().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
 }
 
 async fn check(config: Config) -> ExitCode {
@@ -133,7 +159,7 @@ async fn shutdown_signal() {
         }
     };
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        match signal(SignalKind::terminate()) {
             Ok(mut s) => {
                 s.recv().await;
             }

@@ -110,6 +110,11 @@ impl Gateway {
         self.plugins.iter()
     }
 
+    /// The upstream client of group `name`: its counts of requests and new connections.
+    pub fn client(&self, name: &str) -> Option<&Arc<UpstreamClient>> {
+        self.clients.get(name)
+    }
+
     /// The upstream groups.
     pub fn upstreams(&self) -> &Arc<Upstreams> {
         &self.upstreams

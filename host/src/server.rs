@@ -281,6 +281,8 @@ pub enum StartError {
 pub struct Running {
     addrs: Vec<SocketAddr>,
     gateway: Arc<ArcSwap<Gateway>>,
+    /// The engine and its epoch ticker; reloads load their plugins into it.
+    runtime: Arc<crate::plugin::Runtime>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -294,6 +296,24 @@ impl Running {
     /// The generation being served now.
     pub fn gateway(&self) -> Arc<Gateway> {
         self.gateway.load_full()
+    }
+
+    /// Builds a new generation from `config` and swaps it in whole: requests already under
+    /// way finish on the generation they started with, every later one sees the new one. A
+    /// config that fails to build is refused and the current generation keeps serving.
+    /// Listeners and `[server]` settings are read at start only; changing them needs a
+    /// restart (a warning says so).
+    pub async fn reload(&self, config: crate::config::Config) -> Result<(), crate::config::ConfigError> {
+        let current = self.gateway.load_full();
+        let old = current.config();
+        let listeners = |c: &crate::config::Config| c.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
+        if listeners(old) != listeners(&config) || old.server != config.server {
+            tracing::warn!("listeners and [server] settings change only on restart; the rest is reloaded");
+        }
+        let next = Gateway::build(config, &self.runtime).await?;
+        self.gateway.store(Arc::new(next));
+        tracing::info!("config reloaded");
+        Ok(())
     }
 
     /// Drains and stops, as on SIGTERM.
@@ -316,8 +336,10 @@ pub async fn start(
     config: crate::config::Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
-    let runtime = crate::plugin::Runtime::new(&config.runtime_config())
-        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+    let runtime = Arc::new(
+        crate::plugin::Runtime::new(&config.runtime_config())
+            .map_err(|e| StartError::Engine(format!("{e:#}")))?,
+    );
     let addresses: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
     let settings = config.server.clone();
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime).await?));
@@ -330,8 +352,6 @@ pub async fn start(
     let done = tokio::spawn({
         let gateway = gateway.clone();
         async move {
-            // The runtime lives as long as the server: it owns the engine and its epoch ticker.
-            let _runtime = runtime;
             let signal = async move {
                 tokio::select! {
                     _ = stopped => {}
@@ -341,5 +361,5 @@ pub async fn start(
             server.serve(gateway, signal).await;
         }
     });
-    Ok(Running { addrs, gateway, stop: Some(stop), done })
+    Ok(Running { addrs, gateway, runtime, stop: Some(stop), done })
 }

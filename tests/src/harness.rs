@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use wasmgate::config::Config;
 use wasmgate::server::Running;
 
@@ -43,19 +43,28 @@ pub async fn start(toml: &str) -> anyhow::Result<Running> {
     Ok(wasmgate::server::start(config(toml)?, std::future::pending()).await?)
 }
 
-/// The `wasmgate` binary of this build, built if the test run has not built it yet.
+/// The `wasmgate` binary of this build. `cargo test` builds binaries only for their own
+/// package's tests, so the first call builds it (a no-op when it is up to date): a test never
+/// runs a stale binary.
 pub fn wasmgate_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
-    let bin = dir.join("wasmgate");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", "wasmgate", "--bin", "wasmgate"]).status()?;
-        if !status.success() || !bin.exists() {
-            bail!("cannot build the wasmgate binary ({})", bin.display());
-        }
-    }
-    Ok(bin)
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let dir = exe.parent().and_then(Path::parent).ok_or("test binary has no target dir")?;
+            let bin = dir.join("wasmgate");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "wasmgate", "--bin", "wasmgate"])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() || !bin.exists() {
+                return Err(format!("cannot build the wasmgate binary ({})", bin.display()));
+            }
+            Ok(bin)
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// A `wasmgate run` process; killed when dropped.

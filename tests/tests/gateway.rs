@@ -452,3 +452,48 @@ upstream = \"trio\"
     assert!(used.len() >= 2, "30 keys should spread over the backends: {used:?}");
     gw.stop().await;
 }
+
+fn one_backend(addr: SocketAddr) -> String {
+    format!("{}\n[upstreams.o]\nbackends = [\"{addr}\"]\n\n[[routes]]\nupstream = \"o\"\n", listener())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_backends_whole_and_a_bad_one_changes_nothing() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let gw = harness::start(&one_backend(a.addr())).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    assert_eq!(get(addr, "/").await.header("x-origin"), "a");
+
+    // A request under way keeps its generation; later ones see the new backend.
+    let in_flight = tokio::spawn(async move { client::get(addr, "/delay/400", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.reload(harness::config(&one_backend(b.addr())).expect("config")).await.expect("reload");
+    assert_eq!(get(addr, "/").await.header("x-origin"), "b");
+    let reply = in_flight.await.expect("task").expect("in-flight request");
+    assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
+
+    // A config whose plugin cannot load is refused; the current one keeps serving.
+    let broken = format!("{}{}", one_backend(a.addr()), plugin("p", "/nonexistent/p.wasm", "{}"));
+    let err = gw.reload(harness::config(&broken).expect("parses")).await.expect_err("refused");
+    assert!(err.to_string().contains("plugins.p"), "{err}");
+    assert_eq!(get(addr, "/").await.header("x-origin"), "b");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let dir = harness::TempDir::new("hup").expect("dir");
+    let gw = harness::GatewayProcess::start(dir.path(), &one_backend(a.addr())).expect("gateway");
+    assert_eq!(get(gw.addr, "/").await.header("x-origin"), "a");
+    // The listener must stay where it is: reuse the bound address.
+    let next = one_backend(b.addr()).replace("127.0.0.1:0", &gw.addr.to_string());
+    std::fs::write(&gw.config, format!("{next}\n{}", harness::runtime_section())).expect("write");
+    let pid = gw.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(gw.addr, "/").await.header("x-origin") != "b" {
+        assert!(Instant::now() < deadline, "SIGHUP did not switch to the new backend");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

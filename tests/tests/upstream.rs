@@ -162,3 +162,77 @@ async fn the_circuit_breaker_answers_503_at_once() {
     assert_eq!(get(addr, "/").await.status, 200, "the breaker closes once the backend is free");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_breaks_after_the_headers_aborts_the_client_side() {
+    use http_body_util::BodyExt;
+    let a = origin("a").await;
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    // HTTP/1.1: the status arrives, the body ends in an error (no final chunk), never cleanly.
+    let response = client::http1()
+        .request(Request::get(format!("http://{addr}/abort")).body(Full::default()).expect("req"))
+        .await
+        .expect("headers arrive");
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err(), "HTTP/1.1 body must not end cleanly");
+
+    // HTTP/2: the stream is reset.
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = Request::get(format!("http://{addr}/abort"))
+        .version(http::Version::HTTP_2)
+        .body(Full::<Bytes>::default());
+    let response = sender.send_request(request.expect("req")).await.expect("headers arrive");
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err(), "HTTP/2 stream must be reset, not ended");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_under_steady_load() {
+    let a = origin("a").await;
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    // Ten keep-alive clients, 300 requests each.
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let client = client::http1();
+                for _ in 0..300 {
+                    let request = Request::get(format!("http://{addr}/")).body(Full::default()).expect("req");
+                    assert_eq!(client::send(&client, request).await.expect("request").status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("client");
+    }
+    let stats = gw.gateway().client("o").expect("client").stats();
+    let reuse = 1.0 - stats.new_connections as f64 / stats.requests as f64;
+    eprintln!(
+        "upstream: {} requests on {} new connections: reuse {:.4}",
+        stats.requests, stats.new_connections, reuse
+    );
+    assert_eq!(stats.requests, 3000);
+    assert!(reuse >= 0.99, "reuse {reuse}");
+    gw.stop().await;
+}

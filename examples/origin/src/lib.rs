@@ -7,10 +7,12 @@
 //! - `GET /bytes/N` streams N bytes;
 //! - `GET /delay/MS` answers after MS milliseconds;
 //! - `GET /slow` never answers (for timeout tests);
+//! - `GET /abort` sends the headers and part of the body, then breaks the connection;
 //! - `GET /health` answers 200 (for health checks);
 //! - it counts requests and keeps the last request heads it saw.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +52,9 @@ pub struct Origin {
     task: tokio::task::JoinHandle<()>,
 }
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// Errors a response body may end with (only `/abort` has one, on purpose).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 impl Origin {
     /// Starts an origin called `name` on `addr` (port 0 picks one). With `expect_host`, requests
@@ -161,7 +165,7 @@ async fn answer(
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::POST, "/echo") => {
-            let mut response = Response::new(req.into_body().boxed());
+            let mut response = Response::new(req.into_body().map_err(BoxError::from).boxed());
             response.headers_mut().insert("x-origin", header(name));
             response
         }
@@ -176,6 +180,12 @@ async fn answer(
             let ms: u64 = p["/delay/".len()..].parse().unwrap_or(0);
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             text(name, StatusCode::OK, format!("origin {name}\n"))
+        }
+        (_, "/abort") => {
+            let pause = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)));
+            let mut response = Response::new(BodyExt::boxed(Abort { sent: false, pause }));
+            response.headers_mut().insert("x-origin", header(name));
+            response
         }
         (_, "/slow") => {
             std::future::pending::<()>().await;
@@ -206,6 +216,29 @@ fn text(name: &str, status: StatusCode, body: String) -> Response<Body> {
     response
 }
 
+/// One chunk, a pause (so that the head and the chunk are on the wire), then an error: hyper
+/// then closes the connection without ending the body.
+struct Abort {
+    sent: bool,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Abort {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.sent {
+            return self.pause.as_mut().poll(cx).map(|()| Some(Err("aborted on purpose".into())));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"partial")))))
+    }
+}
+
 /// `remaining` bytes of `x`, sent a chunk at a time as the client reads.
 struct Repeat {
     remaining: usize,
@@ -214,12 +247,12 @@ struct Repeat {
 
 impl http_body::Body for Repeat {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let len = self.chunk.len().min(self.remaining);
         if len == 0 {
             return std::task::Poll::Ready(None);

@@ -1,6 +1,11 @@
 //! The HTTP client to one upstream group's backends: pooled keep-alive connections per
 //! backend, a connect timeout and a response-header timeout.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,9 +59,54 @@ pub enum UpstreamError {
 
 /// The client for one upstream group.
 pub struct UpstreamClient {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<Counting, UpstreamBody>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    counts: Arc<Counts>,
+}
+
+/// Requests sent and connections opened: their ratio is how well keep-alive works.
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    connections: AtomicU64,
+}
+
+/// A snapshot of a client's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Requests sent upstream.
+    pub requests: u64,
+    /// Connections opened for them; the rest reused a pooled one.
+    pub new_connections: u64,
+}
+
+/// The TCP connector, counting the connections it opens.
+#[derive(Clone)]
+struct Counting {
+    inner: HttpConnector,
+    counts: Arc<Counts>,
+}
+
+impl tower_service::Service<http::Uri> for Counting {
+    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    // Boxed: one allocation per new connection, never per request.
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let counts = self.counts.clone();
+        Box::pin(async move {
+            let connection = connecting.await?;
+            counts.connections.fetch_add(1, Ordering::Relaxed);
+            Ok(connection)
+        })
+    }
 }
 
 impl UpstreamClient {
@@ -65,6 +115,8 @@ impl UpstreamClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        let counts = Arc::new(Counts::default());
+        let connector = Counting { inner: connector, counts: counts.clone() };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -77,6 +129,15 @@ impl UpstreamClient {
             client,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            counts,
+        }
+    }
+
+    /// Requests sent and connections opened so far.
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            requests: self.counts.requests.load(Ordering::Relaxed),
+            new_connections: self.counts.connections.load(Ordering::Relaxed),
         }
     }
 
@@ -86,6 +147,7 @@ impl UpstreamClient {
         backend: &str,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(self.classify(backend, &error)),

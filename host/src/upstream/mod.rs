@@ -9,7 +9,7 @@ mod client;
 mod health;
 
 pub use self::balance::{HashSource, Policy, hash_key};
-pub use self::client::{UpstreamBody, UpstreamClient, UpstreamError};
+pub use self::client::{ClientStats, UpstreamBody, UpstreamClient, UpstreamError};
 pub use self::health::spawn_health_checks;
 
 use self::balance::Balancer;
