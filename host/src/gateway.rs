@@ -54,6 +54,11 @@ impl Gateway {
                     })?;
                 backends.push(Backend::new(b.address(), addr, b.weight()));
             }
+            let names: Vec<(String, &str)> =
+                backends.iter().zip(&u.backends).map(|(b, c)| (b.addr().to_string(), c.address())).collect();
+            let client = UpstreamClient::new(u, config.upstream_tls(u).as_ref(), &names)
+                .map_err(|reason| config.error(format!("upstreams.{name}.tls"), reason))?;
+            clients.insert(Arc::from(name.as_str()), Arc::new(client));
             let mut group = Group::with_policy(name.as_str(), backends, u.balance.policy());
             if let Some(source) = u.hash_key.as_deref().and_then(crate::upstream::HashSource::parse) {
                 group = group.with_hash_source(source);
@@ -69,7 +74,6 @@ impl Gateway {
                 .with_route_to_all(u.when_all_unhealthy == AllUnhealthy::RouteToAll)
                 .with_max_requests(u.max_requests);
             groups.push(group);
-            clients.insert(Arc::from(name.as_str()), Arc::new(UpstreamClient::new(u)));
         }
         let upstreams = Arc::new(Upstreams::new(groups));
 

@@ -2,8 +2,9 @@
 //!
 //! [`wasm`]: the paths of the compiled plugins and test guests, built by `build.rs`;
 //! [`harness`]: starting gateways (in-process or the real binary); [`client`]: HTTP/1.1 and
-//! HTTP/2 clients.
+//! HTTP/2 clients; [`tls`]: test certificates and a TLS origin.
 
 pub mod client;
 pub mod harness;
+pub mod tls;
 pub mod wasm;

@@ -1,6 +1,8 @@
 //! A small, real HTTP/1.1 origin for wasmgate's examples and end-to-end tests.
 //!
-//! It answers with its own name, and, so that a gateway's effect is visible from outside:
+//! It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c), answers with its own name and the
+//! HTTP version it was spoken to in (`x-http-version`), and, so that a gateway's effect is
+//! visible from outside:
 //! - refuses with 403 any request whose Host is not the expected one (when one is set);
 //! - `GET /echo-headers` answers with the request head it received, one `name: value` a line;
 //! - `POST /echo` streams the request body back as it arrives;
@@ -9,6 +11,9 @@
 //! - `GET /slow` never answers (for timeout tests);
 //! - `GET /abort` sends the headers and part of the body, then breaks the connection;
 //! - `GET /health` answers 200 (for health checks);
+//! - gRPC (`content-type: application/grpc`): a path ending in `Unary` echoes the request's
+//!   messages; one ending in `Stream` answers with three messages; both end with the
+//!   `grpc-status: 0` trailer;
 //! - it counts requests and keeps the last request heads it saw.
 
 use std::convert::Infallible;
@@ -121,9 +126,17 @@ async fn serve(listener: TcpListener, name: String, expect_host: Option<String>,
         connections.spawn(async move {
             let service = service_fn(move |req| {
                 let (name, expect_host, shared) = (name.clone(), expect_host.clone(), shared.clone());
-                async move { Ok::<_, Infallible>(answer(&name, expect_host.as_deref(), &shared, req).await) }
+                async move {
+                    let version = http::HeaderValue::from_str(&format!("{:?}", req.version()));
+                    let mut response = answer(&name, expect_host.as_deref(), &shared, req).await;
+                    if let Ok(version) = version {
+                        response.headers_mut().insert("x-http-version", version);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            // HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -163,6 +176,13 @@ async fn answer(
         );
     }
     let path = req.uri().path().to_owned();
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return grpc_answer(name, &path, req).await;
+    }
     match (req.method(), path.as_str()) {
         (&Method::POST, "/echo") => {
             let mut response = Response::new(req.into_body().map_err(BoxError::from).boxed());
@@ -214,6 +234,59 @@ fn text(name: &str, status: StatusCode, body: String) -> Response<Body> {
     response.headers_mut().insert("x-origin", header(name));
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     response
+}
+
+/// A gRPC answer: the request's framed messages echoed (`...Unary`) or three messages
+/// (`...Stream`), then the trailers.
+async fn grpc_answer(name: &str, path: &str, req: Request<Incoming>) -> Response<Body> {
+    let frames: Vec<Bytes> = if path.ends_with("Stream") {
+        (1u8..=3).map(|i| frame(&[b'm', b'0' + i])).collect()
+    } else {
+        match req.into_body().collect().await {
+            Ok(body) => vec![body.to_bytes()],
+            Err(_) => Vec::new(),
+        }
+    };
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let mut response =
+        Response::new(BodyExt::boxed(Grpc { frames: frames.into(), trailers: Some(trailers) }));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    response.headers_mut().insert("x-origin", header(name));
+    response
+}
+
+/// A gRPC length-prefixed message.
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    Bytes::from(framed)
+}
+
+/// Data frames, then trailers.
+struct Grpc {
+    frames: std::collections::VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Grpc {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match self.frames.pop_front() {
+            Some(data) => Some(Ok(Frame::data(data))),
+            None => self.trailers.take().map(|t| Ok(Frame::trailers(t))),
+        };
+        std::task::Poll::Ready(frame)
+    }
 }
 
 /// One chunk, a pause (so that the head and the chunk are on the wire), then an error: hyper

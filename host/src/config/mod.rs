@@ -231,6 +231,50 @@ pub struct UpstreamConfig {
     /// Circuit breaker: requests in flight per backend at most (0: no limit); past it, 503.
     #[serde(default)]
     pub max_requests: u32,
+    /// `http1` (default), `http2` (h2c with prior knowledge, or h2 over TLS) or `auto`
+    /// (TLS only: ALPN picks h2 or HTTP/1.1).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the backends; plain TCP unless present.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `protocol = "..."` toward the backends.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+    /// Negotiated by ALPN (TLS only).
+    Auto,
+}
+
+/// `[upstreams.NAME.tls]`. Certificates are always verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The name sent (SNI) and verified; default: each backend's host as configured.
+    pub sni: Option<String>,
+    /// A PEM file of CA certificates trusted besides the bundled web PKI roots.
+    pub ca: Option<PathBuf>,
+    /// A PEM client certificate chain, for backends that ask for one (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// [`UpstreamTlsConfig`] with its paths resolved against the config file's folder.
+#[derive(Debug, Clone)]
+pub struct ResolvedTls {
+    /// See [`UpstreamTlsConfig::sni`].
+    pub sni: Option<String>,
+    /// See [`UpstreamTlsConfig::ca`].
+    pub ca: Option<PathBuf>,
+    /// Certificate chain and key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[upstreams.NAME.outlier_detection]`.
@@ -599,6 +643,18 @@ impl Config {
                     "consecutive_failures and base_ejection must be more than 0, max_ejected_percent at most 100".into(),
                 ));
             }
+            if u.protocol == UpstreamProtocol::Auto && u.tls.is_none() {
+                return Err(invalid(
+                    field("protocol"),
+                    None,
+                    "`auto` needs tls (ALPN); use `http2` for h2c".into(),
+                ));
+            }
+            if let Some(t) = &u.tls
+                && t.client_cert.is_some() != t.client_key.is_some()
+            {
+                return Err(invalid(field("tls"), None, "client_cert and client_key go together".into()));
+            }
             if let Some(h) = &u.health_check {
                 if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
                     return Err(invalid(field("health_check"), None, "thresholds must be at least 1".into()));
@@ -665,6 +721,19 @@ impl Config {
             max_memory: self.runtime.max_memory,
             epoch_tick: defaults.epoch_tick,
         }
+    }
+
+    /// The TLS settings of upstream `u`, paths resolved.
+    pub fn upstream_tls(&self, u: &UpstreamConfig) -> Option<ResolvedTls> {
+        let tls = u.tls.as_ref()?;
+        Some(ResolvedTls {
+            sni: tls.sni.clone(),
+            ca: tls.ca.as_deref().map(|p| self.resolve(p)),
+            client_cert: match (&tls.client_cert, &tls.client_key) {
+                (Some(c), Some(k)) => Some((self.resolve(c), self.resolve(k))),
+                _ => None,
+            },
+        })
     }
 
     /// The runtime's view of plugin `name`.

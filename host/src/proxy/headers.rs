@@ -173,8 +173,13 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers and every header `Connection` names (but never Host, which a
-/// client cannot declare hop-by-hop).
+/// client cannot declare hop-by-hop). `TE: trailers` stays: gRPC needs it to reach the
+/// backend, and it is the one TE value HTTP/2 allows.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let te_trailers = {
+        let mut te = headers.get_all(header::TE).iter();
+        matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    };
     // Names listed in Connection are collected first: removing while reading the list would
     // borrow the map twice. Most requests carry no Connection header and allocate nothing.
     let listed: Vec<HeaderName> = headers
@@ -187,6 +192,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

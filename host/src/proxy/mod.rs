@@ -178,7 +178,7 @@ async fn run_route(
         };
         let keep_head = !last || route.reads_request_after_forward();
         let client = client_for(gw, route, &group)?;
-        let request = upstream_request(ex, backend, request_body, keep_head)?;
+        let request = upstream_request(ex, client.scheme(), backend, request_body, keep_head)?;
         match client.send(backend.address(), request).await {
             Ok(response) => {
                 let status = response.status();
@@ -312,13 +312,14 @@ fn policy<T>(plugin: &Plugin, result: Result<T, PluginError>) -> Result<Option<T
 /// client's body streamed. The head is moved, not copied, unless a later phase reads it.
 fn upstream_request(
     ex: &mut Exchange,
+    scheme: &Scheme,
     backend: &Backend,
     body: UpstreamBody,
     keep_head: bool,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
     let path = ex.request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut target = http::uri::Parts::default();
-    target.scheme = Some(Scheme::HTTP);
+    target.scheme = Some(scheme.clone());
     target.authority = Some(backend.authority().clone());
     target.path_and_query = Some(path);
     let uri = http::Uri::from_parts(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;

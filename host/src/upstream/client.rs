@@ -1,5 +1,6 @@
 //! The HTTP client to one upstream group's backends: pooled keep-alive connections per
-//! backend, a connect timeout and a response-header timeout.
+//! backend (HTTP/1.1, or HTTP/2 multiplexed), plain or TLS, a connect timeout and a
+//! response-header timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::UpstreamConfig;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+
+use super::tls;
+use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
 
 /// The body sent upstream: the client's body, streamed, or a body the gateway made.
 pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
@@ -59,7 +63,8 @@ pub enum UpstreamError {
 
 /// The client for one upstream group.
 pub struct UpstreamClient {
-    client: Client<Counting, UpstreamBody>,
+    client: Client<HttpsConnector<Counting>, UpstreamBody>,
+    scheme: http::uri::Scheme,
     connect_timeout: Duration,
     response_timeout: Duration,
     counts: Arc<Counts>,
@@ -110,27 +115,62 @@ impl tower_service::Service<http::Uri> for Counting {
 }
 
 impl UpstreamClient {
-    /// A client with the group's timeouts and pool settings.
-    pub fn new(config: &UpstreamConfig) -> Self {
+    /// A client with the group's protocol, TLS, timeouts and pool settings; `backends` pairs
+    /// each resolved `ip:port` with its address as configured (for TLS server names). Fails,
+    /// with the reason, when TLS files cannot be read.
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: Option<&ResolvedTls>,
+        backends: &[(String, &str)],
+    ) -> Result<Self, String> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        // The TLS layer below hands https targets down as plain TCP connects.
+        connector.enforce_http(false);
         let counts = Arc::new(Counts::default());
         let connector = Counting { inner: connector, counts: counts.clone() };
+
+        let tls_config = match tls {
+            Some(t) => tls::client_config(
+                t.ca.as_deref(),
+                t.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            )?,
+            // Plain groups never use it, but the connector wants one.
+            None => tls::client_config(None, None)?,
+        };
+        let names = tls::ServerNames::new(tls.and_then(|t| t.sni.as_deref()), backends)?;
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .with_server_name_resolver(names);
+        let https = match config.protocol {
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(connector),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(connector),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(connector),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
+            // Without TLS there is no ALPN: `http2` means prior knowledge (h2c).
+            .http2_only(config.protocol == UpstreamProtocol::Http2)
             // The proxy sets Host itself (the client's, or a plugin's choice).
             .set_host(false)
-            .build(connector);
-        UpstreamClient {
+            .build(https);
+        Ok(UpstreamClient {
             client,
+            scheme: if tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             counts,
-        }
+        })
+    }
+
+    /// `https` for TLS groups, else `http`: the scheme of upstream request targets.
+    pub fn scheme(&self) -> &http::uri::Scheme {
+        &self.scheme
     }
 
     /// Requests sent and connections opened so far.

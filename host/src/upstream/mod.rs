@@ -7,6 +7,7 @@
 mod balance;
 mod client;
 mod health;
+mod tls;
 
 pub use self::balance::{HashSource, Policy, hash_key};
 pub use self::client::{ClientStats, UpstreamBody, UpstreamClient, UpstreamError};

@@ -1,0 +1,129 @@
+//! Upstream TLS and HTTP/2 end to end: a CA and certificates made in the test, real TLS
+//! origins, verification on, ALPN, and h2c with prior knowledge.
+
+use wasmgate_example_origin::Origin;
+use wasmgate_tests::tls::{TestCa, TlsOrigin};
+use wasmgate_tests::{client, harness};
+
+const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
+
+fn tls_group(backend: std::net::SocketAddr, tls: &str, protocol: &str) -> String {
+    format!(
+        "{LISTENER}\n[upstreams.secure]\nbackends = [\"{backend}\"]\nprotocol = \"{protocol}\"\ntls = {tls}\n\n[[routes]]\nupstream = \"secure\"\n"
+    )
+}
+
+#[tokio::test]
+async fn tls_upstream_verified_against_a_configured_ca_with_sni() {
+    let dir = harness::TempDir::new("tls-up").expect("dir");
+    let ca = TestCa::new().expect("ca");
+    let ca_pem = ca.write_pem(dir.path()).expect("pem");
+    let origin = TlsOrigin::start(&ca, &["api.test"], &[b"http/1.1"]).await.expect("origin");
+    let tls = format!("{{ sni = \"api.test\", ca = \"{}\" }}", ca_pem.display());
+    let gw = harness::start(&tls_group(origin.addr, &tls, "http1")).await.expect("gateway");
+    let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.header("x-version")), (200, "HTTP/1.1"), "{}", reply.text());
+    gw.stop().await;
+
+    // The certificate does not name what the gateway asks for: refused, 502.
+    let tls = format!("{{ sni = \"wrong.test\", ca = \"{}\" }}", ca_pem.display());
+    let gw = harness::start(&tls_group(origin.addr, &tls, "http1")).await.expect("gateway");
+    let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (502, "upstream-connect"));
+    gw.stop().await;
+
+    // Without the CA, the test certificate is not trusted either.
+    let gw =
+        harness::start(&tls_group(origin.addr, "{ sni = \"api.test\" }", "http1")).await.expect("gateway");
+    assert_eq!(client::get(gw.addrs()[0], "/", &[]).await.expect("request").status, 502);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn alpn_picks_http2_over_tls_and_h2c_works_with_prior_knowledge() {
+    let dir = harness::TempDir::new("h2-up").expect("dir");
+    let ca = TestCa::new().expect("ca");
+    let ca_pem = ca.write_pem(dir.path()).expect("pem");
+    let origin = TlsOrigin::start(&ca, &["api.test"], &[b"h2", b"http/1.1"]).await.expect("origin");
+    let tls = format!("{{ sni = \"api.test\", ca = \"{}\" }}", ca_pem.display());
+    let gw = harness::start(&tls_group(origin.addr, &tls, "auto")).await.expect("gateway");
+    for _ in 0..3 {
+        let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
+        assert_eq!((reply.status.as_u16(), reply.header("x-version")), (200, "HTTP/2.0"), "{}", reply.text());
+    }
+    let stats = gw.gateway().client("secure").expect("client").stats();
+    assert_eq!(stats.new_connections, 1, "HTTP/2 multiplexes requests on one connection");
+    gw.stop().await;
+
+    // h2c: the example origin speaks HTTP/2 with prior knowledge too.
+    let plain = Origin::start("h2c", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.h2c]\nbackends = [\"{}\"]\nprotocol = \"http2\"\n\n[[routes]]\nupstream = \"h2c\"\n",
+        plain.addr()
+    ))
+    .await
+    .expect("gateway");
+    let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
+    assert_eq!(
+        (reply.status.as_u16(), reply.header("x-http-version")),
+        (200, "HTTP/2.0"),
+        "{}",
+        reply.text()
+    );
+    gw.stop().await;
+}
+
+/// Sends one gRPC call over h2c and returns the response body and its `grpc-status` trailer.
+async fn grpc_call(addr: std::net::SocketAddr, method: &str, message: &[u8]) -> (bytes::Bytes, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(conn);
+    let request = http::Request::post(format!("http://{addr}/test.Echo/{method}"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(wasmgate_example_origin::frame(message)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    let collected = response.into_body().collect().await.expect("body");
+    let status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("missing")
+        .to_owned();
+    (collected.to_bytes(), status)
+}
+
+#[tokio::test]
+async fn grpc_unary_and_server_streaming_calls_pass_with_their_trailers() {
+    let origin = Origin::start("grpc", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.grpc]\nbackends = [\"{}\"]\nprotocol = \"http2\"\n\n[[routes]]\nupstream = \"grpc\"\n",
+        origin.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    let (body, status) = grpc_call(addr, "Unary", b"ping").await;
+    assert_eq!((body, status.as_str()), (wasmgate_example_origin::frame(b"ping"), "0"));
+    assert_eq!(
+        origin.seen().last().expect("seen").headers["te"],
+        "trailers",
+        "te: trailers reaches the backend"
+    );
+
+    let (body, status) = grpc_call(addr, "Stream", b"start").await;
+    let expected: Vec<u8> =
+        [b"m1", b"m2", b"m3"].iter().flat_map(|m| wasmgate_example_origin::frame(*m)).collect();
+    assert_eq!((&body[..], status.as_str()), (&expected[..], "0"));
+    gw.stop().await;
+}
