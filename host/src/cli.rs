@@ -108,7 +108,7 @@ async fn check(config: Config) -> ExitCode {
         Err(error) => return fail(&*error),
     };
     let file = config.file.clone();
-    let gateway = match Gateway::build(config, &runtime).await {
+    let gateway = match Gateway::build(config, &runtime, None).await {
         Ok(gw) => gw,
         Err(error) => return fail(&error),
     };

@@ -27,7 +27,13 @@ pub struct Gateway {
 impl Gateway {
     /// Loads every plugin (each `init` must accept its config), resolves every backend, starts
     /// health checks and builds the routes. Any failure names the config field it came from.
-    pub async fn build(config: Config, runtime: &Runtime) -> Result<Gateway, ConfigError> {
+    /// Given the generation it replaces, it keeps what did not change: upstream clients (and
+    /// so their pooled connections) and the health of backends that stay.
+    pub async fn build(
+        config: Config,
+        runtime: &Runtime,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, ConfigError> {
         let mut plugins = BTreeMap::new();
         for (name, p) in &config.plugins {
             let plugin = runtime
@@ -54,11 +60,31 @@ impl Gateway {
                     })?;
                 backends.push(Backend::new(b.address(), addr, b.weight()));
             }
-            let names: Vec<(String, &str)> =
-                backends.iter().zip(&u.backends).map(|(b, c)| (b.addr().to_string(), c.address())).collect();
-            let client = UpstreamClient::new(u, config.upstream_tls(u).as_ref(), &names)
-                .map_err(|reason| config.error(format!("upstreams.{name}.tls"), reason))?;
-            clients.insert(Arc::from(name.as_str()), Arc::new(client));
+            let kept = previous.and_then(|p| {
+                let same = p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
+                same.then(|| p.clients.get(name.as_str()).cloned()).flatten()
+            });
+            let client = match kept {
+                Some(client) => client,
+                None => {
+                    let names: Vec<(String, &str)> = backends
+                        .iter()
+                        .zip(&u.backends)
+                        .map(|(b, c)| (b.addr().to_string(), c.address()))
+                        .collect();
+                    let client = UpstreamClient::new(u, config.upstream_tls(u).as_ref(), &names)
+                        .map_err(|reason| config.error(format!("upstreams.{name}.tls"), reason))?;
+                    Arc::new(client)
+                }
+            };
+            clients.insert(Arc::from(name.as_str()), client);
+            if let Some(old) = previous.and_then(|p| p.upstreams.get(name)) {
+                for b in &backends {
+                    if let Some(same) = old.backends().iter().find(|o| o.address() == b.address()) {
+                        b.set_healthy(same.is_healthy());
+                    }
+                }
+            }
             let mut group = Group::with_policy(name.as_str(), backends, u.balance.policy());
             if let Some(source) = u.hash_key.as_deref().and_then(crate::upstream::HashSource::parse) {
                 group = group.with_hash_source(source);

@@ -8,7 +8,8 @@
 //! The modules: [`config`] (what the operator writes), [`server`] (listeners, connections,
 //! shutdown), [`gateway`] (one generation of loaded config), [`proxy`] (the phases of a
 //! request), [`plugin`] (the WebAssembly runtime), [`upstream`] (groups, balancing, health,
-//! the upstream client), [`cli`] (the command line).
+//! the upstream client), [`timed`] (bodies that fail when they stall), [`cli`] (the command
+//! line).
 
 pub mod cli;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod gateway;
 pub mod plugin;
 pub mod proxy;
 pub mod server;
+pub mod timed;
 pub mod upstream;

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::{self, Conn, ProxyBody};
+use crate::timed::BoxError;
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -245,12 +246,12 @@ struct TrackedBody {
 
 impl Body for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -310,7 +311,7 @@ impl Running {
         if listeners(old) != listeners(&config) || old.server != config.server {
             tracing::warn!("listeners and [server] settings change only on restart; the rest is reloaded");
         }
-        let next = Gateway::build(config, &self.runtime).await?;
+        let next = Gateway::build(config, &self.runtime, Some(&current)).await?;
         self.gateway.store(Arc::new(next));
         tracing::info!("config reloaded");
         Ok(())
@@ -342,7 +343,7 @@ pub async fn start(
     );
     let addresses: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
     let settings = config.server.clone();
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime).await?));
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime, None).await?));
     let server = Server::bind(&addresses, settings).await?;
     let addrs = server.local_addrs();
     for addr in &addrs {

@@ -28,30 +28,81 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
 const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
 
 #[tokio::test]
-async fn a_get_is_retried_on_another_backend_but_a_post_with_a_body_is_not() {
+async fn retries_go_to_another_backend_only_when_it_is_safe() {
     let a = origin("a").await;
     let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.half]\nbackends = [\"{}\", \"{}\"]\n\n[[routes]]\nupstream = \"half\"\n",
+        "{LISTENER}
+[upstreams.half]
+backends = [\"{}\", \"{}\"]
+
+[[routes]]
+path_prefix = \"/big\"
+upstream = \"half\"
+retry_buffer = \"4\"
+[[routes]]
+upstream = \"half\"
+",
         closed_port(),
         a.addr()
     ))
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
+    let post = |path: &str| {
+        Request::post(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .expect("req")
+    };
     // Round robin sends every other first attempt to the dead backend; the retry saves it.
-    for _ in 0..6 {
+    // A small POST body is kept, and nothing was sent to the dead backend: retried too, intact.
+    for _ in 0..4 {
         let reply = get(addr, "/").await;
         assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
+        let reply = client::send(&client::http1(), post("/echo")).await.expect("post");
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "payload"));
     }
-    // A POST with a body is sent once: when it meets the dead backend the client sees 502.
+    // A body larger than the route's retry buffer streams, so it cannot be sent twice.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client::send(&client::http1(), post("/big/echo")).await.expect("post").status.as_u16());
+    }
+    assert!(statuses.contains(&502) && statuses.contains(&200), "{statuses:?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_that_reached_a_failing_backend_is_not_sent_again() {
+    let a = origin("a").await;
+    let bad = Origin::start_failing("bad", "127.0.0.1:0".parse().expect("addr"), StatusCode::BAD_GATEWAY)
+        .await
+        .expect("origin");
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.pair]\nbackends = [\"{}\", \"{}\"]\n\n[[routes]]\nupstream = \"pair\"\nretry_on = [\"502\"]\n",
+        bad.addr(),
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    // GET is idempotent: a 502 from one backend is retried on the other.
+    for _ in 0..4 {
+        assert_eq!(get(addr, "/").await.header("x-origin"), "a");
+    }
+    let before = bad.requests();
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let post = Request::post(format!("http://{addr}/echo"))
-            .body(Full::new(Bytes::from_static(b"payload")))
+            .body(Full::new(Bytes::from_static(b"x")))
             .expect("req");
         statuses.push(client::send(&client::http1(), post).await.expect("post").status.as_u16());
     }
-    assert!(statuses.contains(&502) && statuses.contains(&200), "{statuses:?}");
+    let reached_bad = bad.requests() - before;
+    assert!(reached_bad > 0, "round robin should send some POSTs to the failing backend");
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 502).count(),
+        reached_bad,
+        "each POST that reached it got its 502: {statuses:?}"
+    );
     gw.stop().await;
 }
 
@@ -234,5 +285,169 @@ async fn upstream_connections_are_reused_under_steady_load() {
     );
     assert_eq!(stats.requests, 3000);
     assert!(reuse >= 0.99, "reuse {reuse}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_bodies_and_slow_exchanges_are_cut_off_by_the_route_timeouts() {
+    use http_body_util::BodyExt;
+    let a = origin("a").await;
+    // A backend that accepts connections and never says a word (not even a TLS handshake).
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mute_addr = mute.local_addr().expect("addr");
+    let _mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = mute.accept().await {
+            held.push(stream);
+        }
+    });
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.o]
+backends = [\"{}\"]
+[upstreams.mute]
+backends = [\"{mute_addr}\"]
+connect_timeout = \"300ms\"
+tls = {{ sni = \"mute.test\" }}
+
+[[routes]]
+path_prefix = \"/delay\"
+upstream = \"o\"
+timeouts = {{ total = \"300ms\" }}
+[[routes]]
+path_prefix = \"/mute\"
+upstream = \"mute\"
+retries = 0
+[[routes]]
+upstream = \"o\"
+timeouts = {{ body_idle = \"300ms\" }}
+",
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+
+    // The upstream body stalls after its first chunk: the client sees an abort, not a hang.
+    let started = Instant::now();
+    let response = client::http1()
+        .request(Request::get(format!("http://{addr}/stall")).body(Full::default()).expect("req"))
+        .await
+        .expect("headers");
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await;
+    assert!(matches!(body, Ok(Err(_))), "a stalled body must end in an error: {body:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The total timeout bounds the whole exchange.
+    assert_eq!(get(addr, "/delay/10").await.status, 200);
+    let started = Instant::now();
+    let reply = get(addr, "/delay/3000").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "total-timeout"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A backend that never completes the TLS handshake: the connect timeout covers it.
+    let started = Instant::now();
+    let reply = get(addr, "/mute").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "upstream-connect-timeout"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = origin("a").await;
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\ntimeouts = {{ body_idle = \"300ms\" }}\n",
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let mut stream = tokio::net::TcpStream::connect(gw.addrs()[0]).await.expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "the connection hung with a stalled request body");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn health_checks_send_the_configured_host_and_accept_the_configured_statuses() {
+    let strict = Origin::start("strict", "127.0.0.1:0".parse().expect("addr"), Some("health.test".into()))
+        .await
+        .expect("origin");
+    let b = strict.addr();
+    let check = |extra: &str| {
+        format!(
+            "health_check = {{ path = \"/health\", interval = \"50ms\", unhealthy_threshold = 1, jitter = \"10ms\"{extra} }}"
+        )
+    };
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.with-host]
+backends = [\"{b}\"]
+{}
+[upstreams.without-host]
+backends = [\"{b}\"]
+{}
+[upstreams.forbidden-is-fine]
+backends = [\"{b}\"]
+{}
+
+[[routes]]
+upstream = \"with-host\"
+",
+        check(", host = \"health.test\""),
+        check(""),
+        check(", expected_status = [\"403\"]")
+    ))
+    .await
+    .expect("gateway");
+    let gateway = gw.gateway();
+    let healthy = |g: &str| gateway.upstreams().get(g).expect("group").backends()[0].is_healthy();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while healthy("without-host") {
+        assert!(Instant::now() < deadline, "a 403 should mark the backend unhealthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Several more rounds of checks have run by now for the other two groups.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(healthy("with-host"), "the configured Host makes the origin answer 200");
+    assert!(healthy("forbidden-is-fine"), "403 was configured as healthy");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_added_by_reload_keeps_the_connections_to_the_others() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let config = |backends: &str| {
+        format!("{LISTENER}\n[upstreams.o]\nbackends = [{backends}]\n\n[[routes]]\nupstream = \"o\"\n")
+    };
+    let gw = harness::start(&config(&format!("\"{}\"", a.addr()))).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let client = client::http1();
+    let request = || Request::get(format!("http://{addr}/")).body(Full::default()).expect("req");
+    for _ in 0..3 {
+        assert_eq!(client::send(&client, request()).await.expect("request").header("x-origin"), "a");
+    }
+    let before = gw.gateway().client("o").expect("client").clone();
+    assert_eq!(before.stats().new_connections, 1);
+
+    gw.reload(harness::config(&config(&format!("\"{}\", \"{}\"", a.addr(), b.addr()))).expect("config"))
+        .await
+        .expect("reload");
+    let mut origins = Vec::new();
+    for _ in 0..4 {
+        origins.push(client::send(&client, request()).await.expect("request").header("x-origin").to_owned());
+    }
+    assert!(origins.contains(&"a".to_owned()) && origins.contains(&"b".to_owned()), "{origins:?}");
+    let after = gw.gateway().client("o").expect("client").clone();
+    assert!(std::sync::Arc::ptr_eq(&before, &after), "the reload keeps the group's client and pool");
+    assert_eq!(after.stats().new_connections, 2, "one new connection, to b; a's was reused");
     gw.stop().await;
 }

@@ -9,6 +9,7 @@
 //! - `GET /bytes/N` streams N bytes;
 //! - `GET /delay/MS` answers after MS milliseconds;
 //! - `GET /slow` never answers (for timeout tests);
+//! - `GET /stall` sends the headers and part of the body, then nothing more, ever;
 //! - `GET /abort` sends the headers and part of the body, then breaks the connection;
 //! - `GET /health` answers 200 (for health checks);
 //! - gRPC (`content-type: application/grpc`): a path ending in `Unary` echoes the request's
@@ -201,6 +202,11 @@ async fn answer(
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             text(name, StatusCode::OK, format!("origin {name}\n"))
         }
+        (_, "/stall") => {
+            let mut response = Response::new(BodyExt::boxed(Stall { sent: false }));
+            response.headers_mut().insert("x-origin", header(name));
+            response
+        }
         (_, "/abort") => {
             let pause = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)));
             let mut response = Response::new(BodyExt::boxed(Abort { sent: false, pause }));
@@ -286,6 +292,26 @@ impl http_body::Body for Grpc {
             None => self.trailers.take().map(|t| Ok(Frame::trailers(t))),
         };
         std::task::Poll::Ready(frame)
+    }
+}
+
+/// One chunk, then silence.
+struct Stall {
+    sent: bool,
+}
+
+impl http_body::Body for Stall {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"partial")))))
     }
 }
 

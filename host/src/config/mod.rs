@@ -253,7 +253,7 @@ pub enum UpstreamProtocol {
 }
 
 /// `[upstreams.NAME.tls]`. Certificates are always verified.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// The name sent (SNI) and verified; default: each backend's host as configured.
@@ -332,7 +332,7 @@ impl BalanceSetting {
 }
 
 /// One backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum BackendConfig {
     /// `"host:port"`, weight 1.
@@ -345,6 +345,21 @@ pub enum BackendConfig {
         #[serde(default = "defaults::weight")]
         weight: u32,
     },
+}
+
+impl UpstreamConfig {
+    /// True when a client built for `self` serves `other` as well, so that a reload can keep
+    /// the client and its pooled connections: same timeouts, pool, protocol and TLS (and, for
+    /// TLS without a fixed `sni`, the same backends, whose names it verifies).
+    pub fn same_client(&self, other: &UpstreamConfig) -> bool {
+        self.connect_timeout == other.connect_timeout
+            && self.response_timeout == other.response_timeout
+            && self.pool_idle_timeout == other.pool_idle_timeout
+            && self.pool_max_idle == other.pool_max_idle
+            && self.protocol == other.protocol
+            && self.tls == other.tls
+            && (self.tls.as_ref().is_none_or(|t| t.sni.is_some()) || self.backends == other.backends)
+    }
 }
 
 impl BackendConfig {
@@ -386,6 +401,37 @@ pub struct HealthCheckConfig {
     /// Consecutive failures that take a backend out.
     #[serde(default = "defaults::threshold")]
     pub unhealthy_threshold: u32,
+    /// Statuses an HTTP check counts as healthy: `"200-399"` (default), `"204"`, …
+    #[serde(default = "defaults::expected_status")]
+    pub expected_status: Vec<String>,
+    /// The Host an HTTP check sends; default: the backend's address as configured.
+    pub host: Option<String>,
+    /// Up to this much random delay is added to each interval, so that checks from many
+    /// replicas do not arrive in step.
+    #[serde(default, with = "units::duration_or_zero")]
+    pub jitter: Duration,
+}
+
+impl HealthCheckConfig {
+    /// True if `status` is one of the expected ones.
+    pub fn expects(&self, status: u16) -> bool {
+        self.expected_status
+            .iter()
+            .filter_map(|r| parse_status_range(r))
+            .any(|(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+/// `"200-299"` or `"204"`.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match text.split_once('-') {
+        Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+        None => {
+            let s = text.trim().parse().ok()?;
+            (s, s)
+        }
+    };
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
 }
 
 /// How a health check probes.
@@ -427,6 +473,39 @@ pub struct RouteConfig {
     /// response), `502`, `503`, `504`.
     #[serde(default = "defaults::retry_on")]
     pub retry_on: Vec<RetryOn>,
+    /// Request bodies up to this size (by Content-Length) are read whole before forwarding so
+    /// that a retry can send them again; larger or unsized ones stream and are not retried.
+    #[serde(default = "defaults::retry_buffer", with = "units::size")]
+    pub retry_buffer: usize,
+    /// Retries in progress at most, in percent of the route's requests in progress (at least 3
+    /// are always allowed): a failing backend cannot multiply the load.
+    #[serde(default = "defaults::retry_budget")]
+    pub retry_budget: u32,
+    /// How long the route's requests may take.
+    #[serde(default)]
+    pub timeouts: RouteTimeouts,
+}
+
+/// `timeouts = { response = "5s", body_idle = "30s", total = "1m" }` on a route.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteTimeouts {
+    /// From sending the request to the response headers (each attempt); default: the
+    /// group's `response_timeout`.
+    #[serde(with = "units::option_duration")]
+    pub response: Option<Duration>,
+    /// How long a request or response body may go without data.
+    #[serde(with = "units::duration")]
+    pub body_idle: Duration,
+    /// From the request's arrival to the end of its response, across retries; none by default.
+    #[serde(with = "units::option_duration")]
+    pub total: Option<Duration>,
+}
+
+impl Default for RouteTimeouts {
+    fn default() -> Self {
+        RouteTimeouts { response: None, body_idle: Duration::from_secs(60), total: None }
+    }
 }
 
 /// One condition a retry may follow.
@@ -494,6 +573,9 @@ mod defaults {
     pub(super) fn path_prefix() -> String {
         "/".to_owned()
     }
+    pub(super) fn expected_status() -> Vec<String> {
+        vec!["200-399".to_owned()]
+    }
     pub(super) fn consecutive_failures() -> u32 {
         5
     }
@@ -502,6 +584,12 @@ mod defaults {
     }
     pub(super) fn max_ejected_percent() -> u32 {
         50
+    }
+    pub(super) fn retry_buffer() -> usize {
+        64 << 10
+    }
+    pub(super) fn retry_budget() -> u32 {
+        20
     }
     pub(super) fn retries() -> u32 {
         1
@@ -665,6 +753,22 @@ impl Config {
                 if !h.path.starts_with('/') {
                     return Err(invalid(field("health_check.path"), None, "must start with `/`".into()));
                 }
+                if let Some(bad) = h.expected_status.iter().find(|r| parse_status_range(r).is_none()) {
+                    return Err(invalid(
+                        field("health_check.expected_status"),
+                        None,
+                        format!("`{bad}` is not a status or a range like \"200-299\""),
+                    ));
+                }
+                if let Some(host) = &h.host
+                    && http::HeaderValue::from_str(host).is_err()
+                {
+                    return Err(invalid(
+                        field("health_check.host"),
+                        None,
+                        format!("`{host}` is not a valid Host"),
+                    ));
+                }
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
@@ -695,6 +799,13 @@ impl Config {
                     None,
                     format!("`{host}` is not a host name or a `*.suffix` pattern"),
                 ));
+            }
+            let t = &r.timeouts;
+            if t.body_idle.is_zero()
+                || t.response.is_some_and(|d| d.is_zero())
+                || t.total.is_some_and(|d| d.is_zero())
+            {
+                return Err(invalid(field("timeouts"), None, "timeouts must be more than 0".into()));
             }
             if !r.path_prefix.starts_with('/') {
                 return Err(invalid(field("path_prefix"), None, "must start with `/`".into()));

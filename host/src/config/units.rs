@@ -13,6 +13,21 @@ pub(super) mod duration {
     }
 }
 
+/// A duration whose absence means zero (used with `#[serde(default)]`).
+pub(super) mod duration_or_zero {
+    pub(crate) use super::duration::deserialize;
+}
+
+/// An optional `humantime` duration.
+pub(super) mod option_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
 /// Byte sizes: a number of bytes, or a string with `KiB`, `MiB` or `GiB`.
 pub(super) mod size {
     use serde::{Deserialize, Deserializer};

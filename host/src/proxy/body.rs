@@ -14,10 +14,11 @@ use hyper::body::Incoming;
 
 use super::route::Route;
 use crate::plugin::{Exchange, LogEntry};
+use crate::timed::{BoxError, Timed};
 use crate::upstream::InFlight;
 
 enum Source {
-    Upstream(Incoming),
+    Upstream(Timed<Incoming>),
     Local(Full<Bytes>),
 }
 
@@ -41,7 +42,7 @@ pub(crate) struct PendingLog {
 impl ProxyBody {
     /// The upstream's body, streamed; `in_flight` keeps the request counted against its
     /// backend until the body is done.
-    pub fn upstream(body: Incoming, in_flight: Option<InFlight>) -> Self {
+    pub fn upstream(body: Timed<Incoming>, in_flight: Option<InFlight>) -> Self {
         ProxyBody { source: Source::Upstream(body), sent: 0, ended: false, log: None, _in_flight: in_flight }
     }
 
@@ -70,12 +71,12 @@ impl From<Bytes> for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.source {
             Source::Upstream(body) => Pin::new(body).poll_frame(cx),
             Source::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),

@@ -44,6 +44,12 @@ pub enum ProxyError {
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The route's total timeout passed before the response headers.
+    #[error("no response within the route's total timeout of {}ms", after.as_millis())]
+    TotalTimeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// A bug in the gateway: an invariant did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -56,6 +62,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Plugin(e) if e.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,6 +82,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::Internal(_) => "internal",
+            ProxyError::TotalTimeout { .. } => "total-timeout",
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::Plugin(e) => e.kind(),
             ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",

@@ -31,13 +31,14 @@ use hyper::body::Incoming;
 pub use self::body::ProxyBody;
 pub use self::error::ProxyError;
 pub(crate) use self::headers::normalize_path;
-pub(crate) use self::route::{Route, Router};
+pub(crate) use self::route::{RetryPolicy, Route, Router};
 
 use self::body::PendingLog;
 use crate::gateway::Gateway;
 use crate::plugin::{
     Action, Choice, Exchange, FailurePolicy, LocalReply, LogEntry, Plugin, PluginError, request_host,
 };
+use crate::timed::Timed;
 use crate::upstream::{Backend, Group, UpstreamBody, UpstreamClient, UpstreamError, hash_key};
 
 /// The connection a request arrived on.
@@ -106,7 +107,17 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         backend: None,
         error: None,
     });
-    let response = match run_route(&gw, &route, &conn, &mut ex, body, entry.as_mut()).await {
+    // The total timeout bounds the whole exchange: here until the response headers, then in
+    // the bodies (which carry the same deadline).
+    let deadline = route.timeouts.total.map(|total| tokio::time::Instant::now() + total);
+    let exchange = run_route(&gw, &route, &conn, &mut ex, body, entry.as_mut(), deadline);
+    let result = match (deadline, route.timeouts.total) {
+        (Some(deadline), Some(after)) => tokio::time::timeout_at(deadline, exchange)
+            .await
+            .unwrap_or(Err(ProxyError::TotalTimeout { after })),
+        _ => exchange.await,
+    };
+    let response = match result {
         Ok(response) => response,
         Err(error) => {
             if let Some(entry) = entry.as_mut() {
@@ -131,6 +142,7 @@ async fn run_route(
     ex: &mut Box<Exchange>,
     body: Incoming,
     entry: Option<&mut LogEntry>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 3. Request-header plugins.
     for plugin in &route.request_headers {
@@ -157,11 +169,14 @@ async fn run_route(
     headers::ensure_host(&mut ex.request.headers, group.backends()[index].authority());
 
     // 7. Forward, trying another backend after a failure where that is safe: only a request
-    //    without a body can be sent again, and a non-idempotent one only if nothing was sent.
-    let replayable = body.is_end_stream();
+    //    whose body is kept can be sent again, and a non-idempotent one only if nothing was sent.
+    let _active = route.retry.enter();
     let idempotent = ex.request.method.is_idempotent();
-    let mut body = Some(body);
+    let idle = route.timeouts.body_idle;
+    let mut payload = Payload::new(body, &ex.request.headers, &route.retry, idle, deadline).await?;
     let mut attempt = 0;
+    // Held through a retry's attempt: the retry budget counts it.
+    let mut _retry_slot = None;
     let sent = Instant::now();
     let (response, in_flight) = loop {
         let backend = &group.backends()[index];
@@ -171,20 +186,19 @@ async fn run_route(
         // Counted until the response body is done: least-request balancing and the circuit
         // breaker read it.
         let in_flight = group.begin_request(index);
-        let last = attempt >= route.retry.retries || !replayable;
-        let request_body = match body.take() {
-            Some(body) if !replayable || last => UpstreamBody::Left(body),
-            _ => UpstreamBody::Right(Default::default()),
-        };
+        let last = attempt >= route.retry.retries || !payload.replayable();
+        let request_body = payload.next_attempt();
         let keep_head = !last || route.reads_request_after_forward();
         let client = client_for(gw, route, &group)?;
         let request = upstream_request(ex, client.scheme(), backend, request_body, keep_head)?;
-        match client.send(backend.address(), request).await {
+        match client.send(backend.address(), request, route.timeouts.response).await {
             Ok(response) => {
                 let status = response.status();
                 group.record(index, status.is_server_error());
-                if last || !idempotent || !route.retry.on_status(status) {
-                    break (response, in_flight);
+                let wanted = !last && idempotent && route.retry.on_status(status);
+                match retry_slot(route, wanted) {
+                    Some(slot) => _retry_slot = Some(slot),
+                    None => break (response, in_flight),
                 }
                 tracing::debug!(backend = %backend.address(), %status, attempt, "retrying on another backend");
             }
@@ -197,8 +211,9 @@ async fn run_route(
                     UpstreamError::Exchange { .. } => route.retry.on_reset() && idempotent,
                     UpstreamError::ResponseTimeout { .. } => false,
                 };
-                if last || !safe {
-                    return Err(error.into());
+                match retry_slot(route, !last && safe) {
+                    Some(slot) => _retry_slot = Some(slot),
+                    None => return Err(error.into()),
                 }
                 tracing::debug!(backend = %backend.address(), %error, attempt, "retrying on another backend");
             }
@@ -217,7 +232,7 @@ async fn run_route(
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, Version::HTTP_11);
-    let body = ProxyBody::upstream(body, Some(in_flight));
+    let body = ProxyBody::upstream(Timed::new(body, "response", idle, deadline), Some(in_flight));
     if route.response_headers.is_empty() {
         return Ok(Response::from_parts(parts, body));
     }
@@ -240,6 +255,64 @@ fn head_copy(parts: &http::response::Parts) -> http::response::Parts {
     *response.version_mut() = parts.version;
     *response.headers_mut() = parts.headers.clone();
     response.into_parts().0
+}
+
+/// A place in the route's retry budget for a retry that is `wanted`, if one is left.
+fn retry_slot(route: &Route, wanted: bool) -> Option<route::Active<'_>> {
+    if !wanted {
+        return None;
+    }
+    let slot = route.retry.try_retry();
+    if slot.is_none() {
+        tracing::warn!(route = %route.name, "retry budget spent; not retrying");
+    }
+    slot
+}
+
+/// The request body as the forward step sends it: streamed once, or kept whole so that a
+/// retry can send it again (an empty body, or one within the route's `retry_buffer`).
+enum Payload {
+    Stream(Option<Timed<Incoming>>),
+    Kept(bytes::Bytes),
+}
+
+impl Payload {
+    async fn new(
+        body: Incoming,
+        headers: &http::HeaderMap,
+        retry: &RetryPolicy,
+        idle: std::time::Duration,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Payload, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(Payload::Kept(bytes::Bytes::new()));
+        }
+        let body = Timed::new(body, "request", idle, deadline);
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if retry.retries == 0 || length.is_none_or(|n| n > retry.buffer) {
+            return Ok(Payload::Stream(Some(body)));
+        }
+        match http_body_util::BodyExt::collect(body).await {
+            Ok(collected) => Ok(Payload::Kept(collected.to_bytes())),
+            Err(_) => Err(ProxyError::BadRequest("the request body broke off")),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Payload::Kept(_))
+    }
+
+    fn next_attempt(&mut self) -> UpstreamBody {
+        match self {
+            Payload::Stream(body) => {
+                body.take().map_or(UpstreamBody::Right(Default::default()), UpstreamBody::Left)
+            }
+            Payload::Kept(bytes) => UpstreamBody::Right(http_body_util::Full::new(bytes.clone())),
+        }
+    }
 }
 
 /// The client of `group`: the route's own, or that of the group a plugin chose.

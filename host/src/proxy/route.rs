@@ -2,10 +2,11 @@
 //! (its plugin chain and upstream group). Routes are tried in config order; the first match wins.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::Method;
 
-use crate::config::{RetryOn, RouteConfig};
+use crate::config::{RetryOn, RouteConfig, RouteTimeouts};
 use crate::plugin::{Phase, Plugin};
 use crate::upstream::{Group, UpstreamClient};
 
@@ -43,20 +44,53 @@ impl HostMatch {
     }
 }
 
-/// When a failed upstream attempt is tried again.
-#[derive(Debug, Clone, Copy, Default)]
+/// When a failed upstream attempt is tried again, and how many retries may run at once.
+#[derive(Debug, Default)]
 pub(crate) struct RetryPolicy {
     /// Further attempts after the first.
     pub(crate) retries: u32,
+    /// Request bodies up to this size are buffered so that they can be sent again.
+    pub(crate) buffer: usize,
     connect_failure: bool,
     reset: bool,
     statuses: [bool; 3],
+    budget_percent: u32,
+    active: AtomicU32,
+    retrying: AtomicU32,
+}
+
+/// A request counted as in progress on its route, for the retry budget.
+pub(crate) struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RetryPolicy {
-    pub(crate) fn new(retries: u32, on: &[RetryOn]) -> Self {
+    /// Counts a request in progress until the guard is dropped.
+    pub(crate) fn enter(&self) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(&self.active)
+    }
+
+    /// A place in the retry budget, if there is one left; held for the retry's attempt.
+    pub(crate) fn try_retry(&self) -> Option<Active<'_>> {
+        let active = self.active.load(Ordering::Relaxed);
+        let allowed = (active.saturating_mul(self.budget_percent) / 100).max(3);
+        let before = self.retrying.fetch_add(1, Ordering::Relaxed);
+        let guard = Active(&self.retrying);
+        (before < allowed).then_some(guard)
+    }
+
+    pub(crate) fn new(retries: u32, buffer: usize, budget_percent: u32, on: &[RetryOn]) -> Self {
         RetryPolicy {
             retries,
+            buffer,
+            budget_percent,
+            active: AtomicU32::new(0),
+            retrying: AtomicU32::new(0),
             connect_failure: on.contains(&RetryOn::ConnectFailure),
             reset: on.contains(&RetryOn::Reset),
             statuses: [
@@ -94,6 +128,7 @@ pub(crate) struct Route {
     pub(crate) group: Arc<Group>,
     pub(crate) client: Arc<UpstreamClient>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) timeouts: RouteTimeouts,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
     pub(crate) request_headers: Vec<Arc<Plugin>>,
     pub(crate) select_upstream: Vec<Arc<Plugin>>,
@@ -125,7 +160,13 @@ impl Route {
             methods: config.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
             group,
             client,
-            retry: RetryPolicy::new(config.retries, &config.retry_on),
+            retry: RetryPolicy::new(
+                config.retries,
+                config.retry_buffer,
+                config.retry_budget,
+                &config.retry_on,
+            ),
+            timeouts: config.timeouts,
             request_headers: with(Phase::RequestHeaders),
             select_upstream: with(Phase::SelectUpstream),
             upstream_request: with(Phase::UpstreamRequest),
@@ -171,6 +212,18 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::{HostMatch, prefix_matches};
+
+    #[test]
+    fn the_retry_budget_allows_a_share_of_requests_in_progress_and_at_least_three() {
+        let policy = super::RetryPolicy::new(1, 0, 20, &[]);
+        let active: Vec<_> = (0..20).map(|_| policy.enter()).collect();
+        let retries: Vec<_> = (0..10).filter_map(|_| policy.try_retry()).collect();
+        assert_eq!(retries.len(), 4, "20% of 20 requests in progress");
+        drop(retries);
+        drop(active);
+        let few: Vec<_> = (0..10).filter_map(|_| policy.try_retry()).collect();
+        assert_eq!(few.len(), 3, "at least three, however quiet the route");
+    }
 
     #[test]
     fn prefixes_end_at_segment_boundaries() {

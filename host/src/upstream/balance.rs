@@ -245,6 +245,11 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A random number in [0, 1).
+pub(crate) fn random_fraction() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A per-thread xorshift generator, seeded from the OS-keyed hasher: random enough to spread
 /// load, and no shared state between workers.
 fn random_u64() -> u64 {

@@ -20,9 +20,10 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 
 use super::tls;
 use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
+use crate::timed::Timed;
 
 /// The body sent upstream: the client's body, streamed, or a body the gateway made.
-pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
+pub type UpstreamBody = http_body_util::Either<Timed<Incoming>, http_body_util::Full<Bytes>>;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,7 @@ pub enum UpstreamError {
 
 /// The client for one upstream group.
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<Counting>, UpstreamBody>,
+    client: Client<Connector, UpstreamBody>,
     scheme: http::uri::Scheme,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -86,16 +87,21 @@ pub struct ClientStats {
     pub new_connections: u64,
 }
 
-/// The TCP connector, counting the connections it opens.
+/// The connector: TCP, then TLS for https targets, bounded as a whole by the connect timeout
+/// (so a backend that accepts TCP but stalls the handshake cannot hold a request), counting
+/// the connections it opens.
 #[derive(Clone)]
-struct Counting {
-    inner: HttpConnector,
+struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: Duration,
     counts: Arc<Counts>,
 }
 
-impl tower_service::Service<http::Uri> for Counting {
-    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+type Https = HttpsConnector<HttpConnector>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = <Https as tower_service::Service<http::Uri>>::Response;
+    type Error = crate::timed::BoxError;
     // Boxed: one allocation per new connection, never per request.
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -105,9 +111,11 @@ impl tower_service::Service<http::Uri> for Counting {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let connecting = self.inner.call(uri);
-        let counts = self.counts.clone();
+        let (counts, timeout) = (self.counts.clone(), self.timeout);
         Box::pin(async move {
-            let connection = connecting.await?;
+            let connection = tokio::time::timeout(timeout, connecting).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect and TLS handshake timed out")
+            })??;
             counts.connections.fetch_add(1, Ordering::Relaxed);
             Ok(connection)
         })
@@ -123,13 +131,11 @@ impl UpstreamClient {
         tls: Option<&ResolvedTls>,
         backends: &[(String, &str)],
     ) -> Result<Self, String> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        // The TLS layer below hands https targets down as plain TCP connects.
-        connector.enforce_http(false);
-        let counts = Arc::new(Counts::default());
-        let connector = Counting { inner: connector, counts: counts.clone() };
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(config.connect_timeout));
+        tcp.set_nodelay(true);
+        // The TLS layer above hands https targets down as plain TCP connects.
+        tcp.enforce_http(false);
 
         let tls_config = match tls {
             Some(t) => tls::client_config(
@@ -145,10 +151,12 @@ impl UpstreamClient {
             .https_or_http()
             .with_server_name_resolver(names);
         let https = match config.protocol {
-            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(connector),
-            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(connector),
-            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(connector),
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(tcp),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(tcp),
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(tcp),
         };
+        let counts = Arc::new(Counts::default());
+        let connector = Connector { inner: https, timeout: config.connect_timeout, counts: counts.clone() };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -158,7 +166,7 @@ impl UpstreamClient {
             .http2_only(config.protocol == UpstreamProtocol::Http2)
             // The proxy sets Host itself (the client's, or a plugin's choice).
             .set_host(false)
-            .build(https);
+            .build(connector);
         Ok(UpstreamClient {
             client,
             scheme: if tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
@@ -181,20 +189,20 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` (whose URI names the backend) and waits for the response headers.
+    /// Sends `request` (whose URI names the backend) and waits for the response headers, for
+    /// `response_timeout` if given, else the group's.
     pub async fn send(
         &self,
         backend: &str,
         request: Request<UpstreamBody>,
+        response_timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        let limit = response_timeout.unwrap_or(self.response_timeout);
+        match tokio::time::timeout(limit, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(self.classify(backend, &error)),
-            Err(_) => Err(UpstreamError::ResponseTimeout {
-                backend: backend.to_owned(),
-                after: self.response_timeout,
-            }),
+            Err(_) => Err(UpstreamError::ResponseTimeout { backend: backend.to_owned(), after: limit }),
         }
     }
 

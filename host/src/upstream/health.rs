@@ -21,6 +21,9 @@ pub fn spawn_health_checks(tasks: &mut JoinSet<()>, group: &Arc<Group>, check: &
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
+                if !check.jitter.is_zero() {
+                    tokio::time::sleep(check.jitter.mul_f64(super::balance::random_fraction())).await;
+                }
                 let backend = &group.backends()[index];
                 let outcome = tokio::time::timeout(check.timeout, probe(backend, &check)).await;
                 let result = outcome.unwrap_or_else(|_| Err(format!("no answer within {}ms", check.timeout.as_millis())));
@@ -60,8 +63,9 @@ async fn probe(backend: &super::Backend, check: &HealthCheckConfig) -> Result<()
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let conn = tokio::spawn(conn);
+    let host = check.host.as_deref().unwrap_or(backend.address());
     let request = http::Request::get(&check.path)
-        .header(http::header::HOST, &*backend.address().clone())
+        .header(http::header::HOST, host)
         .header(http::header::USER_AGENT, "wasmgate-health-check")
         .header(http::header::CONNECTION, "close")
         .body(Empty::<bytes::Bytes>::new())
@@ -69,5 +73,5 @@ async fn probe(backend: &super::Backend, check: &HealthCheckConfig) -> Result<()
     let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"));
     conn.abort();
     let status = response?.status();
-    if status.is_success() || status.is_redirection() { Ok(()) } else { Err(format!("status {status}")) }
+    if check.expects(status.as_u16()) { Ok(()) } else { Err(format!("status {status}")) }
 }

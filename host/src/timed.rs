@@ -1,0 +1,96 @@
+//! Bodies that fail when their stream stalls: no frame within the idle timeout, or the
+//! request's overall deadline passed. Both directions use it: the client's body on its way
+//! upstream (a client that trickles its body must not hold a backend connection forever)
+//! and the upstream's body on its way back. The timer is made only once a body actually has
+//! to wait, so a body that is ready at once costs no timer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// The error type of bodies the gateway passes on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A stream stopped moving.
+#[derive(Debug, thiserror::Error)]
+pub enum Stalled {
+    /// No frame for the idle timeout.
+    #[error("the {0} body stalled: no data for {1:?}")]
+    Idle(&'static str, Duration),
+    /// The request's total timeout passed.
+    #[error("the {0} body passed the request's total timeout")]
+    Deadline(&'static str),
+}
+
+/// `inner`, failing with [`Stalled`] when it stalls.
+pub struct Timed<B> {
+    inner: B,
+    what: &'static str,
+    idle: Duration,
+    deadline: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> Timed<B> {
+    /// `what` names the body in errors (`request`, `response`).
+    pub fn new(inner: B, what: &'static str, idle: Duration, deadline: Option<Instant>) -> Self {
+        Timed { inner, what, idle, deadline, timer: None }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let idle = Instant::now() + self.idle;
+        self.deadline.map_or(idle, |d| d.min(idle))
+    }
+}
+
+impl<B> Body for Timed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if frame.is_some() && self.timer.is_some() {
+                    let wake = self.next_wake();
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.as_mut().reset(wake);
+                    }
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if self.timer.is_none() {
+                    let wake = self.next_wake();
+                    self.timer = Some(Box::pin(tokio::time::sleep_until(wake)));
+                }
+                let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
+                ready!(timer.as_mut().poll(cx));
+                let stalled = match self.deadline {
+                    Some(d) if Instant::now() >= d => Stalled::Deadline(self.what),
+                    _ => Stalled::Idle(self.what, self.idle),
+                };
+                Poll::Ready(Some(Err(stalled.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
