@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh clone: installs the wasm32-wasip2 target (the tests
-# build the plugins and test guests themselves), then every test of the workspace.
+# build the plugins and test guests themselves), then every test of the workspace, then the
+# plugins' and test guests' own unit tests, natively (their workspaces build for wasm32 by
+# default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
 cargo test --workspace "$@"
+host=$(rustc -vV | sed -n 's/^host: //p')
+(cd plugins && cargo test --target "$host")
+(cd tests/guests && cargo test --target "$host")

@@ -70,6 +70,19 @@ impl Upstream {
         self.backends_in(Some(group))
     }
 
+    /// Sends `name` as the TLS server name (SNI), and verifies the backend's certificate
+    /// against it, for this request's upstream connection. Only works in
+    /// [`select_upstream`](crate::Plugin::select_upstream); no effect on plain-TCP groups.
+    ///
+    /// ```no_run
+    /// # fn f(upstream: &wasmgate_sdk::Upstream) -> Result<(), wasmgate_sdk::EditError> {
+    /// upstream.set_sni("tenant-a.internal.example")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_sni(&self, name: &str) -> Result<(), crate::EditError> {
+        host::set_sni(name).map_err(crate::EditError::from)
+    }
+
     fn backends_in(&self, group: Option<&str>) -> Option<Vec<Backend>> {
         host::backends(group).map(|list| list.into_iter().map(Backend::from).collect())
     }
@@ -80,7 +93,7 @@ impl Upstream {
 /// ```
 /// use wasmgate_sdk::Backend;
 ///
-/// let backend = Backend { address: "10.0.0.7:8080".to_owned(), weight: 1, healthy: true };
+/// let backend = Backend { address: "10.0.0.7:8080".to_owned(), weight: 1, healthy: true, ejected: false };
 /// assert!(backend.healthy);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,13 +102,21 @@ pub struct Backend {
     pub address: String,
     /// Its weight in the group's balancer.
     pub weight: u32,
-    /// False while health checks hold the backend out.
+    /// False while health checks or outlier ejection hold the backend out; the host's own
+    /// balancer picks only healthy backends.
     pub healthy: bool,
+    /// True while outlier detection (consecutive failures) holds the backend out.
+    pub ejected: bool,
 }
 
 impl From<wit::Backend> for Backend {
     fn from(backend: wit::Backend) -> Self {
-        Self { address: backend.address, weight: backend.weight, healthy: backend.healthy }
+        Self {
+            address: backend.address,
+            weight: backend.weight,
+            healthy: backend.healthy,
+            ejected: backend.ejected,
+        }
     }
 }
 

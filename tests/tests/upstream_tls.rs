@@ -127,3 +127,43 @@ async fn grpc_unary_and_server_streaming_calls_pass_with_their_trailers() {
     assert_eq!((&body[..], status.as_str()), (&expected[..], "0"));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_plugin_can_choose_the_server_name_of_the_upstream_connection() {
+    let dir = harness::TempDir::new("tls-sni").expect("dir");
+    let ca = TestCa::new().expect("ca");
+    let ca_pem = ca.write_pem(dir.path()).expect("pem");
+    let origin = TlsOrigin::start(&ca, &["api.test"], &[b"http/1.1"]).await.expect("origin");
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[plugins.sni]
+path = \"{}\"
+config = {{ mode = \"sni\" }}
+
+[upstreams.secure]
+backends = [\"{}\"]
+tls = {{ sni = \"wrong.test\", ca = \"{}\" }}
+
+[[routes]]
+path_prefix = \"/chosen\"
+plugins = [\"sni\"]
+upstream = \"secure\"
+[[routes]]
+upstream = \"secure\"
+",
+        wasmgate_tests::wasm::MISBEHAVE,
+        origin.addr,
+        ca_pem.display()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    // The group's own name does not match the certificate...
+    assert_eq!(client::get(addr, "/", &[]).await.expect("request").status, 502);
+    // ...the plugin's choice does, on a pool of its own.
+    for _ in 0..2 {
+        let reply = client::get(addr, "/chosen", &[]).await.expect("request");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    gw.stop().await;
+}

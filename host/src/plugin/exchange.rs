@@ -26,6 +26,8 @@ pub struct Exchange {
     pub group: Arc<Group>,
     /// Every configured group, for plugins that choose another one.
     pub upstreams: Arc<Upstreams>,
+    /// The TLS server name a plugin chose for this request's upstream connection.
+    pub sni: Option<String>,
     pub(crate) state: PluginState,
 }
 
@@ -47,6 +49,7 @@ impl Exchange {
             route,
             group,
             upstreams,
+            sni: None,
             state: PluginState::default(),
         }
     }

@@ -306,6 +306,10 @@ impl upstream::Host for InstanceState {
         self.ex.group.name().to_string()
     }
 
+    fn set_sni(&mut self, name: String) -> Result<(), EditError> {
+        self.choose_sni(name)
+    }
+
     fn backends(&mut self, group: Option<String>) -> Option<Vec<WitBackend>> {
         let group = match group {
             None => &self.ex.group,
@@ -319,9 +323,25 @@ impl upstream::Host for InstanceState {
                     address: b.address().to_string(),
                     weight: b.weight(),
                     healthy: b.is_available(),
+                    ejected: b.is_ejected(),
                 })
                 .collect(),
         )
+    }
+}
+
+impl InstanceState {
+    fn choose_sni(&mut self, name: String) -> Result<(), EditError> {
+        if self.phase != Phase::SelectUpstream {
+            return Err(EditError::ReadOnly);
+        }
+        match rustls::pki_types::ServerName::try_from(name.as_str()) {
+            Ok(rustls::pki_types::ServerName::DnsName(_)) if name.len() <= 253 => {
+                self.ex.sni = Some(name);
+                Ok(())
+            }
+            _ => Err(EditError::InvalidValue),
+        }
     }
 }
 

@@ -189,7 +189,7 @@ async fn run_route(
         let last = attempt >= route.retry.retries || !payload.replayable();
         let request_body = payload.next_attempt();
         let keep_head = !last || route.reads_request_after_forward();
-        let client = client_for(gw, route, &group)?;
+        let client = client_for(gw, route, &group, ex.sni.as_deref())?;
         let request = upstream_request(ex, client.scheme(), backend, request_body, keep_head)?;
         match client.send(backend.address(), request, route.timeouts.response).await {
             Ok(response) => {
@@ -315,16 +315,24 @@ impl Payload {
     }
 }
 
-/// The client of `group`: the route's own, or that of the group a plugin chose.
-fn client_for<'a>(
-    gw: &'a Gateway,
-    route: &'a Route,
+/// The client of `group` (the route's own, or that of the group a plugin chose), for the
+/// server name a plugin chose, if any.
+fn client_for(
+    gw: &Gateway,
+    route: &Route,
     group: &Arc<Group>,
-) -> Result<&'a UpstreamClient, ProxyError> {
-    if Arc::ptr_eq(group, &route.group) {
-        Ok(&route.client)
+    sni: Option<&str>,
+) -> Result<Arc<UpstreamClient>, ProxyError> {
+    let client = if Arc::ptr_eq(group, &route.group) {
+        &route.client
     } else {
-        gw.clients.get(group.name()).map(|c| &**c).ok_or(ProxyError::Internal("a group without a client"))
+        gw.clients.get(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
+    };
+    match sni {
+        None => Ok(client.clone()),
+        Some(sni) => client.for_sni(sni).map_err(|reason| {
+            ProxyError::Upstream(UpstreamError::Connect { backend: group.name().to_string(), reason })
+        }),
     }
 }
 

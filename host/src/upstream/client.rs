@@ -2,10 +2,11 @@
 //! backend (HTTP/1.1, or HTTP/2 multiplexed), plain or TLS, a connect timeout and a
 //! response-header timeout.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,11 +66,21 @@ pub enum UpstreamError {
 /// The client for one upstream group.
 pub struct UpstreamClient {
     client: Client<Connector, UpstreamBody>,
+    /// What it was built from, to build variants for server names plugins choose.
+    config: UpstreamConfig,
+    tls: Option<ResolvedTls>,
+    /// One client (and pool) per server name a plugin chose: connections made for one name
+    /// are never reused for another.
+    by_sni: Mutex<HashMap<String, Arc<UpstreamClient>>>,
     scheme: http::uri::Scheme,
     connect_timeout: Duration,
     response_timeout: Duration,
     counts: Arc<Counts>,
 }
+
+/// Distinct plugin-chosen server names one group keeps clients for; bounds the memory a plugin
+/// handing out random names could take.
+const MAX_SNI_VARIANTS: usize = 256;
 
 /// Requests sent and connections opened: their ratio is how well keep-alive works.
 #[derive(Default)]
@@ -169,11 +180,35 @@ impl UpstreamClient {
             .build(connector);
         Ok(UpstreamClient {
             client,
+            config: config.clone(),
+            tls: tls.cloned(),
+            by_sni: Mutex::new(HashMap::new()),
             scheme: if tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             counts,
         })
+    }
+
+    /// The client for server name `sni` (a plugin's choice): a pool of its own, made on first
+    /// use. `self` for plain-TCP groups, where there is no server name.
+    pub fn for_sni(self: &Arc<Self>, sni: &str) -> Result<Arc<UpstreamClient>, String> {
+        let Some(tls) = &self.tls else { return Ok(self.clone()) };
+        if tls.sni.as_deref() == Some(sni) {
+            return Ok(self.clone());
+        }
+        // Taken only on requests whose plugin chose a name, and never across an await.
+        let mut by_sni = self.by_sni.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = by_sni.get(sni) {
+            return Ok(client.clone());
+        }
+        if by_sni.len() >= MAX_SNI_VARIANTS {
+            return Err(format!("more than {MAX_SNI_VARIANTS} server names chosen for one group"));
+        }
+        let tls = ResolvedTls { sni: Some(sni.to_owned()), ..tls.clone() };
+        let client = Arc::new(UpstreamClient::new(&self.config, Some(&tls), &[])?);
+        by_sni.insert(sni.to_owned(), client.clone());
+        Ok(client)
     }
 
     /// `https` for TLS groups, else `http`: the scheme of upstream request targets.

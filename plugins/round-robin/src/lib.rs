@@ -76,7 +76,12 @@ mod tests {
         health
             .iter()
             .enumerate()
-            .map(|(i, &healthy)| Backend { address: format!("10.0.0.{i}:80"), weight: 1, healthy })
+            .map(|(i, &healthy)| Backend {
+                address: format!("10.0.0.{i}:80"),
+                weight: 1,
+                healthy,
+                ejected: false,
+            })
             .collect()
     }
 

@@ -31,10 +31,11 @@ enum Mode {
     Counter,
     Echo,
     Phases,
+    Sni,
 }
 
 /// The modes by their config name.
-const MODES: [(&str, Mode); 9] = [
+const MODES: [(&str, Mode); 10] = [
     ("loop", Mode::Loop),
     ("trap", Mode::Trap),
     ("grow", Mode::Grow),
@@ -44,6 +45,7 @@ const MODES: [(&str, Mode); 9] = [
     ("counter", Mode::Counter),
     ("echo", Mode::Echo),
     ("phases", Mode::Phases),
+    ("sni", Mode::Sni),
 ];
 
 #[derive(Debug)]
@@ -113,7 +115,7 @@ impl Plugin for Misbehave {
                 Action::Continue
             }
             // `new` never builds this mode.
-            Mode::RejectConfig => Action::Continue,
+            Mode::RejectConfig | Mode::Sni => Action::Continue,
         }
     }
 
@@ -122,6 +124,11 @@ impl Plugin for Misbehave {
     }
 
     fn select_upstream(&mut self, _req: &Request, upstream: &Upstream) -> UpstreamChoice {
+        if self.mode == Mode::Sni
+            && let Err(error) = upstream.set_sni("api.test")
+        {
+            log::warn(&format!("sni: the host refused api.test: {error}"));
+        }
         if self.mode == Mode::Phases && upstream.backends().len() >= 2 {
             UpstreamChoice::Backend(1)
         } else {
@@ -247,7 +254,7 @@ mod tests {
         assert_eq!(
             new("explode").expect_err("unknown mode"),
             "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
-             reject-config, counter, echo, phases"
+             reject-config, counter, echo, phases, sni"
         );
     }
 }
