@@ -34,6 +34,23 @@ impl TestCa {
         Ok(path)
     }
 
+    /// Writes a certificate for `names` and its key as PEM files into `dir`; returns both paths.
+    pub fn write_leaf(&self, dir: &Path, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let key = KeyPair::generate()?;
+        let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let (cert_path, key_path) = (dir.join("client.pem"), dir.join("client.key"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Ok((cert_path, key_path))
+    }
+
+    fn root_store(&self) -> anyhow::Result<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone())?;
+        Ok(roots)
+    }
+
     /// A certificate for `names`, signed by this CA, with its key.
     pub fn leaf(
         &self,
@@ -65,12 +82,35 @@ impl TlsOrigin {
     /// Answers `GET` with `tls <version>` and headers `x-version` and `x-host` (Host, or the
     /// HTTP/2 `:authority`).
     pub async fn start(ca: &TestCa, names: &[&str], alpn: &[&[u8]]) -> anyhow::Result<TlsOrigin> {
+        TlsOrigin::start_with(ca, names, alpn, false).await
+    }
+
+    /// As [`TlsOrigin::start`], refusing clients without a certificate signed by `ca`.
+    pub async fn start_mutual(ca: &TestCa, names: &[&str]) -> anyhow::Result<TlsOrigin> {
+        TlsOrigin::start_with(ca, names, &[b"http/1.1"], true).await
+    }
+
+    async fn start_with(
+        ca: &TestCa,
+        names: &[&str],
+        alpn: &[&[u8]],
+        mutual: bool,
+    ) -> anyhow::Result<TlsOrigin> {
         let (chain, key) = ca.leaf(names)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = if mutual {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(ca.root_store()?),
+                provider,
+            )
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_single_cert(chain, key)?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -167,3 +167,27 @@ upstream = \"secure\"
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_backend_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let dir = harness::TempDir::new("mtls-up").expect("dir");
+    let ca = TestCa::new().expect("ca");
+    let ca_pem = ca.write_pem(dir.path()).expect("pem");
+    let (cert, key) = ca.write_leaf(dir.path(), &["gateway.test"]).expect("client cert");
+    let origin = TlsOrigin::start_mutual(&ca, &["api.test"]).await.expect("origin");
+    let with = format!(
+        "{{ sni = \"api.test\", ca = \"{}\", client_cert = \"{}\", client_key = \"{}\" }}",
+        ca_pem.display(),
+        cert.display(),
+        key.display()
+    );
+    let gw = harness::start(&tls_group(origin.addr, &with, "http1")).await.expect("gateway");
+    let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    gw.stop().await;
+
+    let without = format!("{{ sni = \"api.test\", ca = \"{}\" }}", ca_pem.display());
+    let gw = harness::start(&tls_group(origin.addr, &without, "http1")).await.expect("gateway");
+    assert_eq!(client::get(gw.addrs()[0], "/", &[]).await.expect("request").status, 502);
+    gw.stop().await;
+}

@@ -269,6 +269,11 @@ impl Backend {
         until != 0 && clock_ms() < until
     }
 
+    /// How many times outlier detection has ejected it.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// Requests sent to this backend and not yet finished.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
