@@ -144,6 +144,16 @@ pub fn check(dir: &Path, toml: &str) -> anyhow::Result<(bool, String, String)> {
     ))
 }
 
+/// Waits (polling, up to 10 s) until `condition` holds; fails the test with `what` if it
+/// never does. Tests wait for background work this way rather than sleeping a fixed time.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "waited 10 s in vain: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A fresh temporary directory for one test; removed when dropped.
 pub struct TempDir(PathBuf);
 

@@ -74,22 +74,15 @@ upstream = \"pair\"
     b.stop();
     // Two failed checks at 100 ms: out within well under a few seconds; wait for it, then every
     // request must succeed on `a`.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.gateway().upstreams().get("pair").expect("group").backends()[1].is_healthy() {
-        assert!(Instant::now() < deadline, "backend b was never marked unhealthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let b_healthy = || gw.gateway().upstreams().get("pair").expect("group").backends()[1].is_healthy();
+    harness::wait_until("backend b marked unhealthy", || !b_healthy()).await;
     for _ in 0..6 {
         let reply = get(addr, "/").await;
         assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
     }
 
     let b = Origin::start("b", b_addr, None).await.expect("restart b");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.gateway().upstreams().get("pair").expect("group").backends()[1].is_healthy() {
-        assert!(Instant::now() < deadline, "backend b never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness::wait_until("backend b healthy again", b_healthy).await;
     let origins: Vec<String> = futures_all(addr, 4).await;
     assert!(origins.iter().any(|o| o == "b"), "b should serve again: {origins:?}");
     drop((a, b));

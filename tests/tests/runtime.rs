@@ -194,7 +194,7 @@ async fn a_looping_guest_is_stopped_at_its_deadline_and_its_instance_replaced() 
     assert_eq!((stats.deadline_hits, stats.instances_discarded), (1, 1));
     // The next call succeeds, and the pool is refilled in the background.
     assert!(matches!(plugin.on_request_headers(&mut exchange("/ok")).await, Ok(Action::Continue)));
-    wait_until(|| plugin.stats().instances_idle == 2).await;
+    harness::wait_until("the pool refilled", || plugin.stats().instances_idle == 2).await;
     assert_eq!(plugin.stats().instances_created, 3);
 }
 
@@ -341,12 +341,4 @@ async fn a_file_that_is_not_a_component_is_refused_naming_the_plugin_and_file() 
     assert!(msg.contains("bogus") && msg.contains("bogus.wasm"), "{msg}");
     let err = runtime().load(&spec("missing", "/nonexistent/p.wasm", "{}")).await.expect_err("refused");
     assert!(matches!(err, PluginError::Read { .. }), "{err}");
-}
-
-async fn wait_until(mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "condition not met in 10s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

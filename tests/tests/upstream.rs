@@ -177,15 +177,10 @@ upstream = \"lenient\"
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
-    let deadline = Instant::now() + Duration::from_secs(10);
     let gateway = gw.gateway();
-    while ["strict", "lenient"]
-        .iter()
-        .any(|g| gateway.upstreams().get(g).expect("group").backends()[0].is_healthy())
-    {
-        assert!(Instant::now() < deadline, "the dead backend was never marked unhealthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let healthy = |g: &str| gateway.upstreams().get(g).expect("group").backends()[0].is_healthy();
+    harness::wait_until("the dead backend marked unhealthy", || !healthy("strict") && !healthy("lenient"))
+        .await;
     let reply = get(addr, "/strict").await;
     assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (503, "no-healthy-backend"));
     let reply = get(addr, "/lenient").await;
@@ -410,11 +405,7 @@ upstream = \"with-host\"
     .expect("gateway");
     let gateway = gw.gateway();
     let healthy = |g: &str| gateway.upstreams().get(g).expect("group").backends()[0].is_healthy();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while healthy("without-host") {
-        assert!(Instant::now() < deadline, "a 403 should mark the backend unhealthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    harness::wait_until("a 403 marks the backend unhealthy", || !healthy("without-host")).await;
     // Several more rounds of checks have run by now for the other two groups.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(healthy("with-host"), "the configured Host makes the origin answer 200");
