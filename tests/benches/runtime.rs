@@ -5,43 +5,28 @@
 
 #![expect(missing_docs, reason = "criterion_group! generates an undocumented function")]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate::plugin::{Exchange, Isolation, PluginSpec, Runtime, RuntimeConfig};
-use wasmgate::upstream::{Backend, Group, Upstreams};
 use wasmgate_tests::{harness, wasm};
 
 fn exchange() -> Box<Exchange> {
-    let backend = Backend::new("127.0.0.1:9001", SocketAddr::from(([127, 0, 0, 1], 9001)), 1);
-    let upstreams = Arc::new(Upstreams::new([Group::new("g", vec![backend])]));
-    let group = upstreams.get("g").cloned().expect("group");
     // A typical request head: ten headers, one of which the plugin reads.
-    let mut request =
-        http::Request::get("/api/items?id=3").header("host", "example.org").header("x-in", "hello");
-    for (k, v) in [
-        ("user-agent", "bench/1.0"),
-        ("accept", "*/*"),
-        ("accept-encoding", "gzip, br"),
-        ("accept-language", "en"),
-        ("cookie", "session=0123456789abcdef"),
-        ("x-request-id", "7f3a2b"),
-        ("referer", "https://example.org/"),
-        ("cache-control", "no-cache"),
-    ] {
-        request = request.header(k, v);
-    }
-    let (parts, ()) = request.body(()).expect("request").into_parts();
-    Box::new(Exchange::new(
-        parts,
-        "127.0.0.1:40000".parse().expect("addr"),
-        false,
-        Arc::from("r"),
-        group,
-        upstreams,
-    ))
+    harness::exchange(
+        "/api/items?id=3",
+        &[
+            ("x-in", "hello"),
+            ("user-agent", "bench/1.0"),
+            ("accept", "*/*"),
+            ("accept-encoding", "gzip, br"),
+            ("accept-language", "en"),
+            ("cookie", "session=0123456789abcdef"),
+            ("x-request-id", "7f3a2b"),
+            ("referer", "https://example.org/"),
+            ("cache-control", "no-cache"),
+        ],
+    )
 }
 
 fn runtime(slots: u32) -> Runtime {

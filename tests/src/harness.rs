@@ -31,6 +31,31 @@ pub fn runtime_section() -> String {
     format!("[runtime]\ncache_dir = \"{}\"\ninstance_slots = 64\n", cache_dir().display())
 }
 
+/// A config with one listener on a free port, one upstream group `o` of `backend`, and one
+/// route to it; `route_extra` is appended to the route's table (`"retries = 0\n"`).
+pub fn one_backend(backend: std::net::SocketAddr, route_extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.o]\nbackends = [\"{backend}\"]\n\n[[routes]]\nupstream = \"o\"\n{route_extra}"
+    )
+}
+
+/// An exchange for `GET path` with `headers`, on route `r` whose group `pair` has two
+/// backends (127.0.0.1:9001 and :9002), for calling plugins directly.
+pub fn exchange(path: &str, headers: &[(&str, &str)]) -> Box<wasmgate::plugin::Exchange> {
+    use std::sync::Arc;
+    use wasmgate::upstream::{Backend, Group, Upstreams};
+    let backend = |port: u16| Backend::new(format!("127.0.0.1:{port}"), ([127, 0, 0, 1], port).into(), 1);
+    let upstreams = Arc::new(Upstreams::new([Group::new("pair", vec![backend(9001), backend(9002)])]));
+    let group = upstreams.get("pair").cloned().unwrap_or_else(Group::empty);
+    let mut request = http::Request::get(path).header("host", "example.org");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let (parts, ()) = request.body(()).unwrap_or_default().into_parts();
+    let client = ([127, 0, 0, 1], 40000).into();
+    Box::new(wasmgate::plugin::Exchange::new(parts, client, false, Arc::from("r"), group, upstreams))
+}
+
 /// Parses `toml` (plus [`runtime_section`]) as if read from `file`.
 pub fn config(toml: &str) -> anyhow::Result<Config> {
     let text = format!("{toml}\n{}", runtime_section());

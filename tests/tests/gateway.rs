@@ -161,13 +161,7 @@ upstream = \"strict\"
 #[tokio::test]
 async fn h2c_client_to_http1_origin_with_forwarding_headers_and_hop_by_hop_stripped() {
     let o = origin("a").await;
-    let gw = harness::start(&format!(
-        "{}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
-        listener(),
-        o.addr()
-    ))
-    .await
-    .expect("gateway");
+    let gw = harness::start(&harness::one_backend(o.addr(), "")).await.expect("gateway");
     let addr = gw.addrs()[0];
 
     let request = Request::get(format!("http://{addr}/h2"))
@@ -314,15 +308,8 @@ async fn silent_and_slow_clients_are_cut_off_and_bad_requests_get_400() {
 async fn ten_mib_streams_both_ways_while_the_gateway_memory_stays_flat() {
     let o = origin("a").await;
     let dir = harness::TempDir::new("stream").expect("dir");
-    let gw = harness::GatewayProcess::start(
-        dir.path(),
-        &format!(
-            "{}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
-            listener(),
-            o.addr()
-        ),
-    )
-    .expect("gateway");
+    let gw =
+        harness::GatewayProcess::start(dir.path(), &harness::one_backend(o.addr(), "")).expect("gateway");
     // Warm up connections and allocator first, so the peak below reflects the transfer only.
     assert_eq!(get(gw.addr, "/bytes/100000").await.body.len(), 100_000);
     let (peak_before, _) = gw.memory_kib().expect("memory");
@@ -348,15 +335,8 @@ async fn ten_mib_streams_both_ways_while_the_gateway_memory_stays_flat() {
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let o = origin("a").await;
     let dir = harness::TempDir::new("drain").expect("dir");
-    let mut gw = harness::GatewayProcess::start(
-        dir.path(),
-        &format!(
-            "{}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
-            listener(),
-            o.addr()
-        ),
-    )
-    .expect("gateway");
+    let mut gw =
+        harness::GatewayProcess::start(dir.path(), &harness::one_backend(o.addr(), "")).expect("gateway");
     let addr = gw.addr;
     let in_flight = tokio::spawn(async move { client::get(addr, "/delay/700", &[]).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -446,27 +426,24 @@ upstream = \"trio\"
     gw.stop().await;
 }
 
-fn one_backend(addr: SocketAddr) -> String {
-    format!("{}\n[upstreams.o]\nbackends = [\"{addr}\"]\n\n[[routes]]\nupstream = \"o\"\n", listener())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_swaps_backends_whole_and_a_bad_one_changes_nothing() {
     let (a, b) = (origin("a").await, origin("b").await);
-    let gw = harness::start(&one_backend(a.addr())).await.expect("gateway");
+    let gw = harness::start(&harness::one_backend(a.addr(), "")).await.expect("gateway");
     let addr = gw.addrs()[0];
     assert_eq!(get(addr, "/").await.header("x-origin"), "a");
 
     // A request under way keeps its generation; later ones see the new backend.
     let in_flight = tokio::spawn(async move { client::get(addr, "/delay/400", &[]).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    gw.reload(harness::config(&one_backend(b.addr())).expect("config")).await.expect("reload");
+    gw.reload(harness::config(&harness::one_backend(b.addr(), "")).expect("config")).await.expect("reload");
     assert_eq!(get(addr, "/").await.header("x-origin"), "b");
     let reply = in_flight.await.expect("task").expect("in-flight request");
     assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
 
     // A config whose plugin cannot load is refused; the current one keeps serving.
-    let broken = format!("{}{}", one_backend(a.addr()), plugin("p", "/nonexistent/p.wasm", "{}"));
+    let broken =
+        format!("{}{}", harness::one_backend(a.addr(), ""), plugin("p", "/nonexistent/p.wasm", "{}"));
     let err = gw.reload(harness::config(&broken).expect("parses")).await.expect_err("refused");
     assert!(err.to_string().contains("plugins.p"), "{err}");
     assert_eq!(get(addr, "/").await.header("x-origin"), "b");
@@ -477,10 +454,11 @@ async fn a_reload_swaps_backends_whole_and_a_bad_one_changes_nothing() {
 async fn sighup_reloads_the_config_file() {
     let (a, b) = (origin("a").await, origin("b").await);
     let dir = harness::TempDir::new("hup").expect("dir");
-    let gw = harness::GatewayProcess::start(dir.path(), &one_backend(a.addr())).expect("gateway");
+    let gw =
+        harness::GatewayProcess::start(dir.path(), &harness::one_backend(a.addr(), "")).expect("gateway");
     assert_eq!(get(gw.addr, "/").await.header("x-origin"), "a");
     // The listener must stay where it is: reuse the bound address.
-    let next = one_backend(b.addr()).replace("127.0.0.1:0", &gw.addr.to_string());
+    let next = harness::one_backend(b.addr(), "").replace("127.0.0.1:0", &gw.addr.to_string());
     std::fs::write(&gw.config, format!("{next}\n{}", harness::runtime_section())).expect("write");
     let pid = gw.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());

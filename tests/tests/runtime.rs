@@ -1,7 +1,6 @@
 //! The plugin runtime on its own: real compiled plugins and test guests, called phase by phase
 //! through `wasmgate::plugin`, with no HTTP in between.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,6 @@ use wasmgate::plugin::{
     Action, Choice, Exchange, FailureKind, Isolation, LogEntry, OnError, Plugin, PluginError, PluginSpec,
     Runtime, RuntimeConfig, UpstreamFailure,
 };
-use wasmgate::upstream::{Backend, Group, Upstreams};
 use wasmgate_tests::{harness, wasm};
 
 fn runtime() -> Runtime {
@@ -35,24 +33,7 @@ fn misbehave(mode: &str) -> PluginSpec {
 
 /// An exchange for `GET path` on a route whose group has two backends.
 fn exchange(path: &str) -> Box<Exchange> {
-    let backend =
-        |port: u16| Backend::new(format!("127.0.0.1:{port}"), SocketAddr::from(([127, 0, 0, 1], port)), 1);
-    let upstreams = Arc::new(Upstreams::new([Group::new("pair", vec![backend(9001), backend(9002)])]));
-    let group = upstreams.get("pair").cloned().expect("group");
-    let (parts, ()) = http::Request::get(path)
-        .header("host", "example.org")
-        .header("x-in", "hello")
-        .body(())
-        .expect("request")
-        .into_parts();
-    Box::new(Exchange::new(
-        parts,
-        "127.0.0.1:40000".parse().expect("addr"),
-        false,
-        Arc::from("r"),
-        group,
-        upstreams,
-    ))
+    harness::exchange(path, &[("x-in", "hello")])
 }
 
 async fn load(rt: &Runtime, spec: &PluginSpec) -> Plugin {

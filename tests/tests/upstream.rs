@@ -213,12 +213,7 @@ async fn the_circuit_breaker_answers_503_at_once() {
 async fn an_upstream_that_breaks_after_the_headers_aborts_the_client_side() {
     use http_body_util::BodyExt;
     let a = origin("a").await;
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
-        a.addr()
-    ))
-    .await
-    .expect("gateway");
+    let gw = harness::start(&harness::one_backend(a.addr(), "")).await.expect("gateway");
     let addr = gw.addrs()[0];
 
     // HTTP/1.1: the status arrives, the body ends in an error (no final chunk), never cleanly.
@@ -250,12 +245,7 @@ async fn an_upstream_that_breaks_after_the_headers_aborts_the_client_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_under_steady_load() {
     let a = origin("a").await;
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
-        a.addr()
-    ))
-    .await
-    .expect("gateway");
+    let gw = harness::start(&harness::one_backend(a.addr(), "")).await.expect("gateway");
     let addr = gw.addrs()[0];
     // Ten keep-alive clients, 300 requests each.
     let clients: Vec<_> = (0..10)
@@ -352,12 +342,9 @@ timeouts = {{ body_idle = \"300ms\" }}
 async fn a_client_that_stops_sending_its_body_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = origin("a").await;
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\ntimeouts = {{ body_idle = \"300ms\" }}\n",
-        a.addr()
-    ))
-    .await
-    .expect("gateway");
+    let gw = harness::start(&harness::one_backend(a.addr(), "timeouts = { body_idle = \"300ms\" }\n"))
+        .await
+        .expect("gateway");
     let mut stream = tokio::net::TcpStream::connect(gw.addrs()[0]).await.expect("connect");
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
