@@ -339,7 +339,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         harness::GatewayProcess::start(dir.path(), &harness::one_backend(o.addr(), "")).expect("gateway");
     let addr = gw.addr;
     let in_flight = tokio::spawn(async move { client::get(addr, "/delay/700", &[]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    harness::wait_until("the request reached the origin", || o.requests() == 1).await;
     let pid = gw.child.id().to_string();
     let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
     assert!(killed.success());
@@ -435,7 +435,7 @@ async fn a_reload_swaps_backends_whole_and_a_bad_one_changes_nothing() {
 
     // A request under way keeps its generation; later ones see the new backend.
     let in_flight = tokio::spawn(async move { client::get(addr, "/delay/400", &[]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    harness::wait_until("the request reached origin a", || a.requests() == 2).await;
     gw.reload(harness::config(&harness::one_backend(b.addr(), "")).expect("config")).await.expect("reload");
     assert_eq!(get(addr, "/").await.header("x-origin"), "b");
     let reply = in_flight.await.expect("task").expect("in-flight request");

@@ -289,7 +289,8 @@ async fn an_exhausted_pool_fails_fast() {
         let plugin = plugin.clone();
         async move { plugin.on_request_headers(&mut exchange("/bad")).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    harness::wait_until("the looping call holds the only instance", || plugin.stats().instances_idle == 0)
+        .await;
     let started = Instant::now();
     let result = plugin.on_request_headers(&mut exchange("/ok")).await;
     let waited = started.elapsed();

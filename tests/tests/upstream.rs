@@ -198,12 +198,16 @@ async fn the_circuit_breaker_answers_503_at_once() {
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
-    let slow = tokio::spawn(async move { client::get(addr, "/delay/800", &[]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let slow = tokio::spawn(async move { client::get(addr, "/delay/2000", &[]).await });
+    let gateway = gw.gateway();
+    harness::wait_until("the slow request in flight", || {
+        gateway.upstreams().get("one").expect("group").backends()[0].in_flight() == 1
+    })
+    .await;
     let started = Instant::now();
     let reply = get(addr, "/").await;
     assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (503, "upstream-overloaded"));
-    assert!(started.elapsed() < Duration::from_millis(500), "the breaker should answer without waiting");
+    assert!(started.elapsed() < Duration::from_millis(1500), "the breaker should answer without waiting");
     assert_eq!(slow.await.expect("task").expect("slow request").status, 200);
     assert_eq!(get(addr, "/").await.status, 200, "the breaker closes once the backend is free");
     gw.stop().await;
