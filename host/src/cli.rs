@@ -69,7 +69,7 @@ pub fn main() -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let file = config.file.clone();
-    let running = match crate::server::start(config, std::future::pending()).await {
+    let running = match crate::server::start(config).await {
         Ok(running) => running,
         Err(error) => return fail(&error),
     };

@@ -324,19 +324,11 @@ impl Running {
         }
         let _ = (&mut self.done).await;
     }
-
-    /// Waits until the server stops by itself (its shutdown signal fired).
-    pub async fn wait(mut self) {
-        let _ = (&mut self.done).await;
-    }
 }
 
 /// Builds the plugin runtime and the gateway from `config`, binds its listeners and serves
-/// until [`Running::stop`] or `shutdown` resolves.
-pub async fn start(
-    config: crate::config::Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Running, StartError> {
+/// until [`Running::stop`].
+pub async fn start(config: crate::config::Config) -> Result<Running, StartError> {
     let runtime = Arc::new(
         crate::plugin::Runtime::new(&config.runtime_config())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?,
@@ -353,13 +345,11 @@ pub async fn start(
     let done = tokio::spawn({
         let gateway = gateway.clone();
         async move {
-            let signal = async move {
-                tokio::select! {
-                    _ = stopped => {}
-                    _ = shutdown => {}
-                }
-            };
-            server.serve(gateway, signal).await;
+            server
+                .serve(gateway, async move {
+                    let _ = stopped.await;
+                })
+                .await;
         }
     });
     Ok(Running { addrs, gateway, runtime, stop: Some(stop), done })

@@ -65,7 +65,7 @@ pub fn config(toml: &str) -> anyhow::Result<Config> {
 /// Starts a gateway in this process.
 pub async fn start(toml: &str) -> anyhow::Result<Running> {
     init_tracing();
-    Ok(wasmgate::server::start(config(toml)?, std::future::pending()).await?)
+    Ok(wasmgate::server::start(config(toml)?).await?)
 }
 
 /// The `wasmgate` binary of this build. `cargo test` builds binaries only for their own
