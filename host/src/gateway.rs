@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::config::{AllUnhealthy, Config, ConfigError};
+use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
 use crate::plugin::{Plugin, Runtime};
 use crate::proxy::{Route, Router};
-use crate::upstream::{Backend, Group, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks};
+use crate::upstream::{
+    Backend, Group, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
+};
 
 /// A built, ready-to-serve gateway.
 pub struct Gateway {
@@ -96,9 +98,13 @@ impl Gateway {
                     max_ejected_percent: o.max_ejected_percent,
                 });
             }
-            group = group
-                .with_route_to_all(u.when_all_unhealthy == AllUnhealthy::RouteToAll)
-                .with_max_requests(u.max_requests);
+            group = group.with_route_to_all(u.when_all_unhealthy == AllUnhealthy::RouteToAll).with_limits(
+                Limits {
+                    max_requests: u.max_requests,
+                    queue: (u.max_connections != 0 && u.protocol == UpstreamProtocol::Http1)
+                        .then_some((u.max_connections, u.max_pending)),
+                },
+            );
             groups.push(group);
         }
         let upstreams = Arc::new(Upstreams::new(groups));

@@ -281,22 +281,14 @@ async fn upstream_connections_are_reused_under_steady_load() {
 async fn stalled_bodies_and_slow_exchanges_are_cut_off_by_the_route_timeouts() {
     use http_body_util::BodyExt;
     let a = origin("a").await;
-    // A backend that accepts connections and never says a word (not even a TLS handshake).
-    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mute_addr = mute.local_addr().expect("addr");
-    let _mute = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = mute.accept().await {
-            held.push(stream);
-        }
-    });
+    let (mute_addr, mute) = harness::mute_server().await.expect("mute server");
     let gw = harness::start(&format!(
         "{LISTENER}
 [upstreams.o]
 backends = [\"{}\"]
 [upstreams.mute]
 backends = [\"{mute_addr}\"]
-connect_timeout = \"300ms\"
+tls_handshake_timeout = \"300ms\"
 tls = {{ sni = \"mute.test\" }}
 
 [[routes]]
@@ -334,12 +326,13 @@ timeouts = {{ body_idle = \"300ms\" }}
     assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "total-timeout"));
     assert!(started.elapsed() < Duration::from_secs(2));
 
-    // A backend that never completes the TLS handshake: the connect timeout covers it.
+    // A backend that never completes the TLS handshake: the group's handshake timeout.
     let started = Instant::now();
     let reply = get(addr, "/mute").await;
-    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "upstream-connect-timeout"));
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "upstream-tls-timeout"));
     assert!(started.elapsed() < Duration::from_secs(5));
     gw.stop().await;
+    mute.abort();
 }
 
 #[tokio::test]
@@ -431,5 +424,75 @@ async fn a_backend_added_by_reload_keeps_the_connections_to_the_others() {
     let after = gw.gateway().client("o").expect("client").clone();
     assert!(std::sync::Arc::ptr_eq(&before, &after), "the reload keeps the group's client and pool");
     assert_eq!(after.stats().new_connections, 2, "one new connection, to b; a's was reused");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_requests_wait_and_past_max_pending_they_get_503() {
+    let a = origin("a").await;
+    let gw = harness::start(&format!(
+        "{LISTENER}\n[upstreams.one]\nbackends = [\"{}\"]\nmax_connections = 1\nmax_pending = 1\n\n[[routes]]\nupstream = \"one\"\n",
+        a.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let gateway = gw.gateway();
+    let backend = || gateway.upstreams().get("one").expect("group").backends()[0].pending();
+    let slow = tokio::spawn(async move { client::get(addr, "/delay/1500", &[]).await });
+    harness::wait_until("the slow request in flight", || {
+        gateway.upstreams().get("one").expect("group").backends()[0].in_flight() == 1
+    })
+    .await;
+    // The one connection is busy: the next request waits for it...
+    let waiting = tokio::spawn(async move { client::get(addr, "/echo-headers", &[]).await });
+    harness::wait_until("a request waiting for the connection", || backend() == 1).await;
+    // ...and with the queue full, one more is turned away at once.
+    let started = Instant::now();
+    let reply = get(addr, "/").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (503, "upstream-overloaded"));
+    assert!(started.elapsed() < Duration::from_millis(1000), "the breaker should answer without waiting");
+    assert_eq!(slow.await.expect("task").expect("slow request").status, 200);
+    assert_eq!(waiting.await.expect("task").expect("waiting request").status, 200);
+    let stats = gw.gateway().client("one").expect("client").stats();
+    assert_eq!((stats.requests, stats.new_connections), (2, 1), "both requests shared the one connection");
+    gw.stop().await;
+}
+
+/// A listener whose accept queue is full and never drained: the kernel drops further SYNs,
+/// so a connect to it hangs. The returned sockets hold the queue full.
+fn stalled_listener() -> (SocketAddr, tokio::net::TcpListener, Vec<std::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let listener = socket.listen(1).expect("listen");
+    let held: Vec<_> = (0..16)
+        .map_while(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+        .collect();
+    assert!(held.len() < 16, "the accept queue never filled");
+    (addr, listener, held)
+}
+
+#[tokio::test]
+async fn a_route_can_shorten_the_connect_timeout_of_its_group() {
+    let (stalled, _listener, _held) = stalled_listener();
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.slow]
+backends = [\"{stalled}\"]
+connect_timeout = \"30s\"
+
+[[routes]]
+upstream = \"slow\"
+retries = 0
+timeouts = {{ connect = \"200ms\" }}
+"
+    ))
+    .await
+    .expect("gateway");
+    let started = Instant::now();
+    let reply = get(gw.addrs()[0], "/").await;
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "upstream-connect-timeout"));
+    assert!(started.elapsed() < Duration::from_secs(10), "the route's 200ms applies, not the group's 30s");
     gw.stop().await;
 }

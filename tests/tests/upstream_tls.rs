@@ -191,3 +191,100 @@ async fn a_backend_that_asks_for_a_client_certificate_gets_the_configured_one() 
     assert_eq!(client::get(gw.addrs()[0], "/", &[]).await.expect("request").status, 502);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_route_can_shorten_the_tls_handshake_timeout_of_its_group() {
+    let (backend, mute) = harness::mute_server().await.expect("mute server");
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.secure]
+backends = [\"{backend}\"]
+tls = {{ sni = \"api.test\" }}
+tls_handshake_timeout = \"30s\"
+
+[[routes]]
+upstream = \"secure\"
+retries = 0
+timeouts = {{ tls_handshake = \"200ms\" }}
+"
+    ))
+    .await
+    .expect("gateway");
+    let started = std::time::Instant::now();
+    let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (504, "upstream-tls-timeout"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the route's 200ms applies, not the group's 30s"
+    );
+    gw.stop().await;
+    mute.abort();
+}
+
+/// An HTTP/2 (h2c) server that refuses every stream with `REFUSED_STREAM`; counts them.
+async fn refusing_h2_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let refused = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else { return };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_retried_on_another_backend_even_for_a_post() {
+    use std::sync::atomic::Ordering;
+    let (refusing, refused) = refusing_h2_server().await;
+    let good = Origin::start("good", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let gw = harness::start(&format!(
+        "{LISTENER}
+[upstreams.h2c]
+backends = [\"{refusing}\", \"{}\"]
+protocol = \"http2\"
+
+[[routes]]
+path_prefix = \"/strict\"
+upstream = \"h2c\"
+retry_on = [\"connect-failure\"]
+[[routes]]
+upstream = \"h2c\"
+",
+        good.addr()
+    ))
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    let post = |path: &str| {
+        http::Request::post(format!("http://{addr}{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"payload")))
+            .expect("req")
+    };
+    // Round robin sends every other first attempt to the refusing backend; nothing was
+    // processed there, so the POST goes to the other backend, body intact.
+    for _ in 0..4 {
+        let reply = client::send(&client::http1(), post("/echo")).await.expect("post");
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "payload"));
+    }
+    assert!(refused.load(Ordering::Relaxed) >= 2, "the refusing backend was tried");
+    // Without `refused-stream` in retry_on, the refusal reaches the client as 503.
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let reply = client::send(&client::http1(), post("/strict/echo")).await.expect("post");
+        kinds.push((reply.status.as_u16(), reply.header("x-wasmgate-error").to_owned()));
+    }
+    assert!(kinds.contains(&(503, "upstream-refused-stream".to_owned())), "{kinds:?}");
+    assert!(kinds.contains(&(200, String::new())), "{kinds:?}");
+    gw.stop().await;
+}

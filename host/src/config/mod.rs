@@ -204,9 +204,12 @@ pub enum IsolationSetting {
 pub struct UpstreamConfig {
     /// `"host:port"` or `{ address = "host:port", weight = 2 }`.
     pub backends: Vec<BackendConfig>,
-    /// Time allowed to open a connection.
+    /// Time allowed to open a TCP connection.
     #[serde(default = "defaults::connect_timeout", with = "units::duration")]
     pub connect_timeout: Duration,
+    /// Time allowed for the TLS handshake, once the TCP connection is open.
+    #[serde(default = "defaults::tls_handshake_timeout", with = "units::duration")]
+    pub tls_handshake_timeout: Duration,
     /// Time allowed from sending the request to the response headers.
     #[serde(default = "defaults::response_timeout", with = "units::duration")]
     pub response_timeout: Duration,
@@ -231,6 +234,15 @@ pub struct UpstreamConfig {
     /// Circuit breaker: requests in flight per backend at most (0: no limit); past it, 503.
     #[serde(default)]
     pub max_requests: u32,
+    /// Circuit breaker: connections open per backend at most (0: no limit). On `http1`
+    /// groups a request needs a connection of its own, so past it requests wait (see
+    /// `max_pending`).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Circuit breaker, with `max_connections` on an `http1` group: requests waiting for a
+    /// connection per backend at most; past it, 503 at once.
+    #[serde(default = "defaults::max_pending")]
+    pub max_pending: u32,
     /// `http1` (default), `http2` (h2c with prior knowledge, or h2 over TLS) or `auto`
     /// (TLS only: ALPN picks h2 or HTTP/1.1).
     #[serde(default)]
@@ -353,6 +365,8 @@ impl UpstreamConfig {
     /// TLS without a fixed `sni`, the same backends, whose names it verifies).
     pub fn same_client(&self, other: &UpstreamConfig) -> bool {
         self.connect_timeout == other.connect_timeout
+            && self.tls_handshake_timeout == other.tls_handshake_timeout
+            && self.max_connections == other.max_connections
             && self.response_timeout == other.response_timeout
             && self.pool_idle_timeout == other.pool_idle_timeout
             && self.pool_max_idle == other.pool_max_idle
@@ -490,6 +504,14 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteTimeouts {
+    /// Time allowed to open a TCP connection to a backend; default: the group's
+    /// `connect_timeout`.
+    #[serde(with = "units::option_duration")]
+    pub connect: Option<Duration>,
+    /// Time allowed for the TLS handshake with a backend; default: the group's
+    /// `tls_handshake_timeout`.
+    #[serde(with = "units::option_duration")]
+    pub tls_handshake: Option<Duration>,
     /// From sending the request to the response headers (each attempt); default: the
     /// group's `response_timeout`.
     #[serde(with = "units::option_duration")]
@@ -504,7 +526,13 @@ pub struct RouteTimeouts {
 
 impl Default for RouteTimeouts {
     fn default() -> Self {
-        RouteTimeouts { response: None, body_idle: Duration::from_secs(60), total: None }
+        RouteTimeouts {
+            connect: None,
+            tls_handshake: None,
+            response: None,
+            body_idle: Duration::from_secs(60),
+            total: None,
+        }
     }
 }
 
@@ -514,9 +542,12 @@ pub enum RetryOn {
     /// The connection was refused or timed out: nothing was sent.
     #[serde(rename = "connect-failure")]
     ConnectFailure,
-    /// The exchange broke before any response byte.
+    /// The exchange broke before any response byte (idempotent requests only).
     #[serde(rename = "reset")]
     Reset,
+    /// An HTTP/2 backend refused the stream (`REFUSED_STREAM`): it did not process it.
+    #[serde(rename = "refused-stream")]
+    RefusedStream,
     /// The backend answered 502.
     #[serde(rename = "502")]
     Status502,
@@ -545,6 +576,12 @@ mod defaults {
     }
     pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub(super) fn tls_handshake_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn max_pending() -> u32 {
+        1024
     }
     pub(super) fn response_timeout() -> Duration {
         Duration::from_secs(30)
@@ -595,7 +632,7 @@ mod defaults {
         1
     }
     pub(super) fn retry_on() -> Vec<super::RetryOn> {
-        vec![super::RetryOn::ConnectFailure, super::RetryOn::Reset]
+        vec![super::RetryOn::ConnectFailure, super::RetryOn::RefusedStream, super::RetryOn::Reset]
     }
 }
 

@@ -35,11 +35,13 @@ pub enum ProxyError {
         /// The group.
         group: String,
     },
-    /// The backend has as many requests in flight as its circuit breaker allows.
-    #[error("backend {backend} is at its limit of requests in flight")]
+    /// The backend's circuit breaker turned the request away.
+    #[error("backend {backend} is at its `{limit}` limit")]
     Overloaded {
         /// `host:port`.
         backend: String,
+        /// The setting whose limit was hit.
+        limit: &'static str,
     },
     /// The upstream failed.
     #[error(transparent)]
@@ -70,8 +72,11 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Upstream(
-                UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. },
+                UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::HandshakeTimeout { .. }
+                | UpstreamError::ResponseTimeout { .. },
             ) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::RefusedStream { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -89,6 +94,8 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => "upstream-overloaded",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream-connect",
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => "upstream-connect-timeout",
+            ProxyError::Upstream(UpstreamError::HandshakeTimeout { .. }) => "upstream-tls-timeout",
+            ProxyError::Upstream(UpstreamError::RefusedStream { .. }) => "upstream-refused-stream",
             ProxyError::Upstream(UpstreamError::ResponseTimeout { .. }) => "upstream-timeout",
             ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream-exchange",
         }

@@ -180,18 +180,20 @@ async fn run_route(
     let sent = Instant::now();
     let (response, in_flight) = loop {
         let backend = &group.backends()[index];
-        if group.is_saturated(index) {
-            return Err(ProxyError::Overloaded { backend: backend.address().to_string() });
-        }
+        let client = client_for(gw, route, &group, ex.sni.as_deref())?;
         // Counted until the response body is done: least-request balancing and the circuit
         // breaker read it.
-        let in_flight = group.begin_request(index);
+        let wait = route.timeouts.response.unwrap_or(client.response_timeout());
+        let in_flight = group.admit(index, wait).await.map_err(|limit| ProxyError::Overloaded {
+            backend: backend.address().to_string(),
+            limit: limit.limit(),
+        })?;
         let last = attempt >= route.retry.retries || !payload.replayable();
         let request_body = payload.next_attempt();
         let keep_head = !last || route.reads_request_after_forward();
-        let client = client_for(gw, route, &group, ex.sni.as_deref())?;
         let request = upstream_request(ex, client.scheme(), backend, request_body, keep_head)?;
-        match client.send(backend.address(), request, route.timeouts.response).await {
+        let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
+        match client.send(backend.address(), request, limits, route.timeouts.response).await {
             Ok(response) => {
                 let status = response.status();
                 group.record(index, status.is_server_error());
@@ -204,10 +206,13 @@ async fn run_route(
             }
             Err(error) => {
                 group.record(index, true);
+                // Nothing reached the backend's application after a connect failure or a
+                // refused stream, so even a non-idempotent request may go again.
                 let safe = match &error {
-                    UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => {
-                        route.retry.on_connect_failure()
-                    }
+                    UpstreamError::Connect { .. }
+                    | UpstreamError::ConnectTimeout { .. }
+                    | UpstreamError::HandshakeTimeout { .. } => route.retry.on_connect_failure(),
+                    UpstreamError::RefusedStream { .. } => route.retry.on_refused_stream(),
                     UpstreamError::Exchange { .. } => route.retry.on_reset() && idempotent,
                     UpstreamError::ResponseTimeout { .. } => false,
                 };

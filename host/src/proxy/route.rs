@@ -52,6 +52,7 @@ pub(crate) struct RetryPolicy {
     /// Request bodies up to this size are buffered so that they can be sent again.
     pub(crate) buffer: usize,
     connect_failure: bool,
+    refused_stream: bool,
     reset: bool,
     statuses: [bool; 3],
     budget_percent: u32,
@@ -92,6 +93,7 @@ impl RetryPolicy {
             active: AtomicU32::new(0),
             retrying: AtomicU32::new(0),
             connect_failure: on.contains(&RetryOn::ConnectFailure),
+            refused_stream: on.contains(&RetryOn::RefusedStream),
             reset: on.contains(&RetryOn::Reset),
             statuses: [
                 on.contains(&RetryOn::Status502),
@@ -103,6 +105,10 @@ impl RetryPolicy {
 
     pub(crate) fn on_connect_failure(&self) -> bool {
         self.connect_failure
+    }
+
+    pub(crate) fn on_refused_stream(&self) -> bool {
+        self.refused_stream
     }
 
     pub(crate) fn on_reset(&self) -> bool {

@@ -1,6 +1,6 @@
 //! The HTTP client to one upstream group's backends: pooled keep-alive connections per
-//! backend (HTTP/1.1, or HTTP/2 multiplexed), plain or TLS, a connect timeout and a
-//! response-header timeout.
+//! backend (HTTP/1.1, or HTTP/2 multiplexed), plain or TLS, connect and handshake timeouts, a
+//! cap on connections per backend, and a response-header timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,11 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::{Connected, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::tls;
 use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
@@ -44,6 +44,20 @@ pub enum UpstreamError {
         backend: String,
         /// The timeout.
         after: Duration,
+    },
+    /// The TLS handshake did not finish within its timeout.
+    #[error("the TLS handshake with {backend} took longer than {}ms", after.as_millis())]
+    HandshakeTimeout {
+        /// `host:port`.
+        backend: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// An HTTP/2 backend refused the stream: it did not process the request.
+    #[error("{backend} refused the stream")]
+    RefusedStream {
+        /// `host:port`.
+        backend: String,
     },
     /// No response headers within the response timeout.
     #[error("{backend} sent no response headers within {}ms", after.as_millis())]
@@ -73,7 +87,7 @@ pub struct UpstreamClient {
     /// are never reused for another.
     by_sni: Mutex<HashMap<String, Arc<UpstreamClient>>>,
     scheme: http::uri::Scheme,
-    connect_timeout: Duration,
+    limits: ConnectLimits,
     response_timeout: Duration,
     counts: Arc<Counts>,
 }
@@ -98,38 +112,172 @@ pub struct ClientStats {
     pub new_connections: u64,
 }
 
-/// The connector: TCP, then TLS for https targets, bounded as a whole by the connect timeout
-/// (so a backend that accepts TCP but stalls the handshake cannot hold a request), counting
-/// the connections it opens.
+/// How long a new connection may take, per step: the group's settings, or a route's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectLimits {
+    /// Opening the TCP connection (and waiting for a free one under `max_connections`).
+    pub connect: Duration,
+    /// The TLS handshake, once TCP is open.
+    pub tls_handshake: Duration,
+}
+
+tokio::task_local! {
+    /// A route's connect limits for the request being sent. hyper-util hands its connector
+    /// only the target URI, and the connector runs in the request's task; so a route can
+    /// override the limits while connections stay pooled per group.
+    static ROUTE_LIMITS: ConnectLimits;
+}
+
+/// Why the connector failed, beyond plain I/O errors.
+#[derive(Debug, thiserror::Error)]
+enum ConnectFailure {
+    #[error("TCP connect timed out after {}ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("TLS handshake timed out after {}ms", .0.as_millis())]
+    HandshakeTimeout(Duration),
+    #[error("no connection came free under max_connections within {}ms", .0.as_millis())]
+    NoSlot(Duration),
+    #[error("{0}")]
+    ServerName(String),
+}
+
+type Tcp = TokioIo<tokio::net::TcpStream>;
+type Stream = MaybeHttpsStream<Tcp>;
+
+/// The connector: TCP, then TLS for TLS groups, each step within its timeout, at most
+/// `max_connections` open per backend, counting the connections it opens.
 #[derive(Clone)]
 struct Connector {
-    inner: HttpsConnector<HttpConnector>,
-    timeout: Duration,
+    tcp: HttpConnector,
+    tls: Option<(tokio_rustls::TlsConnector, Arc<tls::ServerNames>)>,
+    limits: ConnectLimits,
+    slots: Arc<Slots>,
     counts: Arc<Counts>,
 }
 
-type Https = HttpsConnector<HttpConnector>;
+/// Connections open per backend, bounded: a semaphore per `ip:port`, made on first connect.
+struct Slots {
+    max: u32,
+    by_authority: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Slots {
+    /// The semaphore for `uri`'s backend; none without a limit. Called per new connection,
+    /// never per request.
+    fn for_uri(&self, uri: &http::Uri) -> Option<Arc<Semaphore>> {
+        if self.max == 0 {
+            return None;
+        }
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let mut slots = self.by_authority.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot =
+            slots.entry(authority.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.max as usize)));
+        Some(slot.clone())
+    }
+}
 
 impl tower_service::Service<http::Uri> for Connector {
-    type Response = <Https as tower_service::Service<http::Uri>>::Response;
+    type Response = Connection;
     type Error = crate::timed::BoxError;
     // Boxed: one allocation per new connection, never per request.
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.tcp.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let (counts, timeout) = (self.counts.clone(), self.timeout);
+        let limits = ROUTE_LIMITS.try_with(|l| *l).unwrap_or(self.limits);
+        let slot = self.slots.for_uri(&uri);
+        let name = match &self.tls {
+            Some((_, names)) => match names.resolve(&uri) {
+                Ok(name) => Some(name),
+                Err(reason) => {
+                    return Box::pin(async move { Err(ConnectFailure::ServerName(reason).into()) });
+                }
+            },
+            None => None,
+        };
+        let tls = self.tls.as_ref().map(|(connector, _)| connector.clone());
+        let connecting = self.tcp.call(uri);
+        let counts = self.counts.clone();
         Box::pin(async move {
-            let connection = tokio::time::timeout(timeout, connecting).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect and TLS handshake timed out")
-            })??;
+            let permit = match slot {
+                Some(slot) => Some(
+                    tokio::time::timeout(limits.connect, slot.acquire_owned())
+                        .await
+                        .map_err(|_| ConnectFailure::NoSlot(limits.connect))??,
+                ),
+                None => None,
+            };
+            let tcp = tokio::time::timeout(limits.connect, connecting)
+                .await
+                .map_err(|_| ConnectFailure::Timeout(limits.connect))??;
+            let stream = match (tls, name) {
+                (Some(tls), Some(name)) => {
+                    let handshake = tls.connect(name, TokioIo::new(tcp));
+                    let tls = tokio::time::timeout(limits.tls_handshake, handshake)
+                        .await
+                        .map_err(|_| ConnectFailure::HandshakeTimeout(limits.tls_handshake))??;
+                    MaybeHttpsStream::from(tls)
+                }
+                _ => MaybeHttpsStream::Http(tcp),
+            };
             counts.connections.fetch_add(1, Ordering::Relaxed);
-            Ok(connection)
+            Ok(Connection { stream, _slot: permit })
         })
+    }
+}
+
+/// An upstream connection, holding its place under `max_connections` until it closes.
+struct Connection {
+    stream: Stream,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper_util::client::legacy::connect::Connection for Connection {
+    fn connected(&self) -> Connected {
+        self.stream.connected()
+    }
+}
+
+impl hyper::rt::Read for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -143,31 +291,38 @@ impl UpstreamClient {
         backends: &[(String, &str)],
     ) -> Result<Self, String> {
         let mut tcp = HttpConnector::new();
-        tcp.set_connect_timeout(Some(config.connect_timeout));
+        // The connector bounds the connect itself, with the route's limit where it has one.
+        tcp.set_connect_timeout(None);
         tcp.set_nodelay(true);
-        // The TLS layer above hands https targets down as plain TCP connects.
+        // TLS groups target `https` URIs; the TLS step above the TCP connect is the connector's.
         tcp.enforce_http(false);
 
-        let tls_config = match tls {
-            Some(t) => tls::client_config(
-                t.ca.as_deref(),
-                t.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-            )?,
-            // Plain groups never use it, but the connector wants one.
-            None => tls::client_config(None, None)?,
-        };
-        let names = tls::ServerNames::new(tls.and_then(|t| t.sni.as_deref()), backends)?;
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http()
-            .with_server_name_resolver(names);
-        let https = match config.protocol {
-            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(tcp),
-            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(tcp),
-            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(tcp),
+        let tls_connector = match tls {
+            Some(t) => {
+                let mut tls_config = tls::client_config(
+                    t.ca.as_deref(),
+                    t.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                )?;
+                tls_config.alpn_protocols = match config.protocol {
+                    UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                    UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+                    UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                };
+                let names = tls::ServerNames::new(t.sni.as_deref(), backends)?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(tls_config)), Arc::new(names)))
+            }
+            None => None,
         };
         let counts = Arc::new(Counts::default());
-        let connector = Connector { inner: https, timeout: config.connect_timeout, counts: counts.clone() };
+        let limits =
+            ConnectLimits { connect: config.connect_timeout, tls_handshake: config.tls_handshake_timeout };
+        let connector = Connector {
+            tcp,
+            tls: tls_connector,
+            limits,
+            slots: Arc::new(Slots { max: config.max_connections, by_authority: Mutex::default() }),
+            counts: counts.clone(),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -184,7 +339,7 @@ impl UpstreamClient {
             tls: tls.cloned(),
             by_sni: Mutex::new(HashMap::new()),
             scheme: if tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
-            connect_timeout: config.connect_timeout,
+            limits,
             response_timeout: config.response_timeout,
             counts,
         })
@@ -211,6 +366,11 @@ impl UpstreamClient {
         Ok(client)
     }
 
+    /// The group's response-header timeout.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// `https` for TLS groups, else `http`: the scheme of upstream request targets.
     pub fn scheme(&self) -> &http::uri::Scheme {
         &self.scheme
@@ -224,35 +384,70 @@ impl UpstreamClient {
         }
     }
 
+    /// The group's connect limits with a route's overrides.
+    pub fn connect_limits(
+        &self,
+        connect: Option<Duration>,
+        tls_handshake: Option<Duration>,
+    ) -> ConnectLimits {
+        ConnectLimits {
+            connect: connect.unwrap_or(self.limits.connect),
+            tls_handshake: tls_handshake.unwrap_or(self.limits.tls_handshake),
+        }
+    }
+
     /// Sends `request` (whose URI names the backend) and waits for the response headers, for
-    /// `response_timeout` if given, else the group's.
+    /// `response_timeout` if given, else the group's; a new connection it needs is made within
+    /// `limits`.
     pub async fn send(
         &self,
         backend: &str,
         request: Request<UpstreamBody>,
+        limits: ConnectLimits,
         response_timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
         let limit = response_timeout.unwrap_or(self.response_timeout);
-        match tokio::time::timeout(limit, self.client.request(request)).await {
+        let exchange = self.client.request(request);
+        let result = if limits == self.limits {
+            tokio::time::timeout(limit, exchange).await
+        } else {
+            tokio::time::timeout(limit, ROUTE_LIMITS.scope(limits, exchange)).await
+        };
+        match result {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(self.classify(backend, &error)),
+            Ok(Err(error)) => Err(classify(backend, &error)),
             Err(_) => Err(UpstreamError::ResponseTimeout { backend: backend.to_owned(), after: limit }),
         }
     }
+}
 
-    fn classify(&self, backend: &str, error: &hyper_util::client::legacy::Error) -> UpstreamError {
-        let backend = backend.to_owned();
-        let reason = chain(error);
-        if error.is_connect() {
-            if io_kind(error) == Some(std::io::ErrorKind::TimedOut) {
-                UpstreamError::ConnectTimeout { backend, after: self.connect_timeout }
-            } else {
-                UpstreamError::Connect { backend, reason }
-            }
-        } else {
-            UpstreamError::Exchange { backend, reason }
+/// The [`UpstreamError`] for a failed exchange, from the causes hyper and the connector give.
+fn classify(backend: &str, error: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let backend = backend.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(failure) = e.downcast_ref::<ConnectFailure>() {
+            return match *failure {
+                ConnectFailure::Timeout(after) | ConnectFailure::NoSlot(after) => {
+                    UpstreamError::ConnectTimeout { backend, after }
+                }
+                ConnectFailure::HandshakeTimeout(after) => UpstreamError::HandshakeTimeout { backend, after },
+                ConnectFailure::ServerName(_) => UpstreamError::Connect { backend, reason: chain(error) },
+            };
         }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return UpstreamError::RefusedStream { backend };
+        }
+        source = e.source();
+    }
+    let reason = chain(error);
+    if error.is_connect() {
+        UpstreamError::Connect { backend, reason }
+    } else {
+        UpstreamError::Exchange { backend, reason }
     }
 }
 
@@ -266,15 +461,4 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
-}
-
-fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
-    let mut source = error.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        source = e.source();
-    }
-    None
 }

@@ -10,7 +10,7 @@ mod health;
 mod tls;
 
 pub use self::balance::{HashSource, Policy, hash_key};
-pub use self::client::{ClientStats, UpstreamBody, UpstreamClient, UpstreamError};
+pub use self::client::{ClientStats, ConnectLimits, UpstreamBody, UpstreamClient, UpstreamError};
 pub use self::health::spawn_health_checks;
 
 use self::balance::Balancer;
@@ -59,8 +59,39 @@ pub struct Group {
     outlier: Option<OutlierPolicy>,
     /// When no backend is available: pick among all of them anyway (true), or fail (false).
     route_to_all: bool,
-    /// Requests in flight per backend at most (circuit breaker); 0 for no limit.
-    max_requests: u32,
+    limits: Limits,
+}
+
+/// A group's circuit breaker, per backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests in flight at most; 0 for no limit.
+    pub max_requests: u32,
+    /// For HTTP/1 groups with a connection limit: requests holding a connection at most
+    /// (the limit), and requests waiting for one at most.
+    pub queue: Option<(u32, u32)>,
+}
+
+/// Why the circuit breaker turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saturation {
+    /// As many requests in flight as `max_requests` allows.
+    Requests,
+    /// As many requests waiting for a connection as `max_pending` allows.
+    Pending,
+    /// No connection came free within the wait allowed.
+    Wait,
+}
+
+impl Saturation {
+    /// The limit that was hit, as the config names it.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Saturation::Requests => "max_requests",
+            Saturation::Pending => "max_pending",
+            Saturation::Wait => "max_connections",
+        }
+    }
 }
 
 impl Group {
@@ -79,7 +110,7 @@ impl Group {
             hash_source: None,
             outlier: None,
             route_to_all: false,
-            max_requests: 0,
+            limits: Limits::default(),
         }
     }
 
@@ -95,15 +126,15 @@ impl Group {
         self
     }
 
-    /// At most `max` requests in flight per backend; past it, requests fail at once.
-    pub fn with_max_requests(mut self, max: u32) -> Self {
-        self.max_requests = max;
+    /// Sets the circuit breaker.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        if let Some((connections, _)) = limits.queue {
+            for backend in &mut self.backends {
+                backend.queue = Some(tokio::sync::Semaphore::new(connections as usize));
+            }
+        }
+        self.limits = limits;
         self
-    }
-
-    /// True when backend `index` has as many requests in flight as the circuit breaker allows.
-    pub fn is_saturated(&self, index: usize) -> bool {
-        self.max_requests != 0 && self.backends[index].in_flight() >= self.max_requests
     }
 
     /// Records how an exchange with backend `index` went, for outlier detection: `failed` for
@@ -177,10 +208,35 @@ impl Group {
         Some(balance::next_any(&self.balancer, self.backends.len()))
     }
 
-    /// Counts a request to backend `index` as in flight until the guard is dropped.
-    pub fn begin_request(self: &Arc<Self>, index: usize) -> InFlight {
-        self.backends[index].enter();
-        InFlight { group: self.clone(), index }
+    /// Admits a request to backend `index` past the circuit breaker, waiting up to `wait` for
+    /// a connection when the group queues, and counts it as in flight until the guard is
+    /// dropped.
+    pub async fn admit(self: &Arc<Self>, index: usize, wait: Duration) -> Result<InFlight, Saturation> {
+        let backend = &self.backends[index];
+        let max = self.limits.max_requests;
+        if max != 0 && backend.in_flight() >= max {
+            return Err(Saturation::Requests);
+        }
+        if let (Some(queue), Some((_, max_pending))) = (&backend.queue, self.limits.queue) {
+            match queue.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(_) => {
+                    if backend.pending.fetch_add(1, Ordering::Relaxed) >= max_pending {
+                        backend.pending.fetch_sub(1, Ordering::Relaxed);
+                        return Err(Saturation::Pending);
+                    }
+                    let waited = tokio::time::timeout(wait, queue.acquire()).await;
+                    backend.pending.fetch_sub(1, Ordering::Relaxed);
+                    match waited {
+                        Ok(Ok(permit)) => permit.forget(),
+                        // The semaphore is never closed.
+                        Ok(Err(_)) | Err(_) => return Err(Saturation::Wait),
+                    }
+                }
+            }
+        }
+        backend.enter();
+        Ok(InFlight { group: self.clone(), index })
     }
 
     /// The index of the healthy backend that owns `key` on the group's hash ring, whatever the
@@ -204,6 +260,10 @@ pub struct Backend {
     weight: u32,
     healthy: AtomicBool,
     in_flight: AtomicU32,
+    /// With a connection limit on HTTP/1: a permit per connection a request may hold.
+    queue: Option<tokio::sync::Semaphore>,
+    /// Requests waiting on `queue`.
+    pending: AtomicU32,
     /// Consecutive failed exchanges (connect errors, 5xx), for outlier detection.
     failures: AtomicU32,
     /// How many times the backend was ejected; each ejection lasts longer.
@@ -225,6 +285,8 @@ impl Backend {
             weight,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
+            queue: None,
+            pending: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -279,6 +341,11 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests waiting for a connection to this backend under `max_connections`.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     fn enter(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -313,7 +380,7 @@ pub struct OutlierPolicy {
 }
 
 /// A request in flight to one backend of a group, counted (for least-request balancing) until
-/// the guard is dropped; see [`Group::begin_request`].
+/// the guard is dropped; see [`Group::admit`].
 pub struct InFlight {
     group: Arc<Group>,
     index: usize,
@@ -321,6 +388,10 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.group.backends[self.index].leave();
+        let backend = &self.group.backends[self.index];
+        backend.leave();
+        if let Some(queue) = &backend.queue {
+            queue.add_permits(1);
+        }
     }
 }

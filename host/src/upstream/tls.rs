@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use hyper_rustls::ResolveServerName;
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -77,18 +76,13 @@ impl ServerNames {
     }
 }
 
-impl ResolveServerName for ServerNames {
-    fn resolve(
-        &self,
-        uri: &http::Uri,
-    ) -> Result<ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
+impl ServerNames {
+    /// The name to send and verify for a connection to `uri`'s backend.
+    pub(crate) fn resolve(&self, uri: &http::Uri) -> Result<ServerName<'static>, String> {
         if let Some(name) = &self.fixed {
             return Ok(name.clone());
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        match self.by_authority.get(authority) {
-            Some(name) => Ok(name.clone()),
-            None => Err(format!("no server name for {authority}").into()),
-        }
+        self.by_authority.get(authority).cloned().ok_or_else(|| format!("no server name for {authority}"))
     }
 }
