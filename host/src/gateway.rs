@@ -19,7 +19,6 @@ use crate::upstream::{
 pub struct Gateway {
     pub(crate) router: Router,
     pub(crate) upstreams: Arc<Upstreams>,
-    pub(crate) clients: HashMap<Arc<str>, Arc<UpstreamClient>>,
     plugins: BTreeMap<String, Arc<Plugin>>,
     config: Config,
     /// Health-check tasks; dropping the generation stops them.
@@ -64,7 +63,7 @@ impl Gateway {
             }
             let kept = previous.and_then(|p| {
                 let same = p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
-                same.then(|| p.clients.get(name.as_str()).cloned()).flatten()
+                same.then(|| p.upstreams.client(name)).flatten()
             });
             let client = match kept {
                 Some(client) => client,
@@ -107,7 +106,7 @@ impl Gateway {
             );
             groups.push(group);
         }
-        let upstreams = Arc::new(Upstreams::new(groups));
+        let upstreams = Arc::new(Upstreams::new(groups).with_clients(clients));
 
         let mut health = JoinSet::new();
         for (name, u) in &config.upstreams {
@@ -119,7 +118,8 @@ impl Gateway {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let group_name = r.upstream.get_ref().as_str();
-            let (Some(group), Some(client)) = (upstreams.get(group_name), clients.get(group_name)) else {
+            let (Some(group), Some(client)) = (upstreams.get(group_name), upstreams.client(group_name))
+            else {
                 return Err(config
                     .error(format!("routes[{i}].upstream"), format!("no upstream group `{group_name}`")));
             };
@@ -128,7 +128,7 @@ impl Gateway {
             routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client.clone())));
         }
 
-        Ok(Gateway { router: Router::new(routes), upstreams, clients, plugins, config, _health: health })
+        Ok(Gateway { router: Router::new(routes), upstreams, plugins, config, _health: health })
     }
 
     /// The config this generation was built from.
@@ -147,8 +147,8 @@ impl Gateway {
     }
 
     /// The upstream client of group `name`: its counts of requests and new connections.
-    pub fn client(&self, name: &str) -> Option<&Arc<UpstreamClient>> {
-        self.clients.get(name)
+    pub fn client(&self, name: &str) -> Option<Arc<UpstreamClient>> {
+        self.upstreams.client(name)
     }
 
     /// The upstream groups.

@@ -8,14 +8,17 @@
 //! The modules: [`config`] (what the operator writes), [`server`] (listeners, connections,
 //! shutdown), [`gateway`] (one generation of loaded config), [`proxy`] (the phases of a
 //! request), [`plugin`] (the WebAssembly runtime), [`upstream`] (groups, balancing, health,
-//! the upstream client), [`timed`] (bodies that fail when they stall), [`cli`] (the command
-//! line).
+//! the upstream client), [`store`] (the key-value store plugins share), [`metrics`] (the
+//! registry the gateway exports), [`timed`] (bodies that fail when they stall), [`cli`] (the
+//! command line).
 
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod timed;
 pub mod upstream;

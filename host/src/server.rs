@@ -169,7 +169,8 @@ async fn serve_connection(
             }
         })
     };
-    let connection = shared.builder.serve_connection(TokioIo::new(stream), service);
+    // With upgrades: a WebSocket handshake hands the connection to its tunnel.
+    let connection = shared.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;
     loop {
@@ -289,6 +290,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The plugin runtime: its shared store and metrics registry outlive reloads.
+    pub fn runtime(&self) -> &Arc<crate::plugin::Runtime> {
+        &self.runtime
+    }
+
     /// The bound listener addresses, in config order.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs

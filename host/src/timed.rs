@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -34,12 +36,20 @@ pub struct Timed<B> {
     idle: Duration,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Data bytes that went through, for the log phase; counted only when someone reads it.
+    counted: Option<Arc<AtomicU64>>,
 }
 
 impl<B> Timed<B> {
     /// `what` names the body in errors (`request`, `response`).
     pub fn new(inner: B, what: &'static str, idle: Duration, deadline: Option<Instant>) -> Self {
-        Timed { inner, what, idle, deadline, timer: None }
+        Timed { inner, what, idle, deadline, timer: None, counted: None }
+    }
+
+    /// Adds the data bytes that go through to `counter`.
+    pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.counted = Some(counter);
+        self
     }
 
     fn next_wake(&self) -> Instant {
@@ -62,6 +72,9 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
+                if let (Some(counter), Some(Ok(frame))) = (&self.counted, &frame) {
+                    counter.fetch_add(frame.data_ref().map_or(0, |d| d.len() as u64), Ordering::Relaxed);
+                }
                 if frame.is_some() && self.timer.is_some() {
                     let wake = self.next_wake();
                     if let Some(timer) = self.timer.as_mut() {

@@ -70,7 +70,7 @@ impl<P: Exported> Guest for Handler<P> {
     }
 
     fn on_request_body(chunk: Vec<u8>, end: bool) -> wit::BodyAction {
-        Self::with(|plugin| plugin.on_request_body(&Request::handle(), chunk, end))
+        Self::with(|plugin| plugin.on_request_body(&mut Request::handle(), chunk, end))
             .map_or(wit::BodyAction::Continue, Into::into)
     }
 

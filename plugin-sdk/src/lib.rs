@@ -58,8 +58,12 @@ mod request;
 mod response;
 mod upstream;
 
+pub mod clock;
 pub mod log;
+pub mod metrics;
+pub mod outbound;
 pub mod state;
+pub mod store;
 
 #[doc(hidden)]
 pub mod __private;
@@ -104,14 +108,13 @@ pub use wasmgate_sdk_macros::plugin;
 /// The phases run in this order for one request; each method's default does nothing:
 ///
 /// 1. [`on_request_headers`](Plugin::on_request_headers): edit the request or answer it.
-/// 2. [`on_request_body`](Plugin::on_request_body): each request body chunk (not called yet).
+/// 2. [`on_request_body`](Plugin::on_request_body): the request body, whole or per chunk.
 /// 3. [`select_upstream`](Plugin::select_upstream): choose where the request goes.
 /// 4. [`on_upstream_request`](Plugin::on_upstream_request): edit the head sent upstream.
 /// 5. [`on_upstream_error`](Plugin::on_upstream_error): an upstream attempt failed.
 /// 6. [`on_response_headers`](Plugin::on_response_headers): edit the response head.
-/// 7. [`on_response_body`](Plugin::on_response_body): each response body chunk (not called
-///    yet).
-/// 8. [`on_response_trailers`](Plugin::on_response_trailers): the trailers (not called yet).
+/// 7. [`on_response_body`](Plugin::on_response_body): each response body chunk.
+/// 8. [`on_response_trailers`](Plugin::on_response_trailers): the trailers, if any.
 /// 9. [`on_log`](Plugin::on_log): the request is over.
 ///
 /// The host creates several instances (a pool) and calls [`new`](Plugin::new) on each; one
@@ -156,9 +159,12 @@ pub trait Plugin: Sized + 'static {
         Action::Continue
     }
 
-    /// A chunk of the request body; `end` on the last one. Reserved: the host does not call it
-    /// yet.
-    fn on_request_body(&mut self, req: &Request, chunk: Vec<u8>, end: bool) -> BodyAction {
+    /// The request body. On a route with `request_buffer` set, called once with the whole
+    /// body (`end` is true) before the upstream is chosen: `req` may still be edited, and
+    /// [`BodyAction::Replace`] sets the body sent upstream. Otherwise called for each chunk as
+    /// it streams upstream (`end` on the last, which may be empty), and `req` is read-only.
+    /// [`BodyAction::Respond`] answers the client instead, while its response has not begun.
+    fn on_request_body(&mut self, req: &mut Request, chunk: Vec<u8>, end: bool) -> BodyAction {
         let _ = (req, chunk, end);
         BodyAction::Continue
     }
@@ -190,15 +196,15 @@ pub trait Plugin: Sized + 'static {
         Action::Continue
     }
 
-    /// A chunk of the response body; `end` on the last one. Reserved: the host does not call
-    /// it yet.
+    /// A chunk of the response body as it streams to the client; `end` on the last one (which
+    /// may be empty). Keep what must span chunks (a partial token) in [`state`].
+    /// [`BodyAction::Respond`] is not allowed here: the response has begun.
     fn on_response_body(&mut self, req: &Request, chunk: Vec<u8>, end: bool) -> BodyAction {
         let _ = (req, chunk, end);
         BodyAction::Continue
     }
 
-    /// The response trailers arrived, readable and editable through `resp`. Reserved: the host
-    /// does not call it yet.
+    /// The upstream sent trailers: `resp` reads and edits them (not the response head).
     fn on_response_trailers(&mut self, resp: &mut Response) {
         let _ = resp;
     }

@@ -133,16 +133,18 @@ impl From<wit::Backend> for Backend {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
-    /// The backend refused the connection.
+    /// The connection could not be opened (refused, unreachable, TLS failure).
     ConnectRefused,
-    /// Connecting took too long.
+    /// Connecting or the TLS handshake took too long.
     ConnectTimeout,
     /// The response headers took too long.
     ResponseTimeout,
-    /// The connection was reset.
+    /// The exchange broke before any response byte, or an HTTP/2 stream was refused.
     Reset,
-    /// The backend broke the HTTP protocol.
-    Protocol,
+    /// The backend's circuit breaker turned the request away.
+    Overloaded,
+    /// The backend answered 502, 503 or 504 and the route retries on that status.
+    Status,
 }
 
 impl From<wit::FailureKind> for FailureKind {
@@ -152,7 +154,8 @@ impl From<wit::FailureKind> for FailureKind {
             wit::FailureKind::ConnectTimeout => Self::ConnectTimeout,
             wit::FailureKind::ResponseTimeout => Self::ResponseTimeout,
             wit::FailureKind::Reset => Self::Reset,
-            wit::FailureKind::Protocol => Self::Protocol,
+            wit::FailureKind::Overloaded => Self::Overloaded,
+            wit::FailureKind::Status => Self::Status,
         }
     }
 }

@@ -190,6 +190,19 @@ async fn answer(
             response.headers_mut().insert("x-origin", header(name));
             response
         }
+        // The request body, split at each `|` into chunks sent 20 ms apart, as JSON: what a
+        // filter that must handle a token spanning two chunks is tested with.
+        (&Method::POST, "/chunks") => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let pieces: std::collections::VecDeque<Bytes> =
+                body.split(|&b| b == b'|').map(Bytes::copy_from_slice).collect();
+            let mut response = Response::new(BodyExt::boxed(Paced { pieces, pause: None }));
+            response.headers_mut().insert("x-origin", header(name));
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            response
+        }
         (_, "/echo-headers") => {
             let mut lines = String::new();
             for (k, v) in req.headers() {
@@ -292,6 +305,28 @@ impl http_body::Body for Grpc {
             None => self.trailers.take().map(|t| Ok(Frame::trailers(t))),
         };
         std::task::Poll::Ready(frame)
+    }
+}
+
+/// Data frames with a pause before each but the first.
+struct Paced {
+    pieces: std::collections::VecDeque<Bytes>,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for Paced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+        }
+        self.pause = Some(Box::pin(tokio::time::sleep(std::time::Duration::from_millis(20))));
+        std::task::Poll::Ready(self.pieces.pop_front().map(|piece| Ok(Frame::data(piece))))
     }
 }
 

@@ -125,6 +125,8 @@ pub struct RuntimeSection {
     /// The largest memory limit any plugin may set.
     #[serde(with = "units::size")]
     pub max_memory: usize,
+    /// Entries the key-value store plugins share holds at most.
+    pub store_max_entries: usize,
 }
 
 impl Default for RuntimeSection {
@@ -135,6 +137,7 @@ impl Default for RuntimeSection {
             cache: true,
             instance_slots: d.instance_slots,
             max_memory: d.max_memory,
+            store_max_entries: d.store_max_entries,
         }
     }
 }
@@ -498,6 +501,16 @@ pub struct RouteConfig {
     /// How long the route's requests may take.
     #[serde(default)]
     pub timeouts: RouteTimeouts,
+    /// Request bodies are read whole, up to this size (413 beyond), before the upstream is
+    /// chosen; request-body plugins then see the whole body at once. Streamed if unset.
+    #[serde(default, with = "units::option_size")]
+    pub request_buffer: Option<usize>,
+    /// WebSocket upgrades are tunnelled to the upstream (true), or refused with 403.
+    #[serde(default = "defaults::yes")]
+    pub websocket: bool,
+    /// How long a WebSocket tunnel may carry no data in either direction before it is closed.
+    #[serde(default = "defaults::tunnel_idle", with = "units::duration")]
+    pub tunnel_idle: Duration,
 }
 
 /// `timeouts = { response = "5s", body_idle = "30s", total = "1m" }` on a route.
@@ -576,6 +589,12 @@ mod defaults {
     }
     pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn tunnel_idle() -> Duration {
+        Duration::from_secs(300)
     }
     pub(super) fn tls_handshake_timeout() -> Duration {
         Duration::from_secs(5)
@@ -868,6 +887,7 @@ impl Config {
             instance_slots: self.runtime.instance_slots,
             max_memory: self.runtime.max_memory,
             epoch_tick: defaults.epoch_tick,
+            store_max_entries: self.runtime.store_max_entries,
         }
     }
 

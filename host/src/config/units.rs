@@ -28,6 +28,15 @@ pub(super) mod option_duration {
     }
 }
 
+/// An optional byte size.
+pub(super) mod option_size {
+    use serde::Deserializer;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        super::size::deserialize(d).map(Some)
+    }
+}
+
 /// Byte sizes: a number of bytes, or a string with `KiB`, `MiB` or `GiB`.
 pub(super) mod size {
     use serde::{Deserialize, Deserializer};

@@ -28,6 +28,11 @@ pub struct Exchange {
     pub upstreams: Arc<Upstreams>,
     /// The TLS server name a plugin chose for this request's upstream connection.
     pub sni: Option<String>,
+    /// True while request-body plugins see a buffered body: the head may still be edited.
+    pub(crate) body_buffered: bool,
+    /// A local answer a plugin gave while the request body streamed upstream; the proxy sends
+    /// it once the exchange is back in its hands.
+    pub(crate) reply: Option<super::LocalReply>,
     pub(crate) state: PluginState,
 }
 
@@ -50,6 +55,8 @@ impl Exchange {
             group,
             upstreams,
             sni: None,
+            body_buffered: false,
+            reply: None,
             state: PluginState::default(),
         }
     }

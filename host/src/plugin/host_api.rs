@@ -1,11 +1,13 @@
-//! The host functions plugins import (`log`, `request`, `response`, `upstream`, `state`) and the
-//! per-instance store data they work on.
+//! The host functions plugins import (`log`, `request`, `response`, `upstream`, `state`,
+//! `metrics`, `store`, `clock`, `outbound`) and the per-instance store data they work on.
 //!
 //! Every value coming from a guest is checked here as strictly as client input: header names
 //! must be tokens, values must hold no CR, LF or NUL and stay short, framing and hop-by-hop
 //! headers belong to the host, paths must parse.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -13,9 +15,17 @@ use wasmtime::{ResourceLimiter, Result as WasmResult};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::Phase;
-use super::bindings::types::{Backend as WitBackend, EditError, Level};
-use super::bindings::wasmgate::plugin::{log, request, response, state, types, upstream};
+use super::Shared;
+use super::bindings::types::{
+    Backend as WitBackend, EditError, Header, Level, OutboundError, OutboundRequest, OutboundResponse,
+    StoreError as WitStoreError,
+};
+use super::bindings::wasmgate::plugin::{
+    clock, log, metrics, outbound, request, response, state, store, types, upstream,
+};
 use super::exchange::Exchange;
+use crate::metrics::{Kind, Series};
+use crate::store::StoreError;
 
 /// The longest header value a plugin may set.
 pub(crate) const MAX_VALUE_LEN: usize = 8 * 1024;
@@ -34,12 +44,16 @@ pub(crate) struct InstanceState {
     /// Epoch ticks the current call may still run before it is stopped.
     pub(crate) ticks_left: u32,
     pub(crate) limits: MemoryLimit,
+    /// What every instance of every plugin shares: the store and the metrics registry.
+    shared: Arc<Shared>,
+    /// Series this instance recorded before, so recording again takes no shared lock.
+    series: HashMap<(Kind, String, crate::metrics::Labels), Series>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl InstanceState {
-    pub(crate) fn new(plugin_id: u32, plugin: Arc<str>, memory_limit: usize) -> Self {
+    pub(crate) fn new(plugin_id: u32, plugin: Arc<str>, memory_limit: usize, shared: Arc<Shared>) -> Self {
         InstanceState {
             ex: Exchange::placeholder(),
             phase: Phase::Init,
@@ -47,6 +61,8 @@ impl InstanceState {
             plugin,
             ticks_left: 0,
             limits: MemoryLimit { limit: memory_limit, hit: false },
+            shared,
+            series: HashMap::new(),
             // No preopens, no environment, no network: plugins get nothing beyond the WIT.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -56,6 +72,8 @@ impl InstanceState {
     fn request_editable(&self) -> Result<(), EditError> {
         match self.phase {
             Phase::RequestHeaders | Phase::UpstreamRequest => Ok(()),
+            // A buffered body is read before anything goes upstream: the head is still open.
+            Phase::RequestBody if self.ex.body_buffered => Ok(()),
             _ => Err(EditError::ReadOnly),
         }
     }
@@ -356,6 +374,182 @@ impl state::Host for InstanceState {
 
     fn remove(&mut self, key: String) -> bool {
         self.ex.state.remove(self.plugin_id, &key)
+    }
+}
+
+impl InstanceState {
+    /// This plugin's key in the shared store: keys are private to each plugin.
+    fn store_key(&self, key: &str) -> Result<Vec<u8>, WitStoreError> {
+        if key.len() > crate::store::MAX_KEY {
+            return Err(WitStoreError::TooLarge);
+        }
+        let mut scoped = Vec::with_capacity(self.plugin.len() + 1 + key.len());
+        scoped.extend_from_slice(self.plugin.as_bytes());
+        scoped.push(0);
+        scoped.extend_from_slice(key.as_bytes());
+        Ok(scoped)
+    }
+
+    fn record(&mut self, kind: Kind, name: String, labels: Vec<(String, String)>, value: f64) -> bool {
+        let key = (kind, name, labels);
+        if let Some(series) = self.series.get(&key) {
+            series.record(value);
+            return true;
+        }
+        match self.shared.metrics.plugins().series(&self.plugin, kind, &key.1, &key.2) {
+            Ok(series) => {
+                series.record(value);
+                self.series.insert(key, series);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(plugin = %self.plugin, %error, "metric refused");
+                false
+            }
+        }
+    }
+}
+
+impl metrics::Host for InstanceState {
+    fn counter_add(&mut self, name: String, labels: Vec<(String, String)>, value: u64) -> bool {
+        self.record(Kind::Counter, name, labels, value as f64)
+    }
+
+    fn gauge_set(&mut self, name: String, labels: Vec<(String, String)>, value: f64) -> bool {
+        self.record(Kind::Gauge, name, labels, value)
+    }
+
+    fn histogram_record(&mut self, name: String, labels: Vec<(String, String)>, value: f64) -> bool {
+        value.is_finite() && self.record(Kind::Histogram, name, labels, value)
+    }
+}
+
+fn wit_store_error(error: StoreError) -> WitStoreError {
+    match error {
+        StoreError::TooLarge => WitStoreError::TooLarge,
+        StoreError::NotAnInteger => WitStoreError::NotAnInteger,
+        StoreError::Unavailable(why) => WitStoreError::Unavailable(why),
+    }
+}
+
+fn ttl(ms: u64) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms))
+}
+
+impl store::Host for InstanceState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitStoreError> {
+        let key = self.store_key(&key)?;
+        self.shared.store.get(&key).await.map_err(wit_store_error)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), WitStoreError> {
+        let key = self.store_key(&key)?;
+        self.shared.store.set(&key, value, ttl(ttl_ms)).await.map_err(wit_store_error)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, WitStoreError> {
+        let key = self.store_key(&key)?;
+        self.shared.store.delete(&key).await.map_err(wit_store_error)
+    }
+
+    async fn increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, WitStoreError> {
+        let key = self.store_key(&key)?;
+        self.shared.store.increment(&key, delta, ttl(ttl_ms)).await.map_err(wit_store_error)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<bool, WitStoreError> {
+        let key = self.store_key(&key)?;
+        self.shared
+            .store
+            .compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms))
+            .await
+            .map_err(wit_store_error)
+    }
+}
+
+/// The most random bytes one call returns.
+const MAX_RANDOM: u32 = 1024;
+
+impl clock::Host for InstanceState {
+    fn monotonic_ns(&mut self) -> u64 {
+        static START: std::sync::LazyLock<std::time::Instant> =
+            std::sync::LazyLock::new(std::time::Instant::now);
+        u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn wall_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn random_bytes(&mut self, len: u32) -> Vec<u8> {
+        let mut bytes = vec![0; len.min(MAX_RANDOM) as usize];
+        // The OS generator failing leaves zeros; ring's generator is the OS one.
+        let _ = rustls::crypto::ring::default_provider().secure_random.fill(&mut bytes);
+        bytes
+    }
+}
+
+/// The timeout of an outbound call that names none.
+const DEFAULT_OUTBOUND_TIMEOUT: Duration = Duration::from_millis(1000);
+
+impl outbound::Host for InstanceState {
+    async fn call(
+        &mut self,
+        group: String,
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, OutboundError> {
+        if matches!(self.phase, Phase::Init | Phase::Log) {
+            return Err(OutboundError::NotAllowed);
+        }
+        let upstreams = self.ex.upstreams.clone();
+        let (Some(target), Some(client)) = (upstreams.get(&group), upstreams.client(&group)) else {
+            return Err(OutboundError::UnknownGroup);
+        };
+        let invalid = |what: &str| OutboundError::InvalidRequest(what.to_owned());
+        let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| invalid("method"))?;
+        let path = PathAndQuery::try_from(request.path).map_err(|_| invalid("path"))?;
+        if !path.as_str().starts_with('/') {
+            return Err(invalid("path"));
+        }
+        if request.headers.len() > MAX_HEADERS {
+            return Err(invalid("too many headers"));
+        }
+        let mut headers = http::HeaderMap::with_capacity(request.headers.len());
+        for Header { name, value } in request.headers {
+            let name = header_name(&name).map_err(|_| invalid(&format!("header `{name}`")))?;
+            let value = header_value(value).map_err(|_| invalid(&format!("value of `{name}`")))?;
+            headers.append(name, value);
+        }
+        let timeout = match request.timeout_ms {
+            0 => DEFAULT_OUTBOUND_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let call = crate::upstream::Call { method, path, headers, body: bytes::Bytes::from(request.body) };
+        let started = std::time::Instant::now();
+        let result = crate::upstream::call(target, &client, call, timeout).await;
+        tracing::debug!(plugin = %self.plugin, group, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "outbound call");
+        match result {
+            Ok((parts, body)) => Ok(OutboundResponse {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Header { name: n.as_str().to_owned(), value: v.as_bytes().to_vec() })
+                    .collect(),
+                body: body.to_vec(),
+            }),
+            Err(crate::upstream::CallError::Timeout) => Err(OutboundError::Timeout),
+            Err(crate::upstream::CallError::TooLarge) => Err(OutboundError::TooLarge),
+            Err(crate::upstream::CallError::Failed(why)) => Err(OutboundError::Failed(why)),
+        }
     }
 }
 

@@ -33,6 +33,8 @@ use self::bindings::types;
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
+use crate::metrics::Metrics;
+use crate::store::{MemoryStore, Store};
 use crate::upstream::Group;
 
 /// A request phase a plugin can implement, in the order the proxy calls them.
@@ -131,6 +133,8 @@ pub struct RuntimeConfig {
     pub max_memory: usize,
     /// How often the epoch advances: the granularity of deadlines and of yielding to tokio.
     pub epoch_tick: Duration,
+    /// Entries the shared in-memory store holds at most.
+    pub store_max_entries: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -140,6 +144,7 @@ impl Default for RuntimeConfig {
             instance_slots: 256,
             max_memory: 256 << 20,
             epoch_tick: Duration::from_millis(1),
+            store_max_entries: 100_000,
         }
     }
 }
@@ -192,10 +197,21 @@ pub struct Runtime {
     cache: CompileCache,
     epoch_tick: Duration,
     next_id: AtomicU32,
+    shared: Arc<Shared>,
+}
+
+/// What every instance of every plugin reaches through the host API, for the life of the
+/// process (a reload keeps it).
+pub struct Shared {
+    /// The key-value store.
+    pub store: Arc<dyn Store>,
+    /// The registry plugin metrics go to.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runtime {
-    /// Builds the engine (pooling allocator, epoch interruption) and starts its epoch ticker.
+    /// Builds the engine (pooling allocator, epoch interruption) and starts its epoch ticker,
+    /// with an in-memory store and a metrics registry for the plugins to share.
     pub fn new(config: &RuntimeConfig) -> Result<Runtime, wasmtime::Error> {
         let slots = config.instance_slots.max(1);
         let mut pooling = PoolingAllocationConfig::new();
@@ -224,7 +240,21 @@ impl Runtime {
             linker,
             epoch_tick: config.epoch_tick,
             next_id: AtomicU32::new(1),
+            shared: Arc::new(Shared {
+                store: Arc::new(MemoryStore::new(config.store_max_entries)),
+                metrics: Arc::new(Metrics::default()),
+            }),
         })
+    }
+
+    /// The registry plugin metrics are recorded in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The store plugins share.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
     }
 
     /// Compiles (or loads from the cache), links and pre-instantiates the plugin, makes its
@@ -251,7 +281,7 @@ impl Runtime {
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let factory = Factory::new(self.engine.clone(), pre, id, spec, self.epoch_tick)
+        let factory = Factory::new(self.engine.clone(), pre, id, spec, self.epoch_tick, self.shared.clone())
             .map_err(|e| invalid(format!("{e:#}")))?;
         let name = factory.name.clone();
         let (first, phases) = factory.create().await?;
@@ -315,6 +345,17 @@ pub enum Choice {
     /// The route's group by consistent hashing of this key.
     HashKey(String),
     /// Do not go upstream; answer with this.
+    Respond(LocalReply),
+}
+
+/// What a body phase decided for one chunk.
+#[derive(Debug)]
+pub enum BodyVerdict {
+    /// Pass the chunk on.
+    Continue,
+    /// Pass this instead (empty drops the chunk).
+    Replace(Bytes),
+    /// Answer with this instead (request body only).
     Respond(LocalReply),
 }
 
@@ -405,6 +446,18 @@ impl Plugin {
         self.action(phase, action)
     }
 
+    /// A request body chunk (or the whole body, when the route buffers it).
+    pub async fn on_request_body(
+        &self,
+        ex: &mut Box<Exchange>,
+        chunk: &[u8],
+        end: bool,
+    ) -> Result<BodyVerdict, PluginError> {
+        let phase = Phase::RequestBody;
+        let action = guest_call!(self, phase, ex, |h, s| h.call_on_request_body(s, chunk, end));
+        self.body_verdict(phase, action)
+    }
+
     /// Where should the request go?
     pub async fn select_upstream(&self, ex: &mut Box<Exchange>) -> Result<Choice, PluginError> {
         let phase = Phase::SelectUpstream;
@@ -460,10 +513,41 @@ impl Plugin {
         self.action(phase, action)
     }
 
+    /// A response body chunk.
+    pub async fn on_response_body(
+        &self,
+        ex: &mut Box<Exchange>,
+        chunk: &[u8],
+        end: bool,
+    ) -> Result<BodyVerdict, PluginError> {
+        let phase = Phase::ResponseBody;
+        let action = guest_call!(self, phase, ex, |h, s| h.call_on_response_body(s, chunk, end));
+        match self.body_verdict(phase, action)? {
+            BodyVerdict::Respond(_) => {
+                Err(self.invalid(phase, "body action", "`respond` after the response began".to_owned()))
+            }
+            verdict => Ok(verdict),
+        }
+    }
+
+    /// The response trailers arrived; `ex.response`'s headers are the trailers during the call.
+    pub async fn on_response_trailers(&self, ex: &mut Box<Exchange>) -> Result<(), PluginError> {
+        guest_call!(self, Phase::ResponseTrailers, ex, |h, s| h.call_on_response_trailers(s));
+        Ok(())
+    }
+
     /// The request is over.
     pub async fn on_log(&self, ex: &mut Box<Exchange>, entry: &LogEntry) -> Result<(), PluginError> {
         guest_call!(self, Phase::Log, ex, |h, s| h.call_on_log(s, entry));
         Ok(())
+    }
+
+    fn body_verdict(&self, phase: Phase, action: types::BodyAction) -> Result<BodyVerdict, PluginError> {
+        Ok(match action {
+            types::BodyAction::Continue => BodyVerdict::Continue,
+            types::BodyAction::Replace(bytes) => BodyVerdict::Replace(Bytes::from(bytes)),
+            types::BodyAction::Respond(r) => BodyVerdict::Respond(self.local_reply(phase, r)?),
+        })
     }
 
     fn action(&self, phase: Phase, action: types::Action) -> Result<Action, PluginError> {

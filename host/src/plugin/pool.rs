@@ -18,7 +18,7 @@ use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 
 use super::bindings::{self, types::Phases};
 use super::host_api::InstanceState;
-use super::{Isolation, Phase, PluginError, PluginSpec};
+use super::{Isolation, Phase, PluginError, PluginSpec, Shared};
 
 /// One live instance and its store.
 pub(crate) struct Instance {
@@ -36,6 +36,7 @@ pub(crate) struct Factory {
     pub(crate) deadline: Duration,
     pub(crate) deadline_ticks: u32,
     pub(crate) memory_limit: usize,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Factory {
@@ -45,6 +46,7 @@ impl Factory {
         id: u32,
         spec: &PluginSpec,
         tick: Duration,
+        shared: Arc<Shared>,
     ) -> wasmtime::Result<Self> {
         let ticks = spec.deadline.as_micros().div_ceil(tick.as_micros().max(1));
         Ok(Factory {
@@ -56,12 +58,13 @@ impl Factory {
             deadline: spec.deadline,
             deadline_ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
             memory_limit: spec.memory_limit,
+            shared,
         })
     }
 
     /// A new instance, configured by its `init`; also returns the phases it declared.
     pub(crate) async fn create(&self) -> Result<(Instance, Phases), PluginError> {
-        let state = InstanceState::new(self.id, self.name.clone(), self.memory_limit);
+        let state = InstanceState::new(self.id, self.name.clone(), self.memory_limit, self.shared.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(on_epoch_tick);

@@ -1,9 +1,11 @@
-//! The body of every response the gateway sends: the upstream's, streamed as it arrives, or
-//! one the gateway wrote. It counts the bytes it sends and, when the route has log plugins,
-//! runs them once the body is finished or abandoned.
+//! The body of every response the gateway sends: the upstream's, streamed as it arrives
+//! (through the route's response-body and trailer plugins, if it has any), or one the gateway
+//! wrote. It counts the bytes it sends and, when the route has log plugins, runs them once the
+//! body is finished or abandoned.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::filter::{Direction, Filter};
 use super::route::Route;
 use crate::plugin::{Exchange, LogEntry};
 use crate::timed::{BoxError, Timed};
@@ -27,23 +30,36 @@ pub struct ProxyBody {
     source: Source,
     sent: u64,
     ended: bool,
-    log: Option<Box<PendingLog>>,
+    /// The exchange, once the proxy hands it over: for body plugins and the log phase.
+    follow: Option<Box<Follow>>,
     _in_flight: Option<InFlight>,
 }
 
-/// What the log phase needs once the body is done.
+struct Follow {
+    route: Arc<Route>,
+    filter: Filter,
+    log: Option<PendingLog>,
+}
+
+/// What the log phase needs besides the exchange.
 pub(crate) struct PendingLog {
-    pub(crate) route: Arc<Route>,
-    pub(crate) ex: Box<Exchange>,
     pub(crate) entry: LogEntry,
     pub(crate) started: Instant,
+    /// Request body bytes, counted as they went upstream.
+    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl ProxyBody {
     /// The upstream's body, streamed; `in_flight` keeps the request counted against its
     /// backend until the body is done.
     pub fn upstream(body: Timed<Incoming>, in_flight: Option<InFlight>) -> Self {
-        ProxyBody { source: Source::Upstream(body), sent: 0, ended: false, log: None, _in_flight: in_flight }
+        ProxyBody {
+            source: Source::Upstream(body),
+            sent: 0,
+            ended: false,
+            follow: None,
+            _in_flight: in_flight,
+        }
     }
 
     /// A body the gateway wrote.
@@ -52,13 +68,16 @@ impl ProxyBody {
             source: Source::Local(Full::new(bytes)),
             sent: 0,
             ended: false,
-            log: None,
+            follow: None,
             _in_flight: None,
         }
     }
 
-    pub(crate) fn with_log(mut self, log: Box<PendingLog>) -> Self {
-        self.log = Some(log);
+    /// Hands the body the exchange: an upstream body then goes through the route's body
+    /// plugins, and `log` (if any) runs when the body is done.
+    pub(crate) fn follow(mut self, route: Arc<Route>, ex: Box<Exchange>, log: Option<PendingLog>) -> Self {
+        let filter = Filter::new(route.clone(), Direction::Response, ex);
+        self.follow = Some(Box::new(Follow { route, filter, log }));
         self
     }
 }
@@ -77,24 +96,33 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = match &mut self.source {
-            Source::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Source::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        let this = &mut *self;
+        let polled = match (&mut this.source, &mut this.follow) {
+            (Source::Upstream(body), Some(follow)) if !follow.filter.is_transparent() => {
+                follow.filter.poll_frame(Pin::new(body), cx)
+            }
+            (Source::Upstream(body), _) => Pin::new(body).poll_frame(cx),
+            (Source::Local(body), _) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
+                    this.sent += data.len() as u64;
                 }
             }
-            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(None) => this.ended = true,
             _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.ended {
+            return true;
+        }
         match &self.source {
+            // A filter may still have a last chunk to add.
+            Source::Upstream(_) if self.follow.as_ref().is_some_and(|f| !f.filter.is_transparent()) => false,
             Source::Upstream(body) => body.is_end_stream(),
             Source::Local(body) => body.is_end_stream(),
         }
@@ -102,6 +130,9 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
+            Source::Upstream(_) if self.follow.as_ref().is_some_and(|f| !f.filter.is_transparent()) => {
+                SizeHint::default()
+            }
             Source::Upstream(body) => body.size_hint(),
             Source::Local(body) => body.size_hint(),
         }
@@ -110,20 +141,27 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        let Some(mut log) = self.log.take() else { return };
+        let Some(follow) = self.follow.take() else { return };
+        let Follow { route, filter, log } = *follow;
+        let Some(mut log) = log else { return };
         let ended = self.ended || self.is_end_stream();
         log.entry.bytes_out = self.sent;
         log.entry.duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Some(counted) = &log.bytes_in {
+            log.entry.bytes_in = counted.load(Ordering::Relaxed);
+        }
         if !ended && log.entry.error.is_none() {
             log.entry.error =
                 Some("the response did not finish: the client or upstream went away".to_owned());
         }
-        // Log plugins run after the response, off the response's own path.
+        // Log plugins run after the response, off the response's own path (and after a body
+        // plugin call the client's departure interrupted).
+        let back = filter.into_exchange();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let PendingLog { route, mut ex, entry, .. } = *log;
+                let Some(mut ex) = back.get().await else { return };
                 for plugin in &route.log {
-                    if let Err(error) = plugin.on_log(&mut ex, &entry).await {
+                    if let Err(error) = plugin.on_log(&mut ex, &log.entry).await {
                         tracing::warn!(plugin = plugin.name(), %error, "log phase failed");
                     }
                 }

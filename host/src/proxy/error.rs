@@ -46,6 +46,20 @@ pub enum ProxyError {
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The backend answered with a status the route retries on, and no retry was left.
+    #[error("{backend} answered {status}")]
+    UpstreamStatus {
+        /// `host:port`.
+        backend: String,
+        /// Its answer.
+        status: StatusCode,
+    },
+    /// The request body is larger than the route buffers.
+    #[error("the request body is over the route's limit of {limit} bytes")]
+    BodyTooLarge {
+        /// `request_buffer`.
+        limit: usize,
+    },
     /// The route's total timeout passed before the response headers.
     #[error("no response within the route's total timeout of {}ms", after.as_millis())]
     TotalTimeout {
@@ -62,6 +76,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UpstreamStatus { status, .. } => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -85,6 +101,8 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::BodyTooLarge { .. } => "body-too-large",
+            ProxyError::UpstreamStatus { .. } => "upstream-status",
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::Internal(_) => "internal",
             ProxyError::TotalTimeout { .. } => "total-timeout",

@@ -198,6 +198,42 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A WebSocket handshake (RFC 6455 §4.1: an HTTP/1.1 GET with `Connection: upgrade` and
+/// `Upgrade: websocket`): the client connection's upgrade handle, taken from the request.
+pub(super) fn websocket_upgrade(parts: &mut Parts) -> Option<hyper::upgrade::OnUpgrade> {
+    let asks = parts.version == Version::HTTP_11
+        && parts.method == Method::GET
+        && parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        && parts
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !asks {
+        return None;
+    }
+    parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+}
+
+/// Puts back the two hop-by-hop headers a WebSocket handshake needs on its next hop.
+pub(super) fn request_websocket(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// True for responses that never carry a body (RFC 9110 §6.4.1).
+pub(super) fn bodiless(method: &Method, status: http::StatusCode) -> bool {
+    method == Method::HEAD
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+}
+
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (replacing whatever the client sent: a client's
 /// own claims are not to be trusted) and appends this hop to `Via`.
 pub(super) fn add_forwarding(parts: &mut Parts, conn: &Conn) {

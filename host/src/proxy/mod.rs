@@ -16,16 +16,20 @@
 
 mod body;
 mod error;
+mod filter;
 mod headers;
 mod route;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Version};
 use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
 pub use self::body::ProxyBody;
@@ -34,12 +38,14 @@ pub(crate) use self::headers::normalize_path;
 pub(crate) use self::route::{RetryPolicy, Route, Router};
 
 use self::body::PendingLog;
+use self::filter::{Direction, Filter, FilteredRequest};
 use crate::gateway::Gateway;
 use crate::plugin::{
-    Action, Choice, Exchange, FailurePolicy, LocalReply, LogEntry, Plugin, PluginError, request_host,
+    Action, BodyVerdict, Choice, Exchange, FailureKind, FailurePolicy, LocalReply, LogEntry, OnError, Plugin,
+    PluginError, UpstreamFailure, request_host,
 };
 use crate::timed::Timed;
-use crate::upstream::{Backend, Group, UpstreamBody, UpstreamClient, UpstreamError, hash_key};
+use crate::upstream::{Backend, Group, InFlight, UpstreamBody, UpstreamClient, UpstreamError, hash_key};
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -71,6 +77,9 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     if let Err(error) = headers::check_head(&mut parts) {
         return refuse(&error, &conn, None);
     }
+    // Read before the hop-by-hop headers go; only WebSocket is ever tunnelled (an `h2c`
+    // upgrade, or any other, is dropped with the hop-by-hop headers and served normally).
+    let websocket = headers::websocket_upgrade(&mut parts);
     headers::strip_hop_by_hop(&mut parts.headers);
 
     // 2. Route match.
@@ -97,7 +106,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         gw.upstreams.clone(),
     ));
 
-    // Only routes with log plugins pay for the log entry.
+    // Only routes with log plugins pay for the log entry and for counting request bytes.
+    let bytes_in = (!route.log.is_empty()).then(|| Arc::new(AtomicU64::new(0)));
     let mut entry = (!route.log.is_empty()).then_some(LogEntry {
         status: 0,
         duration_us: 0,
@@ -110,7 +120,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     // The total timeout bounds the whole exchange: here until the response headers, then in
     // the bodies (which carry the same deadline).
     let deadline = route.timeouts.total.map(|total| tokio::time::Instant::now() + total);
-    let exchange = run_route(&gw, &route, &conn, &mut ex, body, entry.as_mut(), deadline);
+    let request = Inbound { body, bytes_in: bytes_in.clone(), websocket, deadline };
+    let exchange = run_route(&gw, &route, &conn, &mut ex, request, entry.as_mut());
     let result = match (deadline, route.timeouts.total) {
         (Some(deadline), Some(after)) => tokio::time::timeout_at(deadline, exchange)
             .await
@@ -126,12 +137,27 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
             refuse(&error, &conn, Some(&route))
         }
     };
-    let Some(mut entry) = entry else { return response };
-    entry.status = response.status().as_u16();
+    if !route.follows_response_body() {
+        return response;
+    }
+    if let Some(entry) = entry.as_mut() {
+        entry.status = response.status().as_u16();
+    }
     let (parts, body) = response.into_parts();
-    // The log phase reads the response head too.
+    // Trailer and log plugins read the response head too.
     ex.response = Some(head_copy(&parts));
-    Response::from_parts(parts, body.with_log(Box::new(PendingLog { route, ex, entry, started })))
+    let log = entry.map(|entry| PendingLog { entry, started, bytes_in });
+    Response::from_parts(parts, body.follow(route, ex, log))
+}
+
+/// What arrived with the request head.
+struct Inbound {
+    body: Incoming,
+    /// Counts the request body bytes, when the log phase wants them.
+    bytes_in: Option<Arc<AtomicU64>>,
+    /// The client's side of a WebSocket upgrade, if it asked for one.
+    websocket: Option<hyper::upgrade::OnUpgrade>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// Phases 3 to 8 for a request that matched `route`.
@@ -140,14 +166,43 @@ async fn run_route(
     route: &Arc<Route>,
     conn: &Conn,
     ex: &mut Box<Exchange>,
-    body: Incoming,
+    inbound: Inbound,
     entry: Option<&mut LogEntry>,
-    deadline: Option<tokio::time::Instant>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // 3. Request-header plugins.
+    // 3. Request-header plugins (for a WebSocket upgrade, on its handshake).
     for plugin in &route.request_headers {
         if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_request_headers(ex).await)? {
             return Ok(local_response(reply));
+        }
+    }
+    let websocket = inbound.websocket.filter(|_| route.websocket.is_some());
+
+    // 3b. A buffered request body, whole, through the request-body plugins; else it streams
+    //     (through them, if the route has any) once the upstream is chosen.
+    let Inbound { body, bytes_in, deadline, .. } = inbound;
+    let idle = route.timeouts.body_idle;
+    let mut body = Timed::new(body, "request", idle, deadline);
+    if let Some(counter) = bytes_in {
+        body = body.counting(counter);
+    }
+    let mut payload = match route.request_buffer {
+        Some(limit) => Payload::Kept(read_whole(ex, body, limit).await?),
+        None => Payload::new(body, &ex.request.headers, &route.retry).await?,
+    };
+    let filtered = !route.request_body.is_empty() && !payload.replayable();
+    if filtered {
+        // Plugins may change the body's length: it goes chunked.
+        ex.request.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    if let Payload::Kept(bytes) = &mut payload
+        && !route.request_body.is_empty()
+        && (route.request_buffer.is_some() || !bytes.is_empty())
+    {
+        // A body held whole meets the plugins once, whole; only a buffered one while the head
+        // is still open.
+        match whole_body(route, ex, std::mem::take(bytes), route.request_buffer.is_some()).await? {
+            Buffered::Body(whole) => *bytes = whole,
+            Buffered::Respond(reply) => return Ok(local_response(reply)),
         }
     }
 
@@ -167,13 +222,15 @@ async fn run_route(
         }
     }
     headers::ensure_host(&mut ex.request.headers, group.backends()[index].authority());
+    if websocket.is_some() {
+        headers::request_websocket(&mut ex.request.headers);
+    }
 
     // 7. Forward, trying another backend after a failure where that is safe: only a request
-    //    whose body is kept can be sent again, and a non-idempotent one only if nothing was sent.
+    //    whose body is kept can be sent again, and a non-idempotent one only if the backend
+    //    cannot have processed it. Error-phase plugins may answer, or ask for a retry.
     let _active = route.retry.enter();
     let idempotent = ex.request.method.is_idempotent();
-    let idle = route.timeouts.body_idle;
-    let mut payload = Payload::new(body, &ex.request.headers, &route.retry, idle, deadline).await?;
     let mut attempt = 0;
     // Held through a retry's attempt: the retry budget counts it.
     let mut _retry_slot = None;
@@ -181,48 +238,98 @@ async fn run_route(
     let (response, in_flight) = loop {
         let backend = &group.backends()[index];
         let client = client_for(gw, route, &group, ex.sni.as_deref())?;
+        let last = attempt >= route.retry.retries || !payload.replayable();
         // Counted until the response body is done: least-request balancing and the circuit
         // breaker read it.
         let wait = route.timeouts.response.unwrap_or(client.response_timeout());
-        let in_flight = group.admit(index, wait).await.map_err(|limit| ProxyError::Overloaded {
-            backend: backend.address().to_string(),
-            limit: limit.limit(),
-        })?;
-        let last = attempt >= route.retry.retries || !payload.replayable();
-        let request_body = payload.next_attempt();
-        let keep_head = !last || route.reads_request_after_forward();
-        let request = upstream_request(ex, client.scheme(), backend, request_body, keep_head)?;
-        let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
-        match client.send(backend.address(), request, limits, route.timeouts.response).await {
-            Ok(response) => {
-                let status = response.status();
-                group.record(index, status.is_server_error());
-                let wanted = !last && idempotent && route.retry.on_status(status);
-                match retry_slot(route, wanted) {
-                    Some(slot) => _retry_slot = Some(slot),
-                    None => break (response, in_flight),
-                }
-                tracing::debug!(backend = %backend.address(), %status, attempt, "retrying on another backend");
+        let failure = match group.admit(index, wait).await {
+            Err(limit) => {
+                let error =
+                    ProxyError::Overloaded { backend: backend.address().to_string(), limit: limit.limit() };
+                Failure::new(FailureKind::Overloaded, error)
             }
-            Err(error) => {
-                group.record(index, true);
-                // Nothing reached the backend's application after a connect failure or a
-                // refused stream, so even a non-idempotent request may go again.
-                let safe = match &error {
-                    UpstreamError::Connect { .. }
-                    | UpstreamError::ConnectTimeout { .. }
-                    | UpstreamError::HandshakeTimeout { .. } => route.retry.on_connect_failure(),
-                    UpstreamError::RefusedStream { .. } => route.retry.on_refused_stream(),
-                    UpstreamError::Exchange { .. } => route.retry.on_reset() && idempotent,
-                    UpstreamError::ResponseTimeout { .. } => false,
+            Ok(in_flight) => {
+                let keep_head = !last || route.reads_request_after_forward();
+                let mut request =
+                    upstream_request(ex, client.scheme(), backend, payload.next_attempt(), keep_head)?;
+                // A streamed body through request-body plugins takes the exchange along.
+                let back = if filtered {
+                    let source =
+                        std::mem::replace(request.body_mut(), UpstreamBody::Full(Default::default()));
+                    let UpstreamBody::Stream(source) = source else {
+                        return Err(ProxyError::Internal("a filtered body that does not stream"));
+                    };
+                    let lent = std::mem::replace(ex, Exchange::placeholder());
+                    let (body, back) =
+                        FilteredRequest::new(source, Filter::new(route.clone(), Direction::Request, lent));
+                    *request.body_mut() = UpstreamBody::Filtered(UnsyncBoxBody::new(body));
+                    Some(back)
+                } else {
+                    None
                 };
-                match retry_slot(route, !last && safe) {
-                    Some(slot) => _retry_slot = Some(slot),
-                    None => return Err(error.into()),
+                let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
+                let result = client.send(backend.address(), request, limits, route.timeouts.response).await;
+                if let Some(back) = back {
+                    let returned = match back.await {
+                        Ok(back) => back.get().await,
+                        Err(_) => None,
+                    };
+                    *ex = returned.ok_or(ProxyError::Internal("the request body kept the exchange"))?;
+                    if let Some(reply) = ex.reply.take() {
+                        return Ok(local_response(reply));
+                    }
                 }
-                tracing::debug!(backend = %backend.address(), %error, attempt, "retrying on another backend");
+                match result {
+                    Ok(response) => {
+                        let status = response.status();
+                        group.record(index, status.is_server_error());
+                        if !route.retry.on_status(status) {
+                            break (response, in_flight);
+                        }
+                        let error =
+                            ProxyError::UpstreamStatus { backend: backend.address().to_string(), status };
+                        let mut failure = Failure::new(FailureKind::Status, error);
+                        failure.response = Some((response, in_flight));
+                        failure
+                    }
+                    Err(error) => {
+                        group.record(index, true);
+                        Failure::from_upstream(error)
+                    }
+                }
             }
+        };
+        // Whether the host's policy retries, and whether a plugin's request to may.
+        let (policy_retry, allowed) = match &failure.error {
+            ProxyError::Upstream(
+                UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::HandshakeTimeout { .. },
+            ) => (route.retry.on_connect_failure(), true),
+            ProxyError::Upstream(UpstreamError::RefusedStream { .. }) => {
+                (route.retry.on_refused_stream(), true)
+            }
+            ProxyError::Upstream(UpstreamError::Exchange { .. }) => {
+                (route.retry.on_reset() && idempotent, idempotent)
+            }
+            ProxyError::Upstream(UpstreamError::ResponseTimeout { .. }) => (false, idempotent),
+            ProxyError::UpstreamStatus { .. } => (idempotent, idempotent),
+            _ => (false, true),
+        };
+        let decision = on_upstream_error(route, ex, &failure, backend, attempt).await?;
+        let wanted = match decision {
+            OnError::Respond(reply) => return Ok(local_response(reply)),
+            OnError::Retry => !last && allowed,
+            OnError::Default => !last && policy_retry,
+        };
+        match retry_slot(route, wanted) {
+            Some(slot) => _retry_slot = Some(slot),
+            None => match failure.into_outcome() {
+                Ok((response, in_flight)) => break (response, in_flight),
+                Err(error) => return Err(error),
+            },
         }
+        tracing::debug!(backend = %backend.address(), attempt, "retrying on another backend");
         attempt += 1;
         index = another_backend(&group, index, ex, conn);
     };
@@ -231,12 +338,24 @@ async fn run_route(
         entry.upstream_us = Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
+    // A WebSocket handshake the backend accepted: the connection becomes a tunnel.
+    if let Some(client_side) = websocket
+        && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        let tunnel_idle = route.websocket.unwrap_or(idle);
+        return Ok(tunnel::open(client_side, response, in_flight, tunnel_idle));
+    }
+
     // 8. Response-header plugins.
     let (mut parts, body) = response.into_parts();
     // The client gets HTTP/1.1 framing whatever the upstream spoke (hyper ignores this on h2).
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, Version::HTTP_11);
+    if !route.response_body.is_empty() && !headers::bodiless(&ex.request.method, parts.status) {
+        // Plugins may change the body's length: it goes chunked.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
     let body = ProxyBody::upstream(Timed::new(body, "response", idle, deadline), Some(in_flight));
     if route.response_headers.is_empty() {
         return Ok(Response::from_parts(parts, body));
@@ -251,6 +370,117 @@ async fn run_route(
         Some(parts) => Ok(Response::from_parts(parts, body)),
         None => Err(ProxyError::Internal("the response head went missing")),
     }
+}
+
+/// A failed upstream attempt: why, and the response if the backend answered one the route
+/// retries on (it is passed on if no retry happens).
+struct Failure {
+    kind: FailureKind,
+    error: ProxyError,
+    response: Option<(Response<Incoming>, InFlight)>,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, error: ProxyError) -> Self {
+        Failure { kind, error, response: None }
+    }
+
+    fn from_upstream(error: UpstreamError) -> Self {
+        let kind = match &error {
+            UpstreamError::Connect { .. } => FailureKind::ConnectRefused,
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::HandshakeTimeout { .. } => {
+                FailureKind::ConnectTimeout
+            }
+            UpstreamError::ResponseTimeout { .. } => FailureKind::ResponseTimeout,
+            UpstreamError::RefusedStream { .. } | UpstreamError::Exchange { .. } => FailureKind::Reset,
+        };
+        Failure::new(kind, error.into())
+    }
+
+    /// What the client gets when nothing more is tried: the backend's answer, or the error.
+    fn into_outcome(self) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+        self.response.ok_or(self.error)
+    }
+}
+
+/// Asks the route's error-phase plugins about a failed attempt; the first with an opinion
+/// decides.
+async fn on_upstream_error(
+    route: &Route,
+    ex: &mut Box<Exchange>,
+    failure: &Failure,
+    backend: &Backend,
+    attempt: u32,
+) -> Result<OnError, ProxyError> {
+    if route.upstream_error.is_empty() {
+        return Ok(OnError::Default);
+    }
+    let report = UpstreamFailure {
+        kind: failure.kind,
+        backend: backend.address().to_string(),
+        attempt: attempt + 1,
+        message: failure.error.to_string(),
+    };
+    for plugin in &route.upstream_error {
+        match policy(plugin, plugin.on_upstream_error(ex, &report).await)? {
+            None | Some(OnError::Default) => continue,
+            Some(decision) => return Ok(decision),
+        }
+    }
+    Ok(OnError::Default)
+}
+
+enum Buffered {
+    Body(bytes::Bytes),
+    Respond(LocalReply),
+}
+
+/// Reads the request body whole; 413 past `limit` (the route's `request_buffer`).
+async fn read_whole(
+    ex: &mut Exchange,
+    body: Timed<Incoming>,
+    limit: usize,
+) -> Result<bytes::Bytes, ProxyError> {
+    let declared = ex.request.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    if declared.and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(_) => Err(ProxyError::BadRequest("the request body broke off")),
+    }
+}
+
+/// Runs a whole request body through the request-body plugins, which may edit the head when
+/// `head_open`; the body then goes upstream with its length.
+async fn whole_body(
+    route: &Route,
+    ex: &mut Box<Exchange>,
+    mut bytes: bytes::Bytes,
+    head_open: bool,
+) -> Result<Buffered, ProxyError> {
+    ex.body_buffered = head_open;
+    for plugin in &route.request_body {
+        let verdict = policy(plugin, plugin.on_request_body(ex, &bytes, true).await);
+        match verdict {
+            Ok(None | Some(BodyVerdict::Continue)) => {}
+            Ok(Some(BodyVerdict::Replace(replaced))) => bytes = replaced,
+            Ok(Some(BodyVerdict::Respond(reply))) => {
+                ex.body_buffered = false;
+                return Ok(Buffered::Respond(reply));
+            }
+            Err(error) => {
+                ex.body_buffered = false;
+                return Err(error);
+            }
+        }
+    }
+    ex.body_buffered = false;
+    ex.request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+    Ok(Buffered::Body(bytes))
 }
 
 /// A copy of a response head without its extensions, for phases that read it later.
@@ -283,16 +513,13 @@ enum Payload {
 
 impl Payload {
     async fn new(
-        body: Incoming,
+        body: Timed<Incoming>,
         headers: &http::HeaderMap,
         retry: &RetryPolicy,
-        idle: std::time::Duration,
-        deadline: Option<tokio::time::Instant>,
     ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Kept(bytes::Bytes::new()));
         }
-        let body = Timed::new(body, "request", idle, deadline);
         let length = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -313,9 +540,9 @@ impl Payload {
     fn next_attempt(&mut self) -> UpstreamBody {
         match self {
             Payload::Stream(body) => {
-                body.take().map_or(UpstreamBody::Right(Default::default()), UpstreamBody::Left)
+                body.take().map_or(UpstreamBody::Full(Default::default()), UpstreamBody::Stream)
             }
-            Payload::Kept(bytes) => UpstreamBody::Right(http_body_util::Full::new(bytes.clone())),
+            Payload::Kept(bytes) => UpstreamBody::Full(http_body_util::Full::new(bytes.clone())),
         }
     }
 }
@@ -329,12 +556,12 @@ fn client_for(
     sni: Option<&str>,
 ) -> Result<Arc<UpstreamClient>, ProxyError> {
     let client = if Arc::ptr_eq(group, &route.group) {
-        &route.client
+        route.client.clone()
     } else {
-        gw.clients.get(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
+        gw.upstreams.client(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
     };
     match sni {
-        None => Ok(client.clone()),
+        None => Ok(client),
         Some(sni) => client.for_sni(sni).map_err(|reason| {
             ProxyError::Upstream(UpstreamError::Connect { backend: group.name().to_string(), reason })
         }),

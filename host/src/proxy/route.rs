@@ -135,12 +135,20 @@ pub(crate) struct Route {
     pub(crate) client: Arc<UpstreamClient>,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeouts: RouteTimeouts,
+    /// Request bodies read whole up to this size before the upstream is chosen.
+    pub(crate) request_buffer: Option<usize>,
+    /// WebSocket upgrades are tunnelled, with this idle timeout; refused if `None`.
+    pub(crate) websocket: Option<std::time::Duration>,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
     pub(crate) request_headers: Vec<Arc<Plugin>>,
+    pub(crate) request_body: Vec<Arc<Plugin>>,
     pub(crate) select_upstream: Vec<Arc<Plugin>>,
     pub(crate) upstream_request: Vec<Arc<Plugin>>,
+    pub(crate) upstream_error: Vec<Arc<Plugin>>,
     /// Response phases run in reverse chain order, so the first plugin sees the final response.
     pub(crate) response_headers: Vec<Arc<Plugin>>,
+    pub(crate) response_body: Vec<Arc<Plugin>>,
+    pub(crate) response_trailers: Vec<Arc<Plugin>>,
     pub(crate) log: Vec<Arc<Plugin>>,
 }
 
@@ -154,10 +162,11 @@ impl Route {
         client: Arc<UpstreamClient>,
     ) -> Self {
         let with = |phase: Phase| chain.iter().filter(|p| p.has(phase)).cloned().collect::<Vec<_>>();
-        let mut response_headers = with(Phase::ResponseHeaders);
-        response_headers.reverse();
-        let mut log = with(Phase::Log);
-        log.reverse();
+        let reversed = |phase: Phase| {
+            let mut plugins = with(phase);
+            plugins.reverse();
+            plugins
+        };
         Route {
             name: Arc::from(config.name.clone().unwrap_or_else(|| format!("route-{index}"))),
             host: HostMatch::new(config.host.as_deref()),
@@ -173,11 +182,17 @@ impl Route {
                 &config.retry_on,
             ),
             timeouts: config.timeouts,
+            request_buffer: config.request_buffer,
+            websocket: config.websocket.then_some(config.tunnel_idle),
             request_headers: with(Phase::RequestHeaders),
+            request_body: with(Phase::RequestBody),
             select_upstream: with(Phase::SelectUpstream),
             upstream_request: with(Phase::UpstreamRequest),
-            response_headers,
-            log,
+            upstream_error: with(Phase::UpstreamError),
+            response_headers: reversed(Phase::ResponseHeaders),
+            response_body: reversed(Phase::ResponseBody),
+            response_trailers: reversed(Phase::ResponseTrailers),
+            log: reversed(Phase::Log),
         }
     }
 
@@ -189,7 +204,16 @@ impl Route {
 
     /// True when a phase after forwarding may read the request head, so it must be kept.
     pub(crate) fn reads_request_after_forward(&self) -> bool {
-        !self.response_headers.is_empty() || !self.log.is_empty()
+        !self.response_headers.is_empty()
+            || !self.response_body.is_empty()
+            || !self.response_trailers.is_empty()
+            || !self.upstream_error.is_empty()
+            || !self.log.is_empty()
+    }
+
+    /// True when the response body needs the exchange: response-body, trailer or log plugins.
+    pub(crate) fn follows_response_body(&self) -> bool {
+        !self.response_body.is_empty() || !self.response_trailers.is_empty() || !self.log.is_empty()
     }
 }
 

@@ -21,10 +21,50 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::tls;
 use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
-use crate::timed::Timed;
+use crate::timed::{BoxError, Timed};
 
-/// The body sent upstream: the client's body, streamed, or a body the gateway made.
-pub type UpstreamBody = http_body_util::Either<Timed<Incoming>, http_body_util::Full<Bytes>>;
+/// The body sent upstream.
+pub enum UpstreamBody {
+    /// The client's body, streamed as it arrives.
+    Stream(Timed<Incoming>),
+    /// A body held whole: kept for retries, buffered for plugins, or made by the gateway.
+    Full(http_body_util::Full<Bytes>),
+    /// The client's body streamed through request-body plugins (boxed: only routes with
+    /// such plugins pay for it).
+    Filtered(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            UpstreamBody::Filtered(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Full(b) => b.is_end_stream(),
+            UpstreamBody::Filtered(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Full(b) => b.size_hint(),
+            UpstreamBody::Filtered(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,11 +5,13 @@
 //! picking a backend takes no lock.
 
 mod balance;
+mod call;
 mod client;
 mod health;
 mod tls;
 
 pub use self::balance::{HashSource, Policy, hash_key};
+pub use self::call::{Call, CallError, MAX_CALL_BODY, call};
 pub use self::client::{ClientStats, ConnectLimits, UpstreamBody, UpstreamClient, UpstreamError};
 pub use self::health::spawn_health_checks;
 
@@ -25,12 +27,27 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Upstreams {
     groups: HashMap<Arc<str>, Arc<Group>>,
+    clients: HashMap<Arc<str>, Arc<UpstreamClient>>,
 }
 
 impl Upstreams {
     /// The groups given, by their names.
     pub fn new(groups: impl IntoIterator<Item = Group>) -> Self {
-        Upstreams { groups: groups.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect() }
+        Upstreams {
+            groups: groups.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect(),
+            clients: HashMap::new(),
+        }
+    }
+
+    /// With the clients of the groups, by group name.
+    pub fn with_clients(mut self, clients: HashMap<Arc<str>, Arc<UpstreamClient>>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// The client of group `name`.
+    pub fn client(&self, name: &str) -> Option<Arc<UpstreamClient>> {
+        self.clients.get(name).cloned()
     }
 
     /// A shared empty set, for contexts that have none.

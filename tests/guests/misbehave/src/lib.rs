@@ -1,14 +1,13 @@
 //! misbehave: a test guest whose config `{ "mode": "..." }` picks what it does, from hostile
 //! (loop, trap, grow, recurse, hand the host bad values) to reporting (count its calls, echo a
-//! header, mark every phase). It defines every phase so that the host calls them all; the
-//! phases a mode does not use carry on.
+//! header, mark the header phases). The body, trailer and error phases are the `tracer`
+//! guest's.
 
 use std::hint::black_box;
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    Action, BodyAction, ErrorAction, LocalResponse, LogEntry, Plugin, Request, Response, Upstream,
-    UpstreamChoice, UpstreamFailure, log, state,
+    Action, LocalResponse, LogEntry, Plugin, Request, Response, Upstream, UpstreamChoice, log, state,
 };
 
 /// The guest's config.
@@ -119,10 +118,6 @@ impl Plugin for Misbehave {
         }
     }
 
-    fn on_request_body(&mut self, _req: &Request, _chunk: Vec<u8>, _end: bool) -> BodyAction {
-        BodyAction::Continue
-    }
-
     fn select_upstream(&mut self, _req: &Request, upstream: &Upstream) -> UpstreamChoice {
         if self.mode == Mode::Sni
             && let Err(error) = upstream.set_sni("api.test")
@@ -143,15 +138,6 @@ impl Plugin for Misbehave {
         Action::Continue
     }
 
-    fn on_upstream_error(&mut self, _req: &Request, failure: &UpstreamFailure) -> ErrorAction {
-        if self.mode == Mode::Phases {
-            log::info!("phases: upstream attempt {} failed, retrying", failure.attempt);
-            ErrorAction::Retry
-        } else {
-            ErrorAction::Default
-        }
-    }
-
     fn on_response_headers(&mut self, req: &Request, resp: &mut Response) -> Action {
         if self.mode == Mode::Phases {
             let seen = state::get("seen").unwrap_or_else(|| b"missing".to_vec());
@@ -160,12 +146,6 @@ impl Plugin for Misbehave {
         }
         Action::Continue
     }
-
-    fn on_response_body(&mut self, _req: &Request, _chunk: Vec<u8>, _end: bool) -> BodyAction {
-        BodyAction::Continue
-    }
-
-    fn on_response_trailers(&mut self, _resp: &mut Response) {}
 
     fn on_log(&mut self, _req: &Request, entry: &LogEntry) {
         if self.mode == Mode::Phases {

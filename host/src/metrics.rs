@@ -1,0 +1,302 @@
+//! The metrics registry the gateway exports in the Prometheus text format, and the metrics
+//! plugins record through the host API (`wasmgate:plugin/metrics`): their names, kinds, label
+//! sets and the bounds that keep a plugin from growing the registry without limit.
+//!
+//! Plugin metrics are exported as `wasmgate_plugin_<name>` with a `plugin` label. A series is
+//! made once (under a write lock) and then recorded through a handle each instance keeps, so
+//! recording takes no shared lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label pairs of one series, the `plugin` label first.
+pub type Labels = Vec<(String, String)>;
+
+/// Series one plugin may make at most.
+pub const MAX_SERIES_PER_PLUGIN: usize = 1000;
+const MAX_NAME: usize = 64;
+const MAX_LABELS: usize = 8;
+const MAX_LABEL_VALUE: usize = 128;
+
+/// The gateway's registry: what `/metrics` renders.
+pub struct Metrics {
+    registry: Registry,
+    plugins: Arc<PluginMetrics>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let plugins = Arc::new(PluginMetrics::default());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(PluginCollector(plugins.clone())));
+        Metrics { registry, plugins }
+    }
+}
+
+impl Metrics {
+    /// The plugins' metrics.
+    pub fn plugins(&self) -> &Arc<PluginMetrics> {
+        &self.plugins
+    }
+
+    /// Everything, in the Prometheus (OpenMetrics) text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// What kind a metric name was first used as; it keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Set to a value.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+enum PluginFamily {
+    Counter(Family<Labels, Counter>),
+    Gauge(Family<Labels, Gauge<f64, AtomicU64>>),
+    Histogram(HistogramFamily),
+}
+
+/// A recorded series: cheap to clone, records without locks.
+#[derive(Debug, Clone)]
+pub enum Series {
+    /// A counter.
+    Counter(Counter),
+    /// A gauge.
+    Gauge(Gauge<f64, AtomicU64>),
+    /// A histogram.
+    Histogram(Histogram),
+}
+
+impl Series {
+    /// Records `value` as the series' kind does: added, set or observed.
+    pub fn record(&self, value: f64) {
+        match self {
+            // Counters take whole increments; the WIT passes a u64.
+            Series::Counter(c) => {
+                c.inc_by(value as u64);
+            }
+            Series::Gauge(g) => {
+                g.set(value);
+            }
+            Series::Histogram(h) => h.observe(value),
+        }
+    }
+}
+
+/// Why a plugin's metric call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    /// The name or a label is malformed or too long, or there are too many labels.
+    #[error("invalid metric `{0}`")]
+    Invalid(String),
+    /// The name is in use as another kind.
+    #[error("metric `{name}` is a {existing:?}")]
+    Kind {
+        /// The metric.
+        name: String,
+        /// The kind it has.
+        existing: Kind,
+    },
+    /// The plugin has made as many series as it may.
+    #[error("the plugin has {MAX_SERIES_PER_PLUGIN} series already")]
+    TooManySeries,
+}
+
+/// Every plugin metric family, by exported name.
+#[derive(Debug, Default)]
+pub struct PluginMetrics {
+    families: RwLock<HashMap<String, PluginFamily>>,
+    series: RwLock<HashMap<Arc<str>, Arc<AtomicUsize>>>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl PluginMetrics {
+    /// The series `name` with `labels` of `plugin`, made if new; what an instance caches.
+    pub fn series(
+        &self,
+        plugin: &Arc<str>,
+        kind: Kind,
+        name: &str,
+        labels: &[(String, String)],
+    ) -> Result<Series, MetricError> {
+        let invalid = || MetricError::Invalid(name.to_owned());
+        if !valid_name(name) || labels.len() > MAX_LABELS {
+            return Err(invalid());
+        }
+        for (key, value) in labels {
+            if !valid_name(key) || key.starts_with("__") || key == "plugin" || value.len() > MAX_LABEL_VALUE {
+                return Err(invalid());
+            }
+        }
+        // OpenMetrics adds `_total` to counters itself; stripped from every kind, so that a
+        // gauge cannot take the name a counter is exported under.
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let exported = format!("wasmgate_plugin_{base}");
+        let mut key: Labels = Vec::with_capacity(labels.len() + 1);
+        key.push(("plugin".to_owned(), plugin.to_string()));
+        key.extend(labels.iter().cloned());
+
+        let count = self.series_count(plugin);
+        let read = self.families.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(family) = read.get(&exported) {
+            return Self::get_or_create(family, &key, kind, name, &count);
+        }
+        drop(read);
+        let mut write = self.families.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let family = write.entry(exported).or_insert_with(|| match kind {
+            Kind::Counter => PluginFamily::Counter(Family::default()),
+            Kind::Gauge => PluginFamily::Gauge(Family::default()),
+            Kind::Histogram => PluginFamily::Histogram(Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+            })),
+        });
+        Self::get_or_create(family, &key, kind, name, &count)
+    }
+
+    fn series_count(&self, plugin: &Arc<str>) -> Arc<AtomicUsize> {
+        if let Some(count) = self.series.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(plugin)
+        {
+            return count.clone();
+        }
+        let mut write = self.series.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        write.entry(plugin.clone()).or_default().clone()
+    }
+
+    fn get_or_create(
+        family: &PluginFamily,
+        key: &Labels,
+        kind: Kind,
+        name: &str,
+        count: &AtomicUsize,
+    ) -> Result<Series, MetricError> {
+        let existing = match family {
+            PluginFamily::Counter(_) => Kind::Counter,
+            PluginFamily::Gauge(_) => Kind::Gauge,
+            PluginFamily::Histogram(_) => Kind::Histogram,
+        };
+        if existing != kind {
+            return Err(MetricError::Kind { name: name.to_owned(), existing });
+        }
+        let exists = match family {
+            PluginFamily::Counter(f) => f.get(key).is_some(),
+            PluginFamily::Gauge(f) => f.get(key).is_some(),
+            PluginFamily::Histogram(f) => f.get(key).is_some(),
+        };
+        if !exists && count.fetch_add(1, Ordering::Relaxed) >= MAX_SERIES_PER_PLUGIN {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return Err(MetricError::TooManySeries);
+        }
+        Ok(match family {
+            PluginFamily::Counter(f) => Series::Counter(f.get_or_create(key).clone()),
+            PluginFamily::Gauge(f) => Series::Gauge(f.get_or_create(key).clone()),
+            PluginFamily::Histogram(f) => Series::Histogram(f.get_or_create(key).clone()),
+        })
+    }
+}
+
+/// Renders the plugin families at each scrape: they come and go as plugins name them, so they
+/// cannot be registered up front.
+#[derive(Debug)]
+struct PluginCollector(Arc<PluginMetrics>);
+
+impl Collector for PluginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let families = self.0.families.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names: Vec<_> = families.keys().collect();
+        names.sort();
+        for name in names {
+            let help = "recorded by a plugin";
+            match &families[name] {
+                PluginFamily::Counter(f) => {
+                    f.encode(encoder.encode_descriptor(name, help, None, f.metric_type())?)?
+                }
+                PluginFamily::Gauge(f) => {
+                    f.encode(encoder.encode_descriptor(name, help, None, f.metric_type())?)?
+                }
+                PluginFamily::Histogram(f) => {
+                    f.encode(encoder.encode_descriptor(name, help, None, f.metric_type())?)?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_series_are_exported_with_the_plugin_label_and_bounded() {
+        let metrics = Metrics::default();
+        let plugin: Arc<str> = Arc::from("limiter");
+        let labels = vec![("reason".to_owned(), "quota".to_owned())];
+        let denied =
+            metrics.plugins().series(&plugin, Kind::Counter, "denied_total", &labels).expect("counter");
+        denied.record(2.0);
+        denied.record(1.0);
+        let gauge = metrics.plugins().series(&plugin, Kind::Gauge, "tokens", &[]).expect("gauge");
+        gauge.record(7.5);
+        let seconds =
+            metrics.plugins().series(&plugin, Kind::Histogram, "wait_seconds", &[]).expect("histogram");
+        seconds.record(0.003);
+        let text = metrics.render();
+        assert!(
+            text.contains("wasmgate_plugin_denied_total{plugin=\"limiter\",reason=\"quota\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("wasmgate_plugin_tokens{plugin=\"limiter\"} 7.5"), "{text}");
+        assert!(text.contains("wasmgate_plugin_wait_seconds_count{plugin=\"limiter\"} 1"), "{text}");
+
+        assert!(matches!(
+            metrics.plugins().series(&plugin, Kind::Gauge, "denied_total", &[]),
+            Err(MetricError::Kind { .. })
+        ));
+        for bad in ["", "1abc", "a-b", "x".repeat(65).as_str()] {
+            assert!(metrics.plugins().series(&plugin, Kind::Gauge, bad, &[]).is_err(), "{bad}");
+        }
+        let plugin_label = vec![("plugin".to_owned(), "other".to_owned())];
+        assert!(metrics.plugins().series(&plugin, Kind::Gauge, "g", &plugin_label).is_err());
+
+        let greedy: Arc<str> = Arc::from("greedy");
+        for i in 0..MAX_SERIES_PER_PLUGIN {
+            let labels = vec![("i".to_owned(), i.to_string())];
+            metrics.plugins().series(&greedy, Kind::Counter, "c", &labels).expect("within the bound");
+        }
+        let one_more = vec![("i".to_owned(), "x".to_owned())];
+        assert_eq!(
+            metrics.plugins().series(&greedy, Kind::Counter, "c", &one_more).err(),
+            Some(MetricError::TooManySeries)
+        );
+        // An existing series is still recorded.
+        let again = vec![("i".to_owned(), "0".to_owned())];
+        assert!(metrics.plugins().series(&greedy, Kind::Counter, "c", &again).is_ok());
+    }
+}

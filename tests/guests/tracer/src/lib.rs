@@ -1,0 +1,134 @@
+//! tracer: a test guest that implements every phase and records, per request, the order the
+//! host called them in; at the log phase it puts the trace in the shared store under
+//! `trace:<x-trace-id>` so that a test can read it. Request headers steer it:
+//!
+//! - `x-trace-answer: <phase>`: answers 200 `answered in <phase>` from that phase
+//!   (request-headers, request-body, select-upstream, upstream-request, upstream-error,
+//!   response-headers);
+//! - `x-trace-retry`: `on_upstream_error` asks for a retry;
+//! - `x-trace-upper`: both body phases turn the chunks to upper case;
+//!
+//! At the end of the request body it sets request header `x-body-seen` to the last chunk's
+//! length (which the host allows only for a buffered body, the whole body then); trailers from
+//! the upstream get `x-traced: 1`.
+
+use serde::Deserialize;
+use wasmgate_sdk::{
+    Action, BodyAction, ErrorAction, LocalResponse, LogEntry, Plugin, Request, Response, Upstream,
+    UpstreamChoice, UpstreamFailure, log, state, store,
+};
+
+/// The guest takes no settings but refuses unknown ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {}
+
+struct Tracer;
+
+/// Appends `phase` to this request's trace.
+fn mark(phase: &str) {
+    let mut trace = state::get("trace").unwrap_or_default();
+    if !trace.is_empty() {
+        trace.push(b',');
+    }
+    trace.extend_from_slice(phase.as_bytes());
+    if !state::set("trace", trace) {
+        log::warn("tracer: the state refused the trace");
+    }
+}
+
+/// The answer asked for by `x-trace-answer`, if this is the phase.
+fn answer(req: &Request, phase: &str) -> Option<LocalResponse> {
+    let asked = req.header("x-trace-answer")?;
+    (asked == phase).then(|| LocalResponse::new(200).header("x-answered-in", phase).body(format!("answered in {phase}")))
+}
+
+fn upper(req: &Request, chunk: Vec<u8>) -> BodyAction {
+    if req.header("x-trace-upper").is_some() {
+        BodyAction::Replace(chunk.to_ascii_uppercase())
+    } else {
+        BodyAction::Continue
+    }
+}
+
+#[wasmgate_sdk::plugin]
+impl Plugin for Tracer {
+    type Config = Config;
+
+    fn new(_config: Config) -> Result<Self, String> {
+        Ok(Tracer)
+    }
+
+    fn on_request_headers(&mut self, req: &mut Request) -> Action {
+        mark("request-headers");
+        answer(req, "request-headers").map_or(Action::Continue, Action::Respond)
+    }
+
+    fn on_request_body(&mut self, req: &mut Request, chunk: Vec<u8>, end: bool) -> BodyAction {
+        if end {
+            mark("request-body");
+            if let Some(reply) = answer(req, "request-body") {
+                return BodyAction::Respond(reply);
+            }
+            // Refused (read-only) unless the body is buffered: not worth a log line.
+            let _ = req.set_header("x-body-seen", chunk.len().to_string());
+        }
+        upper(req, chunk)
+    }
+
+    fn select_upstream(&mut self, req: &Request, _upstream: &Upstream) -> UpstreamChoice {
+        mark("select-upstream");
+        answer(req, "select-upstream").map_or(UpstreamChoice::Default, UpstreamChoice::Respond)
+    }
+
+    fn on_upstream_request(&mut self, req: &mut Request) -> Action {
+        mark("upstream-request");
+        answer(req, "upstream-request").map_or(Action::Continue, Action::Respond)
+    }
+
+    fn on_upstream_error(&mut self, req: &Request, failure: &UpstreamFailure) -> ErrorAction {
+        mark("upstream-error");
+        log::info(&format!("tracer: attempt {} to {} failed: {}", failure.attempt, failure.backend, failure.message));
+        if let Some(reply) = answer(req, "upstream-error") {
+            return ErrorAction::Respond(reply);
+        }
+        if req.header("x-trace-retry").is_some() { ErrorAction::Retry } else { ErrorAction::Default }
+    }
+
+    fn on_response_headers(&mut self, req: &Request, _resp: &mut Response) -> Action {
+        mark("response-headers");
+        answer(req, "response-headers").map_or(Action::Continue, Action::Respond)
+    }
+
+    fn on_response_body(&mut self, req: &Request, chunk: Vec<u8>, end: bool) -> BodyAction {
+        if end {
+            mark("response-body");
+        }
+        upper(req, chunk)
+    }
+
+    fn on_response_trailers(&mut self, resp: &mut Response) {
+        mark("response-trailers");
+        if let Err(error) = resp.set_header("x-traced", "1") {
+            log::warn(&format!("tracer: trailer refused: {error}"));
+        }
+    }
+
+    fn on_log(&mut self, req: &Request, entry: &LogEntry) {
+        mark("log");
+        let Some(id) = req.header("x-trace-id") else { return };
+        let trace = state::get("trace").unwrap_or_default();
+        let record = format!(
+            "{}|status={}|id={}|in={}|out={}|error={}",
+            String::from_utf8_lossy(&trace),
+            entry.status,
+            req.header("x-request-id").as_deref().unwrap_or("-"),
+            entry.bytes_in,
+            entry.bytes_out,
+            entry.error.as_deref().unwrap_or("-")
+        );
+        if let Err(error) = store::set(&format!("trace:{id}"), record, None) {
+            log::warn(&format!("tracer: cannot store the trace: {error}"));
+        }
+    }
+}
