@@ -1,5 +1,7 @@
 //! Plugin runtime costs (criterion): one phase call on a reused instance, one call under
-//! per-request isolation, and loading five plugins from the compiled cache.
+//! per-request isolation, each body, trailer, error and log phase call (a plugin that does
+//! nothing in them: the cost of the phase itself), and loading five plugins from the compiled
+//! cache.
 //!
 //! Run: `cargo bench -p wasmgate-tests --bench runtime`.
 
@@ -71,6 +73,59 @@ fn phase_calls(c: &mut Criterion) {
     }
 }
 
+fn body_error_and_log_phases(c: &mut Criterion) {
+    use wasmgate::plugin::{FailureKind, LogEntry, UpstreamFailure};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let engine = runtime(16);
+    let mut spec = PluginSpec::new("tracer", wasm::TRACER);
+    spec.config_json = r#"{"quiet":true}"#.into();
+    spec.instances = 4;
+    let plugin = rt.block_on(engine.load(&spec)).expect("load");
+    let mut ex = exchange();
+    let mut response = http::Response::new(());
+    response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("0"));
+    ex.response = Some(response.into_parts().0);
+    let chunk = vec![b'a'; 16 * 1024];
+    let failure = UpstreamFailure {
+        kind: FailureKind::ConnectRefused,
+        backend: "127.0.0.1:8080".into(),
+        attempt: 1,
+        message: "connection refused".into(),
+    };
+    let entry = LogEntry {
+        status: 200,
+        duration_us: 1200,
+        upstream_us: Some(900),
+        bytes_in: 0,
+        bytes_out: 5120,
+        backend: Some("127.0.0.1:8080".into()),
+        error: None,
+    };
+    let mut group = c.benchmark_group("phases");
+    macro_rules! phase {
+        ($name:expr, |$ex:ident| $call:expr) => {
+            group.bench_function($name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let $ex = &mut ex;
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            $call.await.expect("call");
+                        }
+                        started.elapsed()
+                    })
+                })
+            });
+        };
+    }
+    phase!("request body: one 16 KiB chunk", |ex| plugin.on_request_body(ex, &chunk, false));
+    phase!("response body: one 16 KiB chunk", |ex| plugin.on_response_body(ex, &chunk, false));
+    phase!("response trailers", |ex| plugin.on_response_trailers(ex));
+    phase!("upstream error", |ex| plugin.on_upstream_error(ex, &failure));
+    phase!("log", |ex| plugin.on_log(ex, &entry));
+    group.finish();
+}
+
 fn load_five_from_cache(c: &mut Criterion) {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
@@ -108,5 +163,5 @@ fn load_five_from_cache(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, phase_calls, load_five_from_cache);
+criterion_group!(benches, phase_calls, body_error_and_log_phases, load_five_from_cache);
 criterion_main!(benches);

@@ -18,12 +18,18 @@ use wasmgate_sdk::{
     UpstreamChoice, UpstreamFailure, log, state, store,
 };
 
-/// The guest takes no settings but refuses unknown ones.
+/// The guest's config.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {}
+struct Config {
+    /// Do nothing in any phase (what the benchmark measures: the bare cost of each phase).
+    #[serde(default)]
+    quiet: bool,
+}
 
-struct Tracer;
+struct Tracer {
+    quiet: bool,
+}
 
 /// Appends `phase` to this request's trace.
 fn mark(phase: &str) {
@@ -55,16 +61,22 @@ fn upper(req: &Request, chunk: Vec<u8>) -> BodyAction {
 impl Plugin for Tracer {
     type Config = Config;
 
-    fn new(_config: Config) -> Result<Self, String> {
-        Ok(Tracer)
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Tracer { quiet: config.quiet })
     }
 
     fn on_request_headers(&mut self, req: &mut Request) -> Action {
+        if self.quiet {
+            return Action::Continue;
+        }
         mark("request-headers");
         answer(req, "request-headers").map_or(Action::Continue, Action::Respond)
     }
 
     fn on_request_body(&mut self, req: &mut Request, chunk: Vec<u8>, end: bool) -> BodyAction {
+        if self.quiet {
+            return BodyAction::Continue;
+        }
         if end {
             mark("request-body");
             if let Some(reply) = answer(req, "request-body") {
@@ -77,16 +89,25 @@ impl Plugin for Tracer {
     }
 
     fn select_upstream(&mut self, req: &Request, _upstream: &Upstream) -> UpstreamChoice {
+        if self.quiet {
+            return UpstreamChoice::Default;
+        }
         mark("select-upstream");
         answer(req, "select-upstream").map_or(UpstreamChoice::Default, UpstreamChoice::Respond)
     }
 
     fn on_upstream_request(&mut self, req: &mut Request) -> Action {
+        if self.quiet {
+            return Action::Continue;
+        }
         mark("upstream-request");
         answer(req, "upstream-request").map_or(Action::Continue, Action::Respond)
     }
 
     fn on_upstream_error(&mut self, req: &Request, failure: &UpstreamFailure) -> ErrorAction {
+        if self.quiet {
+            return ErrorAction::Default;
+        }
         mark("upstream-error");
         log::info(&format!("tracer: attempt {} to {} failed: {}", failure.attempt, failure.backend, failure.message));
         if let Some(reply) = answer(req, "upstream-error") {
@@ -96,11 +117,17 @@ impl Plugin for Tracer {
     }
 
     fn on_response_headers(&mut self, req: &Request, _resp: &mut Response) -> Action {
+        if self.quiet {
+            return Action::Continue;
+        }
         mark("response-headers");
         answer(req, "response-headers").map_or(Action::Continue, Action::Respond)
     }
 
     fn on_response_body(&mut self, req: &Request, chunk: Vec<u8>, end: bool) -> BodyAction {
+        if self.quiet {
+            return BodyAction::Continue;
+        }
         if end {
             mark("response-body");
         }
@@ -108,6 +135,9 @@ impl Plugin for Tracer {
     }
 
     fn on_response_trailers(&mut self, resp: &mut Response) {
+        if self.quiet {
+            return;
+        }
         mark("response-trailers");
         if let Err(error) = resp.set_header("x-traced", "1") {
             log::warn(&format!("tracer: trailer refused: {error}"));
@@ -115,6 +145,9 @@ impl Plugin for Tracer {
     }
 
     fn on_log(&mut self, req: &Request, entry: &LogEntry) {
+        if self.quiet {
+            return;
+        }
         mark("log");
         let Some(id) = req.header("x-trace-id") else { return };
         let trace = state::get("trace").unwrap_or_default();
