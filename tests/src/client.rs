@@ -18,6 +18,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
+    /// The trailers, if any came.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Reply {
@@ -53,8 +55,9 @@ pub async fn send(
 ) -> anyhow::Result<Reply> {
     let response = client.request(request).await?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply { status: parts.status, headers: parts.headers, body })
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(Reply { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers })
 }
 
 /// Sends `request` over one new HTTP/2 prior-knowledge (h2c) connection.
@@ -65,7 +68,8 @@ pub async fn h2c(addr: SocketAddr, request: Request<Full<Bytes>>) -> anyhow::Res
     let conn = tokio::spawn(conn);
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let collected = body.collect().await?;
     conn.abort();
-    Ok(Reply { status: parts.status, headers: parts.headers, body })
+    let trailers = collected.trailers().cloned();
+    Ok(Reply { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers })
 }

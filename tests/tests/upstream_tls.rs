@@ -75,31 +75,21 @@ async fn alpn_picks_http2_over_tls_and_h2c_works_with_prior_knowledge() {
 
 /// Sends one gRPC call over h2c and returns the response body and its `grpc-status` trailer.
 async fn grpc_call(addr: std::net::SocketAddr, method: &str, message: &[u8]) -> (bytes::Bytes, String) {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(conn);
     let request = http::Request::post(format!("http://{addr}/test.Echo/{method}"))
-        .version(http::Version::HTTP_2)
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(http_body_util::Full::new(wasmgate_example_origin::frame(message)))
         .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    assert_eq!(response.headers()["content-type"], "application/grpc");
-    let collected = response.into_body().collect().await.expect("body");
-    let status = collected
-        .trailers()
+    let reply = client::h2c(addr, request).await.expect("response");
+    assert_eq!(reply.header("content-type"), "application/grpc");
+    let status = reply
+        .trailers
+        .as_ref()
         .and_then(|t| t.get("grpc-status"))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("missing")
         .to_owned();
-    (collected.to_bytes(), status)
+    (reply.body, status)
 }
 
 #[tokio::test]
