@@ -30,7 +30,7 @@ async fn traced(backend: SocketAddr, extra_route: &str) -> Running {
     harness::start(&format!(
         "[[listeners]]
 address = \"127.0.0.1:0\"
-{runtime}
+
 [plugins.tracer]
 path = \"{tracer}\"
 
@@ -54,7 +54,6 @@ request_buffer = \"1KiB\"
 upstream = \"o\"
 plugins = [\"tracer\"]
 ",
-        runtime = harness::runtime_section(),
         tracer = wasm::TRACER,
         down = closed_port(),
     ))
@@ -222,7 +221,7 @@ async fn the_error_phase_can_answer_or_ask_for_a_retry() {
     let gw = harness::start(&format!(
         "[[listeners]]
 address = \"127.0.0.1:0\"
-{runtime}
+
 [plugins.tracer]
 path = \"{tracer}\"
 
@@ -234,7 +233,6 @@ upstream = \"half\"
 plugins = [\"tracer\"]
 retry_on = []
 ",
-        runtime = harness::runtime_section(),
         tracer = wasm::TRACER,
         down = closed_port(),
         up = o.addr(),
@@ -260,7 +258,7 @@ async fn trailers_go_through_the_trailer_phase() {
     let gw = harness::start(&format!(
         "[[listeners]]
 address = \"127.0.0.1:0\"
-{runtime}
+
 [plugins.tracer]
 path = \"{tracer}\"
 
@@ -272,7 +270,6 @@ protocol = \"http2\"
 upstream = \"grpc\"
 plugins = [\"tracer\"]
 ",
-        runtime = harness::runtime_section(),
         tracer = wasm::TRACER,
         backend = o.addr(),
     ))
