@@ -24,8 +24,8 @@ fn closed_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-/// A gateway with the tracer on every route: `/down` goes to a closed port, `/buffered`
-/// buffers bodies up to 1 KiB, the rest goes to `backend`.
+/// A gateway with the tracer on every route: `/down` goes to a closed port, `PUT` requests
+/// have their bodies buffered up to 1 KiB, the rest goes to `backend`.
 async fn traced(backend: SocketAddr, extra_route: &str) -> Running {
     harness::start(&format!(
         "[[listeners]]
@@ -45,7 +45,7 @@ upstream = \"down\"
 plugins = [\"tracer\"]
 retries = 0
 [[routes]]
-path_prefix = \"/buffered\"
+methods = [\"PUT\"]
 upstream = \"o\"
 plugins = [\"tracer\"]
 request_buffer = \"1KiB\"
@@ -200,13 +200,13 @@ async fn body_plugins_edit_both_bodies_whole_or_streamed() {
 async fn a_buffered_body_is_bounded_and_opens_the_head_to_body_plugins() {
     let o = origin("o").await;
     let gw = traced(o.addr(), "").await;
-    let reply = send(&gw, "POST", "/buffered/echo-headers", &[], b"0123456789").await;
+    let reply = send(&gw, "PUT", "/echo-headers", &[], b"0123456789").await;
     assert_eq!(reply.status, 200);
     assert!(reply.text().contains("x-body-seen: 10\n"), "{}", reply.text());
     assert!(reply.text().contains("content-length: 10\n"), "{}", reply.text());
 
     let big: &'static [u8] = Box::leak(vec![b'a'; 2048].into_boxed_slice());
-    let reply = send(&gw, "POST", "/buffered/echo", &[], big).await;
+    let reply = send(&gw, "PUT", "/echo", &[], big).await;
     assert_eq!((reply.status.as_u16(), reply.header("x-wasmgate-error")), (413, "body-too-large"));
 
     // Streamed, the head is read-only to body plugins: the header is refused.
