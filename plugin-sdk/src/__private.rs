@@ -276,7 +276,7 @@ mod tests {
         fn on_request_headers(&mut self, _req: &mut Request) -> Action {
             Action::Continue
         }
-        fn on_request_body(&mut self, _req: &Request, chunk: Vec<u8>, _end: bool) -> BodyAction {
+        fn on_request_body(&mut self, _req: &mut Request, chunk: Vec<u8>, _end: bool) -> BodyAction {
             BodyAction::Replace(chunk.to_ascii_uppercase())
         }
         fn select_upstream(&mut self, _req: &Request, _upstream: &Upstream) -> UpstreamChoice {
