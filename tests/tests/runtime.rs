@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmgate::plugin::{
-    Action, Choice, Exchange, FailureKind, Isolation, LogEntry, OnError, Plugin, PluginError, PluginSpec,
-    Runtime, RuntimeConfig, UpstreamFailure,
+    Action, Choice, Exchange, Isolation, LogEntry, Plugin, PluginError, PluginSpec, Runtime, RuntimeConfig,
 };
 use wasmgate_tests::{harness, wasm};
 
