@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod timed;
+pub mod tls;
 pub mod upstream;

@@ -1,5 +1,6 @@
-//! Listeners and connections: accepting, serving HTTP/1.1 and HTTP/2 (h2c with prior knowledge)
-//! through the proxy, the connection timeouts, and graceful shutdown.
+//! Listeners and connections: accepting, TLS termination where a listener has it, serving
+//! HTTP/1.1 and HTTP/2 (over TLS by ALPN, or h2c with prior knowledge) through the proxy, the
+//! connection timeouts, and graceful shutdown.
 //!
 //! Timeouts: a connection must send its first byte within `header_read_timeout` (hyper's own
 //! timer only starts once it is reading a request head, and its protocol sniffing would
@@ -33,6 +34,7 @@ use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::proxy::{self, Conn, ProxyBody};
 use crate::timed::BoxError;
+use crate::tls::ServerTls;
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -46,23 +48,28 @@ pub struct BindError {
 
 /// Bound listeners, ready to serve.
 pub struct Server {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
     settings: ServerConfig,
 }
 
 impl Server {
-    /// Binds every address (port 0 picks a free port).
-    pub async fn bind(addresses: &[SocketAddr], settings: ServerConfig) -> Result<Server, BindError> {
+    /// Binds every address (port 0 picks a free port), each with its TLS if it has one.
+    pub async fn bind(
+        addresses: Vec<(SocketAddr, Option<Arc<ServerTls>>)>,
+        settings: ServerConfig,
+    ) -> Result<Server, BindError> {
         let mut listeners = Vec::with_capacity(addresses.len());
-        for &address in addresses {
-            listeners.push(TcpListener::bind(address).await.map_err(|source| BindError { address, source })?);
+        for (address, tls) in addresses {
+            let listener =
+                TcpListener::bind(address).await.map_err(|source| BindError { address, source })?;
+            listeners.push((listener, tls));
         }
         Ok(Server { listeners, settings })
     }
 
     /// The addresses actually bound.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
@@ -78,9 +85,9 @@ impl Server {
         let shared = Arc::new(Shared { gateway, builder, settings: self.settings.clone() });
 
         let mut accepting = tokio::task::JoinSet::new();
-        for listener in self.listeners {
+        for (listener, tls) in self.listeners {
             let limits = Limits { stop: stop_rx.clone(), cut_off: cut_off.clone(), slots: slots.clone() };
-            accepting.spawn(accept_loop(listener, shared.clone(), limits, tracker.clone()));
+            accepting.spawn(accept_loop(listener, tls, shared.clone(), limits, tracker.clone()));
         }
         shutdown.await;
         tracing::info!(
@@ -113,17 +120,23 @@ struct Limits {
     slots: Arc<Semaphore>,
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Limits, tracker: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    tracker: TaskTracker,
+) {
     loop {
         // At the connection cap, stop accepting: new clients wait in the kernel's backlog.
         let Ok(slot) = limits.slots.clone().acquire_owned().await else { return };
         match listener.accept().await {
             Ok((stream, client)) => {
                 let _ = stream.set_nodelay(true);
-                let (shared, limits) = (shared.clone(), limits.clone());
+                let (shared, limits, tls) = (shared.clone(), limits.clone(), tls.clone());
                 tracker.spawn(async move {
                     tokio::select! {
-                        _ = serve_connection(stream, client, shared, limits.stop) => {}
+                        _ = open_connection(stream, client, tls, shared, limits.stop) => {}
                         _ = limits.cut_off.cancelled() => {}
                     }
                     drop(slot);
@@ -139,24 +152,49 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Limits,
     }
 }
 
-async fn serve_connection(
+/// Waits for a plain connection's first byte, or completes a TLS handshake, then serves it.
+async fn open_connection(
     stream: TcpStream,
     client: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let settings = &shared.settings;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(settings.header_read_timeout, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        Ok(_) => return,
-        Err(_) => {
-            tracing::debug!(%client, "connection sent nothing within the header timeout; closed");
+    let Some(tls) = tls else {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(shared.settings.header_read_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return,
+            Err(_) => {
+                tracing::debug!(%client, "connection sent nothing within the header timeout; closed");
+                return;
+            }
+        }
+        return serve_connection(stream, Conn::new(client, false), shared, stop).await;
+    };
+    let stream = match tokio::time::timeout(tls.handshake_timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%client, %error, "TLS handshake failed");
             return;
         }
-    }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity =
+        stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::client_identity);
+    serve_connection(stream, Conn::new(client, true).with_identity(identity), shared, stop).await;
+}
+
+async fn serve_connection<S>(stream: S, conn: Conn, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = &shared.settings;
+    let client = conn.client;
     let activity = Arc::new(Activity::new());
-    let conn = Conn::new(client, false);
     let service = {
         let (gateway, activity) = (shared.gateway.clone(), activity.clone());
         service_fn(move |request| {
@@ -339,10 +377,20 @@ pub async fn start(config: crate::config::Config) -> Result<Running, StartError>
         crate::plugin::Runtime::new(&config.runtime_config())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?,
     );
-    let addresses: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+    let mut addresses = Vec::with_capacity(config.listeners.len());
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let tls = match &listener.tls {
+            Some(tls) => Some(
+                ServerTls::new(tls, |p| config.resolve(p))
+                    .map_err(|reason| config.error(format!("listeners[{i}].tls"), reason))?,
+            ),
+            None => None,
+        };
+        addresses.push((listener.address, tls));
+    }
     let settings = config.server.clone();
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime, None).await?));
-    let server = Server::bind(&addresses, settings).await?;
+    let server = Server::bind(addresses, settings).await?;
     let addrs = server.local_addrs();
     for addr in &addrs {
         tracing::info!(address = %addr, "listening");

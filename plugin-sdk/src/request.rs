@@ -106,6 +106,18 @@ impl Request {
         host::client_addr()
     }
 
+    /// Who the client's TLS certificate says it is (its first URI or DNS subject alternative
+    /// name, else its common name), on a listener that verifies client certificates.
+    ///
+    /// ```no_run
+    /// # fn f(req: &wasmgate_sdk::Request) -> bool {
+    /// req.client_identity().as_deref() == Some("spiffe://example.org/billing")
+    /// # }
+    /// ```
+    pub fn client_identity(&self) -> Option<String> {
+        host::client_identity()
+    }
+
     /// The name of the route that matched.
     ///
     /// ```no_run

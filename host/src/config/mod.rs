@@ -148,6 +148,51 @@ impl Default for RuntimeSection {
 pub struct ListenerConfig {
     /// `ip:port` to bind; HTTP/1.1 and HTTP/2 with prior knowledge (h2c) are both served.
     pub address: SocketAddr,
+    /// TLS termination; plain TCP unless present.
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// `[listeners.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificates chosen by the server name the client asks for; the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// A PEM file of CAs whose client certificates are accepted (mutual TLS); none by default.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` (default) or `optional` client certificates.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Time allowed for the handshake.
+    #[serde(default = "defaults::handshake_timeout", with = "units::duration")]
+    pub handshake_timeout: Duration,
+    /// How often the certificate and key files are checked for changes.
+    #[serde(default = "defaults::reload_interval", with = "units::duration")]
+    pub reload_interval: Duration,
+}
+
+/// One certificate of a TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Server names it is chosen for (`api.example.org`, `*.example.org`).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// Whether a TLS listener with a `client_ca` insists on a client certificate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// Handshakes without a valid client certificate fail.
+    #[default]
+    Required,
+    /// A client may present none; one it presents must be valid.
+    Optional,
 }
 
 /// `[plugins.NAME]`.
@@ -505,7 +550,9 @@ pub struct RouteConfig {
     /// chosen; request-body plugins then see the whole body at once. Streamed if unset.
     #[serde(default, with = "units::option_size")]
     pub request_buffer: Option<usize>,
-    /// WebSocket upgrades are tunnelled to the upstream (true), or refused with 403.
+    /// Requests that arrive over plain HTTP are answered 308 to `https://` on this port.
+    pub redirect_https: Option<u16>,
+    /// WebSocket upgrades are tunnelled to the upstream (true), or dropped.
     #[serde(default = "defaults::yes")]
     pub websocket: bool,
     /// How long a WebSocket tunnel may carry no data in either direction before it is closed.
@@ -589,6 +636,12 @@ mod defaults {
     }
     pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub(super) fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn reload_interval() -> Duration {
+        Duration::from_secs(5)
     }
     pub(super) fn yes() -> bool {
         true
@@ -683,6 +736,12 @@ impl Config {
         };
         if self.listeners.is_empty() {
             return Err(invalid("listeners".into(), None, "at least one listener is needed".into()));
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.tls.as_ref().is_some_and(|t| t.certificates.is_empty()) {
+                let field = format!("listeners[{i}].tls.certificates");
+                return Err(invalid(field, None, "at least one certificate is needed".into()));
+            }
         }
         let s = &self.server;
         for (field, value) in

@@ -20,6 +20,8 @@ pub struct Exchange {
     pub client_addr: SocketAddr,
     /// True when the client connected over TLS.
     pub tls: bool,
+    /// Who the client's certificate says it is, on a listener that verifies them.
+    pub client_identity: Option<Arc<str>>,
     /// The name of the route that matched.
     pub route: Arc<str>,
     /// The route's upstream group.
@@ -51,6 +53,7 @@ impl Exchange {
             response: None,
             client_addr,
             tls,
+            client_identity: None,
             route,
             group,
             upstreams,

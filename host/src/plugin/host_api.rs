@@ -226,6 +226,10 @@ impl request::Host for InstanceState {
         self.ex.client_addr.to_string()
     }
 
+    fn client_identity(&mut self) -> Option<String> {
+        self.ex.client_identity.as_deref().map(str::to_owned)
+    }
+
     fn route(&mut self) -> String {
         self.ex.route.to_string()
     }

@@ -226,6 +226,25 @@ pub(super) fn request_websocket(headers: &mut HeaderMap) {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
+/// The 308 that sends a plain-HTTP request to the same host and target over HTTPS on `port`.
+pub(super) fn redirect_https(
+    parts: &Parts,
+    port: u16,
+) -> Result<http::Response<super::ProxyBody>, ProxyError> {
+    let host = crate::plugin::request_host(parts).ok_or(ProxyError::BadRequest("missing host"))?;
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{host}{target}"),
+        port => format!("https://{host}:{port}{target}"),
+    };
+    let location =
+        HeaderValue::try_from(location).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    let mut response = http::Response::new(super::ProxyBody::local(bytes::Bytes::new()));
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
 /// True for responses that never carry a body (RFC 9110 §6.4.1).
 pub(super) fn bodiless(method: &Method, status: http::StatusCode) -> bool {
     method == Method::HEAD

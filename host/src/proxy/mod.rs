@@ -56,6 +56,8 @@ pub struct Conn {
     pub tls: bool,
     /// The client's address as an `X-Forwarded-For` value, made once per connection.
     forwarded_for: http::HeaderValue,
+    /// Who the client's TLS certificate says it is, if it presented one.
+    pub identity: Option<Arc<str>>,
 }
 
 impl Conn {
@@ -63,7 +65,13 @@ impl Conn {
     pub fn new(client: SocketAddr, tls: bool) -> Self {
         let forwarded_for = http::HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown"));
-        Conn { client, tls, forwarded_for }
+        Conn { client, tls, forwarded_for, identity: None }
+    }
+
+    /// With the identity from the client's certificate.
+    pub fn with_identity(mut self, identity: Option<String>) -> Self {
+        self.identity = identity.map(Arc::from);
+        self
     }
 }
 
@@ -97,6 +105,10 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
             }
         }
     };
+    if let (Some(port), false) = (route.redirect_https, conn.tls) {
+        return headers::redirect_https(&parts, port)
+            .unwrap_or_else(|error| refuse(&error, &conn, Some(&route)));
+    }
     let mut ex = Box::new(Exchange::new(
         parts,
         conn.client,
@@ -105,6 +117,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         route.group.clone(),
         gw.upstreams.clone(),
     ));
+    ex.client_identity = conn.identity.clone();
 
     // Only routes with log plugins pay for the log entry and for counting request bytes.
     let bytes_in = (!route.log.is_empty()).then(|| Arc::new(AtomicU64::new(0)));

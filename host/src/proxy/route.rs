@@ -135,6 +135,8 @@ pub(crate) struct Route {
     pub(crate) client: Arc<UpstreamClient>,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeouts: RouteTimeouts,
+    /// Plain-HTTP requests are redirected to HTTPS on this port.
+    pub(crate) redirect_https: Option<u16>,
     /// Request bodies read whole up to this size before the upstream is chosen.
     pub(crate) request_buffer: Option<usize>,
     /// WebSocket upgrades are tunnelled, with this idle timeout; refused if `None`.
@@ -183,6 +185,7 @@ impl Route {
             ),
             timeouts: config.timeouts,
             request_buffer: config.request_buffer,
+            redirect_https: config.redirect_https,
             websocket: config.websocket.then_some(config.tunnel_idle),
             request_headers: with(Phase::RequestHeaders),
             request_body: with(Phase::RequestBody),
