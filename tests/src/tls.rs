@@ -36,13 +36,41 @@ impl TestCa {
 
     /// Writes a certificate for `names` and its key as PEM files into `dir`; returns both paths.
     pub fn write_leaf(&self, dir: &Path, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.write_named(dir, "client", names)
+    }
+
+    /// Writes a certificate for `names` and its key as `<stem>.pem` and `<stem>.key` into
+    /// `dir` (replacing them if they exist); returns both paths.
+    pub fn write_named(&self, dir: &Path, stem: &str, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
         let key = KeyPair::generate()?;
         let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        let (cert_path, key_path) = (dir.join("client.pem"), dir.join("client.key"));
+        let (cert_path, key_path) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
         std::fs::write(&cert_path, cert.pem())?;
         std::fs::write(&key_path, key.serialize_pem())?;
         Ok((cert_path, key_path))
+    }
+
+    /// A TLS client config trusting this CA, offering `alpn`, with a client certificate for
+    /// `client` names if given.
+    pub fn client_config(
+        &self,
+        alpn: &[&[u8]],
+        client: Option<&[&str]>,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.root_store()?);
+        let mut config = match client {
+            Some(names) => {
+                let (chain, key) = self.leaf(names)?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
     }
 
     fn root_store(&self) -> anyhow::Result<rustls::RootCertStore> {

@@ -109,7 +109,7 @@ async fn the_log_phase_sees_every_phase_in_order_whatever_happened() {
     assert_eq!(
         trace(&gw, "normal").await,
         "request-headers,request-body,select-upstream,upstream-request,response-headers,response-body,log\
-         |status=200|id=-|in=5|out=5|error=-"
+         |status=200|id=-|in=5|out=5|error=-|client=-"
     );
 
     let reply =
@@ -117,7 +117,7 @@ async fn the_log_phase_sees_every_phase_in_order_whatever_happened() {
     assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "answered in upstream-request"));
     assert_eq!(
         trace(&gw, "local").await,
-        "request-headers,select-upstream,upstream-request,log|status=200|id=-|in=0|out=28|error=-"
+        "request-headers,select-upstream,upstream-request,log|status=200|id=-|in=0|out=28|error=-|client=-"
     );
 
     let reply = send(&gw, "GET", "/down", &[("x-trace-id", "failed")], b"").await;

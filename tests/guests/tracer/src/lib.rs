@@ -46,7 +46,8 @@ fn mark(phase: &str) {
 /// The answer asked for by `x-trace-answer`, if this is the phase.
 fn answer(req: &Request, phase: &str) -> Option<LocalResponse> {
     let asked = req.header("x-trace-answer")?;
-    (asked == phase).then(|| LocalResponse::new(200).header("x-answered-in", phase).body(format!("answered in {phase}")))
+    (asked == phase)
+        .then(|| LocalResponse::new(200).header("x-answered-in", phase).body(format!("answered in {phase}")))
 }
 
 fn upper(req: &Request, chunk: Vec<u8>) -> BodyAction {
@@ -109,7 +110,10 @@ impl Plugin for Tracer {
             return ErrorAction::Default;
         }
         mark("upstream-error");
-        log::info(&format!("tracer: attempt {} to {} failed: {}", failure.attempt, failure.backend, failure.message));
+        log::info(&format!(
+            "tracer: attempt {} to {} failed: {}",
+            failure.attempt, failure.backend, failure.message
+        ));
         if let Some(reply) = answer(req, "upstream-error") {
             return ErrorAction::Respond(reply);
         }
@@ -152,13 +156,14 @@ impl Plugin for Tracer {
         let Some(id) = req.header("x-trace-id") else { return };
         let trace = state::get("trace").unwrap_or_default();
         let record = format!(
-            "{}|status={}|id={}|in={}|out={}|error={}",
+            "{}|status={}|id={}|in={}|out={}|error={}|client={}",
             String::from_utf8_lossy(&trace),
             entry.status,
             req.header("x-request-id").as_deref().unwrap_or("-"),
             entry.bytes_in,
             entry.bytes_out,
-            entry.error.as_deref().unwrap_or("-")
+            entry.error.as_deref().unwrap_or("-"),
+            req.client_identity().as_deref().unwrap_or("-")
         );
         if let Err(error) = store::set(&format!("trace:{id}"), record, None) {
             log::warn(&format!("tracer: cannot store the trace: {error}"));
