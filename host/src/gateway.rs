@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
+use crate::metrics::{Metrics, NameLabel, Timing};
 use crate::plugin::{Plugin, Runtime};
 use crate::proxy::{Route, Router};
 use crate::upstream::{
@@ -21,6 +22,12 @@ pub struct Gateway {
     pub(crate) upstreams: Arc<Upstreams>,
     plugins: BTreeMap<String, Arc<Plugin>>,
     config: Config,
+    /// Where requests are counted and timed (the runtime's registry: it outlives reloads).
+    pub(crate) metrics: Arc<Metrics>,
+    /// The access log, if the config asks for one.
+    pub(crate) access: Option<Arc<crate::proxy::AccessLog>>,
+    /// Upstream latency by group, made once per generation.
+    pub(crate) upstream_seconds: HashMap<Arc<str>, Timing>,
     /// Health-check tasks; dropping the generation stops them.
     _health: JoinSet<()>,
 }
@@ -125,10 +132,28 @@ impl Gateway {
             };
             let chain: Vec<Arc<Plugin>> =
                 r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
-            routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client.clone())));
+            routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client, runtime.metrics())));
         }
 
-        Ok(Gateway { router: Router::new(routes), upstreams, plugins, config, _health: health })
+        let metrics = runtime.metrics().clone();
+        let upstream_seconds = upstreams
+            .groups()
+            .map(|g| {
+                let label = NameLabel { name: Arc::new(g.name().to_string()) };
+                (g.name().clone(), metrics.upstream_seconds.get_or_create(&label).clone())
+            })
+            .collect();
+        let access = crate::proxy::AccessLog::new(&config.log);
+        Ok(Gateway {
+            router: Router::new(routes),
+            upstreams,
+            plugins,
+            config,
+            metrics,
+            access,
+            upstream_seconds,
+            _health: health,
+        })
     }
 
     /// The config this generation was built from.

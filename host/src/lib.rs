@@ -12,6 +12,7 @@
 //! registry the gateway exports), [`timed`] (bodies that fail when they stall), [`cli`] (the
 //! command line).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod gateway;

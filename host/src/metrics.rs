@@ -1,6 +1,9 @@
-//! The metrics registry the gateway exports in the Prometheus text format, and the metrics
-//! plugins record through the host API (`wasmgate:plugin/metrics`): their names, kinds, label
-//! sets and the bounds that keep a plugin from growing the registry without limit.
+//! The metrics registry the gateway exports in the Prometheus text format: what the proxy
+//! records per request (requests by route, method and status; request, upstream and plugin
+//! call latencies), what is read from the live gateway at each scrape (upstream connections,
+//! backend health, plugin pools and faults), and the metrics plugins record through the host
+//! API (`wasmgate:plugin/metrics`), with the bounds that keep a plugin from growing the
+//! registry without limit.
 //!
 //! Plugin metrics are exported as `wasmgate_plugin_<name>` with a `plugin` label. A series is
 //! made once (under a write lock) and then recorded through a handle each instance keeps, so
@@ -10,12 +13,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::borrow::Cow;
+
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 /// Label pairs of one series, the `plugin` label first.
@@ -27,18 +32,158 @@ const MAX_NAME: usize = 64;
 const MAX_LABELS: usize = 8;
 const MAX_LABEL_VALUE: usize = 128;
 
+/// A request, by route, method and status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's name (`-` when none matched).
+    pub route: Arc<String>,
+    /// The method.
+    pub method: Cow<'static, str>,
+    /// The status sent.
+    pub status: u16,
+}
+
+/// One label: a route, a group.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    /// The name.
+    pub name: Arc<String>,
+}
+
+/// A plugin and a phase.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginPhaseLabels {
+    /// The plugin.
+    pub plugin: Arc<String>,
+    /// The phase, as the WIT names it.
+    pub phase: &'static str,
+}
+
+/// A histogram recorded with atomics only: observing takes no lock, so every worker can
+/// record into the same series on the request path. Buckets are fixed at creation.
+#[derive(Debug, Clone)]
+pub struct Timing(Arc<TimingInner>);
+
+#[derive(Debug)]
+struct TimingInner {
+    /// Upper bounds, ascending; the last bucket (`+Inf`) has no bound here.
+    bounds: Box<[f64]>,
+    /// One more than `bounds`: the last counts what is above every bound.
+    counts: Box<[AtomicU64]>,
+    /// The sum, in nanoseconds (or billionths of the unit).
+    sum_nanos: AtomicU64,
+}
+
+impl Timing {
+    /// A histogram with these upper bounds.
+    pub fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let bounds: Box<[f64]> = bounds.collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Timing(Arc::new(TimingInner { bounds, counts, sum_nanos: AtomicU64::new(0) }))
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let inner = &self.0;
+        let bucket = inner.bounds.partition_point(|bound| *bound < value);
+        inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        inner.sum_nanos.fetch_add((value.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Timing {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl EncodeMetric for Timing {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let inner = &self.0;
+        let counts: Vec<u64> = inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let buckets: Vec<(f64, u64)> =
+            inner.bounds.iter().copied().chain([f64::MAX]).zip(counts.iter().copied()).collect();
+        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            counts.iter().sum(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        <Self as prometheus_client::metrics::TypedMetric>::TYPE
+    }
+}
+
+type Histograms<L> = Family<L, Timing, fn() -> Timing>;
+
+fn latency() -> Timing {
+    // 100 µs to about 26 s.
+    Timing::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+fn plugin_latency() -> Timing {
+    // 1 µs to about 16 ms: plugin calls are short, and their deadline is ~10 ms.
+    Timing::new(exponential_buckets(0.000_001, 2.0, 15))
+}
+
+/// The method as a label without allocating for the standard ones.
+pub fn method_label(method: &http::Method) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+    match KNOWN.iter().find(|m| **m == method.as_str()) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
+}
+
 /// The gateway's registry: what `/metrics` renders.
 pub struct Metrics {
     registry: Registry,
     plugins: Arc<PluginMetrics>,
+    /// Requests answered.
+    pub requests: Family<RequestLabels, Counter>,
+    /// From a request's arrival to the end of its response body, by route.
+    pub request_seconds: Histograms<NameLabel>,
+    /// From sending upstream to the response headers, by group.
+    pub upstream_seconds: Histograms<NameLabel>,
+    /// Plugin calls, by plugin and phase.
+    pub plugin_seconds: Histograms<PluginPhaseLabels>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let plugins = Arc::new(PluginMetrics::default());
         let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Histograms::<NameLabel>::new_with_constructor(latency as fn() -> Timing);
+        let upstream_seconds = Histograms::<NameLabel>::new_with_constructor(latency as fn() -> Timing);
+        let plugin_seconds =
+            Histograms::<PluginPhaseLabels>::new_with_constructor(plugin_latency as fn() -> Timing);
+        registry.register(
+            "wasmgate_requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "wasmgate_request_duration_seconds",
+            "From a request's arrival to the end of its response, by route (`name`)",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "wasmgate_upstream_duration_seconds",
+            "From sending a request upstream to its response headers, by group (`name`)",
+            upstream_seconds.clone(),
+        );
+        registry.register(
+            "wasmgate_plugin_call_duration_seconds",
+            "Plugin calls, by plugin and phase",
+            plugin_seconds.clone(),
+        );
         registry.register_collector(Box::new(PluginCollector(plugins.clone())));
-        Metrics { registry, plugins }
+        Metrics { registry, plugins, requests, request_seconds, upstream_seconds, plugin_seconds }
     }
 }
 
@@ -48,13 +193,82 @@ impl Metrics {
         &self.plugins
     }
 
-    /// Everything, in the Prometheus (OpenMetrics) text format.
-    pub fn render(&self) -> String {
+    /// Everything recorded, plus `live` (values read from the serving gateway now), in the
+    /// Prometheus (OpenMetrics) text format.
+    pub fn render(&self, live: Option<&Registry>) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
+        if let Some(live) = live {
+            let _ = prometheus_client::encoding::text::encode_registry(&mut text, live);
+        }
+        let _ = prometheus_client::encoding::text::encode_eof(&mut text);
         text
     }
+}
+
+/// Values read from the serving gateway at a scrape: upstream requests and connections (new
+/// and reused), backend health, plugin instances and faults.
+pub fn live(gateway: &crate::gateway::Gateway) -> Registry {
+    type Pairs = Vec<(&'static str, String)>;
+    let mut registry = Registry::default();
+    let upstream_requests = Family::<Pairs, Counter>::default();
+    let connections = Family::<Pairs, Counter>::default();
+    let healthy = Family::<Pairs, Gauge>::default();
+    let ejected = Family::<Pairs, Gauge>::default();
+    let in_flight = Family::<Pairs, Gauge>::default();
+    for group in gateway.upstreams().groups() {
+        let name = group.name().to_string();
+        if let Some(client) = gateway.client(&name) {
+            let stats = client.stats();
+            upstream_requests.get_or_create(&vec![("group", name.clone())]).inc_by(stats.requests);
+            let reused = stats.requests.saturating_sub(stats.new_connections);
+            connections
+                .get_or_create(&vec![("group", name.clone()), ("kind", "new".into())])
+                .inc_by(stats.new_connections);
+            connections
+                .get_or_create(&vec![("group", name.clone()), ("kind", "reused".into())])
+                .inc_by(reused);
+        }
+        for backend in group.backends() {
+            let labels = vec![("group", name.clone()), ("backend", backend.address().to_string())];
+            healthy.get_or_create(&labels).set(i64::from(backend.is_available()));
+            ejected.get_or_create(&labels).set(i64::from(backend.is_ejected()));
+            in_flight.get_or_create(&labels).set(i64::from(backend.in_flight()));
+        }
+    }
+    registry.register("wasmgate_upstream_requests", "Requests sent upstream, by group", upstream_requests);
+    registry.register(
+        "wasmgate_upstream_connections",
+        "Requests sent upstream on a new connection (`new`) or a pooled one (`reused`), by group",
+        connections,
+    );
+    registry.register("wasmgate_backend_healthy", "1 while the backend takes requests", healthy);
+    registry.register("wasmgate_backend_ejected", "1 while outlier detection holds the backend out", ejected);
+    registry.register("wasmgate_backend_in_flight", "Requests in flight to the backend", in_flight);
+
+    let instances = Family::<Pairs, Gauge>::default();
+    let faults = Family::<Pairs, Counter>::default();
+    for (name, plugin) in gateway.plugins() {
+        let stats = plugin.stats();
+        let live = stats.instances_created.saturating_sub(stats.instances_discarded);
+        let of = |k: &'static str, v: &str| vec![("plugin", name.clone()), (k, v.to_owned())];
+        instances.get_or_create(&of("state", "live")).set(i64::try_from(live).unwrap_or(i64::MAX));
+        instances
+            .get_or_create(&of("state", "idle"))
+            .set(i64::try_from(stats.instances_idle).unwrap_or(i64::MAX));
+        faults.get_or_create(&of("kind", "trap")).inc_by(stats.traps);
+        faults.get_or_create(&of("kind", "deadline")).inc_by(stats.deadline_hits);
+        faults.get_or_create(&of("kind", "memory")).inc_by(stats.memory_limit_hits);
+        faults.get_or_create(&of("kind", "pool-exhausted")).inc_by(stats.pool_exhausted);
+    }
+    registry.register("wasmgate_plugin_instances", "Plugin instances alive and idle in the pool", instances);
+    registry.register(
+        "wasmgate_plugin_faults",
+        "Plugin calls that trapped, hit their deadline or memory limit, or found no instance",
+        faults,
+    );
+    registry
 }
 
 /// What kind a metric name was first used as; it keeps it.
@@ -68,7 +282,7 @@ pub enum Kind {
     Histogram,
 }
 
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<Labels, Timing, fn() -> Timing>;
 
 #[derive(Debug)]
 enum PluginFamily {
@@ -85,7 +299,7 @@ pub enum Series {
     /// A gauge.
     Gauge(Gauge<f64, AtomicU64>),
     /// A histogram.
-    Histogram(Histogram),
+    Histogram(Timing),
 }
 
 impl Series {
@@ -174,7 +388,7 @@ impl PluginMetrics {
             Kind::Counter => PluginFamily::Counter(Family::default()),
             Kind::Gauge => PluginFamily::Gauge(Family::default()),
             Kind::Histogram => PluginFamily::Histogram(Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+                Timing::new(exponential_buckets(0.0005, 2.0, 15))
             })),
         });
         Self::get_or_create(family, &key, kind, name, &count)
@@ -267,7 +481,7 @@ mod tests {
         let seconds =
             metrics.plugins().series(&plugin, Kind::Histogram, "wait_seconds", &[]).expect("histogram");
         seconds.record(0.003);
-        let text = metrics.render();
+        let text = metrics.render(None);
         assert!(
             text.contains("wasmgate_plugin_denied_total{plugin=\"limiter\",reason=\"quota\"} 3"),
             "{text}"

@@ -320,6 +320,8 @@ pub enum StartError {
 /// A gateway serving in the background.
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    /// The admin listener's address, and what it serves.
+    admin: Option<(SocketAddr, Arc<crate::admin::Admin>, tokio::task::JoinHandle<()>)>,
     gateway: Arc<ArcSwap<Gateway>>,
     /// The engine and its epoch ticker; reloads load their plugins into it.
     runtime: Arc<crate::plugin::Runtime>,
@@ -331,6 +333,11 @@ impl Running {
     /// The plugin runtime: its shared store and metrics registry outlive reloads.
     pub fn runtime(&self) -> &Arc<crate::plugin::Runtime> {
         &self.runtime
+    }
+
+    /// The admin listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, ..)| *addr)
     }
 
     /// The bound listener addresses, in config order.
@@ -363,10 +370,16 @@ impl Running {
 
     /// Drains and stops, as on SIGTERM.
     pub async fn stop(mut self) {
+        if let Some((_, admin, _)) = &self.admin {
+            admin.draining();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut self.done).await;
+        if let Some((_, _, task)) = self.admin.take() {
+            task.abort();
+        }
     }
 }
 
@@ -389,12 +402,27 @@ pub async fn start(config: crate::config::Config) -> Result<Running, StartError>
         addresses.push((listener.address, tls));
     }
     let settings = config.server.clone();
+    let admin_config = config.admin.clone();
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime, None).await?));
     let server = Server::bind(addresses, settings).await?;
     let addrs = server.local_addrs();
     for addr in &addrs {
         tracing::info!(address = %addr, "listening");
     }
+    let admin = match admin_config {
+        Some(config) => {
+            let listener = TcpListener::bind(config.address)
+                .await
+                .map_err(|source| BindError { address: config.address, source })?;
+            let address =
+                listener.local_addr().map_err(|source| BindError { address: config.address, source })?;
+            let admin = crate::admin::Admin::new(gateway.clone(), runtime.clone(), config.token);
+            let task = tokio::spawn(crate::admin::serve(listener, admin.clone()));
+            tracing::info!(%address, "admin listening");
+            Some((address, admin, task))
+        }
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn({
         let gateway = gateway.clone();
@@ -406,5 +434,5 @@ pub async fn start(config: crate::config::Config) -> Result<Running, StartError>
                 .await;
         }
     });
-    Ok(Running { addrs, gateway, runtime, stop: Some(stop), done })
+    Ok(Running { addrs, admin, gateway, runtime, stop: Some(stop), done })
 }

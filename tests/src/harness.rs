@@ -100,6 +100,8 @@ pub struct GatewayProcess {
     pub addr: std::net::SocketAddr,
     /// Its config file.
     pub config: PathBuf,
+    /// Every line it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GatewayProcess {
@@ -119,16 +121,27 @@ impl GatewayProcess {
             .spawn()?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("address=").nth(1).and_then(|a| a.split_whitespace().next()) {
+                // `address=ip:port` in the text format, `"address":"ip:port"` in JSON.
+                let address = line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().next())
+                    .or_else(|| line.split("\"address\":\"").nth(1).and_then(|a| a.split('"').next()));
+                if let Some(addr) = address {
                     let _ = tx.send(addr.to_owned());
                 }
                 eprintln!("[wasmgate] {line}");
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line);
+                }
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).context("wasmgate did not start listening")?;
-        Ok(GatewayProcess { child, addr: addr.parse()?, config })
+        Ok(GatewayProcess { child, addr: addr.parse()?, config, log })
     }
 
     /// Peak resident memory (VmHWM) and current (VmRSS) of the process, in KiB.

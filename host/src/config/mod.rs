@@ -76,9 +76,105 @@ pub struct Config {
     /// Routes, matched in order; the first that fits a request takes it.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The admin listener; none unless present.
+    pub admin: Option<AdminConfig>,
+    /// Log format and the access log.
+    #[serde(default)]
+    pub log: LogConfig,
     /// The file this was read from; relative plugin paths are resolved against its folder.
     #[serde(skip)]
     pub file: PathBuf,
+    /// The text it was read from, for the admin API's `/config`.
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+    /// An access-log line per request (target `wasmgate::access`).
+    pub access: bool,
+    /// The fields access-log lines carry; all of them by default.
+    pub access_fields: Vec<AccessField>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Pretty, access: false, access_fields: AccessField::ALL.to_vec() }
+    }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A field of the access log.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessField {
+    /// The client's `ip:port`.
+    Client,
+    /// The method.
+    Method,
+    /// The host asked for.
+    Host,
+    /// The path and query.
+    Path,
+    /// The status sent.
+    Status,
+    /// Milliseconds from arrival to the end of the response.
+    DurationMs,
+    /// Response body bytes sent.
+    BytesOut,
+    /// The route that matched.
+    Route,
+    /// The backend that answered.
+    Backend,
+    /// `x-request-id`, or the gateway's own number for the request.
+    RequestId,
+    /// `user-agent`.
+    UserAgent,
+    /// True over TLS.
+    Tls,
+}
+
+impl AccessField {
+    /// Every field, in log order.
+    pub const ALL: [AccessField; 12] = [
+        AccessField::Client,
+        AccessField::Method,
+        AccessField::Host,
+        AccessField::Path,
+        AccessField::Status,
+        AccessField::DurationMs,
+        AccessField::BytesOut,
+        AccessField::Route,
+        AccessField::Backend,
+        AccessField::RequestId,
+        AccessField::UserAgent,
+        AccessField::Tls,
+    ];
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` to bind.
+    #[serde(default = "defaults::admin_address")]
+    pub address: SocketAddr,
+    /// A bearer token every admin request must carry; none by default.
+    pub token: Option<String>,
 }
 
 /// `[server]`.
@@ -637,6 +733,9 @@ mod defaults {
     pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(2)
     }
+    pub(super) fn admin_address() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9901))
+    }
     pub(super) fn handshake_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -723,6 +822,7 @@ impl Config {
             ConfigError::Parse { file: file.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
         config.file = file.to_owned();
+        config.source = text.to_owned();
         config.validate(text)?;
         Ok(config)
     }

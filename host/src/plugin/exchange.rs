@@ -5,8 +5,10 @@
 //! swapping the box into the instance's store (a pointer swap: nothing is copied), so header
 //! access from the guest reads and edits the live request in place.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::upstream::{Group, Upstreams};
 
@@ -30,6 +32,10 @@ pub struct Exchange {
     pub upstreams: Arc<Upstreams>,
     /// The TLS server name a plugin chose for this request's upstream connection.
     pub sni: Option<String>,
+    /// The id the request is logged under, made when first needed.
+    request_id: Option<Arc<str>>,
+    /// The backend that answered, once one did.
+    pub backend: Option<Arc<str>>,
     /// True while request-body plugins see a buffered body: the head may still be edited.
     pub(crate) body_buffered: bool,
     /// A local answer a plugin gave while the request body streamed upstream; the proxy sends
@@ -58,6 +64,8 @@ impl Exchange {
             group,
             upstreams,
             sni: None,
+            backend: None,
+            request_id: None,
             body_buffered: false,
             reply: None,
             state: PluginState::default(),
@@ -68,6 +76,30 @@ impl Exchange {
     /// wins over `Host` (RFC 9112 §3.2.2).
     pub fn host(&self) -> Option<&str> {
         request_host(&self.request)
+    }
+
+    /// The id the request is logged under: its `x-request-id`, else a number of the gateway's
+    /// own (`<thread>-<count>`, made without shared state: each thread counts for itself).
+    pub fn request_id(&mut self) -> Arc<str> {
+        if let Some(id) = &self.request_id {
+            return id.clone();
+        }
+        let id: Arc<str> = match self.request.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            Some(id) => Arc::from(id),
+            None => {
+                static THREADS: AtomicU64 = AtomicU64::new(0);
+                thread_local! {
+                    static NEXT: Cell<(u64, u64)> = Cell::new((THREADS.fetch_add(1, Ordering::Relaxed), 0));
+                }
+                NEXT.with(|next| {
+                    let (thread, count) = next.get();
+                    next.set((thread, count + 1));
+                    Arc::from(format!("{thread}-{count}"))
+                })
+            }
+        };
+        self.request_id = Some(id.clone());
+        id
     }
 
     /// What an idle instance holds between calls, made once per instance.

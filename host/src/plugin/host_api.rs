@@ -191,12 +191,21 @@ impl log::Host for InstanceState {
     fn write(&mut self, level: Level, message: String) {
         let plugin = &*self.plugin;
         let phase = self.phase.as_str();
+        // `init` has no request.
+        let request_id = if phase == "init" { None } else { Some(self.ex.request_id()) };
+        let request_id = request_id.as_deref().unwrap_or("-");
         match level {
-            Level::Trace => tracing::trace!(target: "wasmgate::plugin", plugin, phase, "{message}"),
-            Level::Debug => tracing::debug!(target: "wasmgate::plugin", plugin, phase, "{message}"),
-            Level::Info => tracing::info!(target: "wasmgate::plugin", plugin, phase, "{message}"),
-            Level::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, phase, "{message}"),
-            Level::Error => tracing::error!(target: "wasmgate::plugin", plugin, phase, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "wasmgate::plugin", plugin, phase, request_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "wasmgate::plugin", plugin, phase, request_id, "{message}")
+            }
+            Level::Info => tracing::info!(target: "wasmgate::plugin", plugin, phase, request_id, "{message}"),
+            Level::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, phase, request_id, "{message}"),
+            Level::Error => {
+                tracing::error!(target: "wasmgate::plugin", plugin, phase, request_id, "{message}")
+            }
         }
     }
 }

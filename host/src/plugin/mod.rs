@@ -33,7 +33,7 @@ use self::bindings::types;
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PluginPhaseLabels, Timing};
 use crate::store::{MemoryStore, Store};
 use crate::upstream::Group;
 
@@ -63,6 +63,25 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 10] = [
+        Phase::Init,
+        Phase::RequestHeaders,
+        Phase::RequestBody,
+        Phase::SelectUpstream,
+        Phase::UpstreamRequest,
+        Phase::UpstreamError,
+        Phase::ResponseHeaders,
+        Phase::ResponseBody,
+        Phase::ResponseTrailers,
+        Phase::Log,
+    ];
+
+    /// The phase's place in [`Phase::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The phase's name as the WIT spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -294,7 +313,12 @@ impl Runtime {
             ms = started.elapsed().as_secs_f64() * 1e3,
             "plugin loaded"
         );
-        Ok(Plugin { name, hash, phases, failure: spec.failure, outcome, pool })
+        let label = Arc::new(name.to_string());
+        let seconds = Phase::ALL.map(|phase| {
+            let labels = PluginPhaseLabels { plugin: label.clone(), phase: phase.as_str() };
+            self.shared.metrics.plugin_seconds.get_or_create(&labels).clone()
+        });
+        Ok(Plugin { name, hash, phases, failure: spec.failure, outcome, pool, seconds })
     }
 }
 
@@ -378,6 +402,8 @@ pub struct Plugin {
     failure: FailurePolicy,
     outcome: CacheOutcome,
     pool: Arc<Pool>,
+    /// Call durations, by [`Phase::index`].
+    seconds: [Timing; Phase::ALL.len()],
 }
 
 /// Borrows an instance, lends it the exchange, makes the call, takes the exchange back, and
@@ -392,7 +418,9 @@ macro_rules! guest_call {
                 $self.pool.factory.arm(&mut instance.store, phase);
                 let $handler = instance.bindings.wasmgate_plugin_handler();
                 let $store = &mut instance.store;
+                let started = Instant::now();
                 let result = $call.await;
+                $self.seconds[phase.index()].observe(started.elapsed().as_secs_f64());
                 std::mem::swap(&mut instance.store.data_mut().ex, $ex);
                 result
             }

@@ -16,9 +16,11 @@ use hyper::body::Incoming;
 
 use super::filter::{Direction, Filter};
 use super::route::Route;
+use crate::metrics::Timing;
 use crate::plugin::{Exchange, LogEntry};
 use crate::timed::{BoxError, Timed};
 use crate::upstream::InFlight;
+use prometheus_client::metrics::counter::Counter;
 
 enum Source {
     Upstream(Timed<Incoming>),
@@ -32,7 +34,30 @@ pub struct ProxyBody {
     ended: bool,
     /// The exchange, once the proxy hands it over: for body plugins and the log phase.
     follow: Option<Box<Follow>>,
+    /// Counted and timed when the body is done.
+    done: Option<Done>,
     _in_flight: Option<InFlight>,
+}
+
+/// The request's entry in the metrics, made when the response head is known.
+pub(crate) struct Done {
+    pub(crate) started: Instant,
+    pub(crate) requests: Counter,
+    pub(crate) seconds: Option<Timing>,
+    pub(crate) access: Option<Box<super::access::AccessEntry>>,
+}
+
+impl Done {
+    fn record(&self, bytes_out: u64) {
+        let elapsed = self.started.elapsed();
+        self.requests.inc();
+        if let Some(seconds) = &self.seconds {
+            seconds.observe(elapsed.as_secs_f64());
+        }
+        if let Some(access) = &self.access {
+            access.write(elapsed, bytes_out);
+        }
+    }
 }
 
 struct Follow {
@@ -58,6 +83,7 @@ impl ProxyBody {
             sent: 0,
             ended: false,
             follow: None,
+            done: None,
             _in_flight: in_flight,
         }
     }
@@ -69,6 +95,7 @@ impl ProxyBody {
             sent: 0,
             ended: false,
             follow: None,
+            done: None,
             _in_flight: None,
         }
     }
@@ -78,6 +105,14 @@ impl ProxyBody {
     pub(crate) fn follow(mut self, route: Arc<Route>, ex: Box<Exchange>, log: Option<PendingLog>) -> Self {
         let filter = Filter::new(route.clone(), Direction::Response, ex);
         self.follow = Some(Box::new(Follow { route, filter, log }));
+        self
+    }
+}
+
+impl ProxyBody {
+    /// Counts and times the request when the body is done.
+    pub(crate) fn done(mut self, done: Done) -> Self {
+        self.done = Some(done);
         self
     }
 }
@@ -141,6 +176,9 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        if let Some(done) = &self.done {
+            done.record(self.sent);
+        }
         let Some(follow) = self.follow.take() else { return };
         let Follow { route, filter, log } = *follow;
         let Some(mut log) = log else { return };

@@ -14,6 +14,7 @@
 //!
 //! A request waiting on its upstream holds no plugin instance: each phase call borrows one.
 
+mod access;
 mod body;
 mod error;
 mod filter;
@@ -32,14 +33,17 @@ use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+pub(crate) use self::access::AccessLog;
 pub use self::body::ProxyBody;
 pub use self::error::ProxyError;
 pub(crate) use self::headers::normalize_path;
 pub(crate) use self::route::{RetryPolicy, Route, Router};
 
-use self::body::PendingLog;
+use self::access::AccessEntry;
+use self::body::{Done, PendingLog};
 use self::filter::{Direction, Filter, FilteredRequest};
 use crate::gateway::Gateway;
+use crate::metrics::{RequestLabels, method_label};
 use crate::plugin::{
     Action, BodyVerdict, Choice, Exchange, FailureKind, FailurePolicy, LocalReply, LogEntry, OnError, Plugin,
     PluginError, UpstreamFailure, request_host,
@@ -83,7 +87,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     // 1. The request head is checked and normalised; hop-by-hop headers go before any plugin
     //    sees the head, so a client cannot strip what a plugin adds.
     if let Err(error) = headers::check_head(&mut parts) {
-        return refuse(&error, &conn, None);
+        return counted(&gw, None, &parts.method, started, refuse(&error, &conn, None), None);
     }
     // Read before the hop-by-hop headers go; only WebSocket is ever tunnelled (an `h2c`
     // upgrade, or any other, is dropped with the hop-by-hop headers and served normally).
@@ -101,14 +105,16 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
                     host: host.to_owned(),
                     path: parts.uri.path().to_owned(),
                 };
-                return refuse(&error, &conn, None);
+                return counted(&gw, None, &parts.method, started, refuse(&error, &conn, None), None);
             }
         }
     };
     if let (Some(port), false) = (route.redirect_https, conn.tls) {
-        return headers::redirect_https(&parts, port)
-            .unwrap_or_else(|error| refuse(&error, &conn, Some(&route)));
+        let response =
+            headers::redirect_https(&parts, port).unwrap_or_else(|error| refuse(&error, &conn, Some(&route)));
+        return counted(&gw, Some(&route), &parts.method, started, response, None);
     }
+    let method = parts.method.clone();
     let mut ex = Box::new(Exchange::new(
         parts,
         conn.client,
@@ -118,6 +124,26 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         gw.upstreams.clone(),
     ));
     ex.client_identity = conn.identity.clone();
+    // Gathered before the phases: forwarding may move the head away.
+    let access = gw.access.as_ref().map(|log| {
+        let request_id = ex.request_id();
+        let header = |name: http::header::HeaderName| {
+            ex.request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
+        };
+        Box::new(AccessEntry {
+            log: log.clone(),
+            client: conn.client,
+            method: ex.request.method.clone(),
+            host: ex.host().unwrap_or("-").to_owned(),
+            path: ex.request.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            route: route.name.clone(),
+            backend: None,
+            request_id,
+            user_agent: header(http::header::USER_AGENT),
+            tls: conn.tls,
+            status: 0,
+        })
+    });
 
     // Only routes with log plugins pay for the log entry and for counting request bytes.
     let bytes_in = (!route.log.is_empty()).then(|| Arc::new(AtomicU64::new(0)));
@@ -150,6 +176,12 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
             refuse(&error, &conn, Some(&route))
         }
     };
+    let access = access.map(|mut entry| {
+        entry.status = response.status().as_u16();
+        entry.backend = ex.backend.clone();
+        entry
+    });
+    let response = counted(&gw, Some(&route), &method, started, response, access);
     if !route.follows_response_body() {
         return response;
     }
@@ -346,9 +378,14 @@ async fn run_route(
         attempt += 1;
         index = another_backend(&group, index, ex, conn);
     };
+    let upstream = sent.elapsed();
+    if let Some(seconds) = gw.upstream_seconds.get(group.name()) {
+        seconds.observe(upstream.as_secs_f64());
+    }
+    ex.backend = Some(group.backends()[index].address().clone());
     if let Some(entry) = entry {
         entry.backend = Some(group.backends()[index].address().to_string());
-        entry.upstream_us = Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+        entry.upstream_us = Some(u64::try_from(upstream.as_micros()).unwrap_or(u64::MAX));
     }
 
     // A WebSocket handshake the backend accepted: the connection becomes a tunnel.
@@ -494,6 +531,30 @@ async fn whole_body(
     ex.body_buffered = false;
     ex.request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
     Ok(Buffered::Body(bytes))
+}
+
+/// Counts the request (by route, method and status) and times it, when its body is done.
+fn counted(
+    gw: &Gateway,
+    route: Option<&Route>,
+    method: &http::Method,
+    started: Instant,
+    response: Response<ProxyBody>,
+    access: Option<Box<AccessEntry>>,
+) -> Response<ProxyBody> {
+    static NO_ROUTE: std::sync::LazyLock<Arc<String>> = std::sync::LazyLock::new(|| Arc::new("-".to_owned()));
+    let labels = RequestLabels {
+        route: route.map_or_else(|| NO_ROUTE.clone(), |r| r.label.clone()),
+        method: method_label(method),
+        status: response.status().as_u16(),
+    };
+    let done = Done {
+        started,
+        requests: gw.metrics.requests.get_or_create(&labels).clone(),
+        seconds: route.map(|r| r.seconds.clone()),
+        access,
+    };
+    response.map(|body| body.done(done))
 }
 
 /// A copy of a response head without its extensions, for phases that read it later.

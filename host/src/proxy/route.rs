@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use http::Method;
 
 use crate::config::{RetryOn, RouteConfig, RouteTimeouts};
+use crate::metrics::{Metrics, NameLabel, Timing};
 use crate::plugin::{Phase, Plugin};
 use crate::upstream::{Group, UpstreamClient};
 
@@ -128,6 +129,9 @@ impl RetryPolicy {
 /// One route, ready to serve.
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
+    /// The name as a metrics label, and the route's request latency.
+    pub(crate) label: Arc<String>,
+    pub(crate) seconds: Timing,
     pub(crate) host: HostMatch,
     pub(crate) path_prefix: String,
     pub(crate) methods: Vec<Method>,
@@ -162,7 +166,11 @@ impl Route {
         chain: &[Arc<Plugin>],
         group: Arc<Group>,
         client: Arc<UpstreamClient>,
+        metrics: &Metrics,
     ) -> Self {
+        let name = config.name.clone().unwrap_or_else(|| format!("route-{index}"));
+        let label = Arc::new(name.clone());
+        let seconds = metrics.request_seconds.get_or_create(&NameLabel { name: label.clone() }).clone();
         let with = |phase: Phase| chain.iter().filter(|p| p.has(phase)).cloned().collect::<Vec<_>>();
         let reversed = |phase: Phase| {
             let mut plugins = with(phase);
@@ -170,7 +178,9 @@ impl Route {
             plugins
         };
         Route {
-            name: Arc::from(config.name.clone().unwrap_or_else(|| format!("route-{index}"))),
+            name: Arc::from(name),
+            label,
+            seconds,
             host: HostMatch::new(config.host.as_deref()),
             path_prefix: config.path_prefix.clone(),
             // Checked when the config was read.

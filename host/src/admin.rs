@@ -1,0 +1,210 @@
+//! The admin listener: `/healthz`, `/readyz`, `/upstreams`, `/plugins`, `/config` (the
+//! config in force, secrets redacted) and `/metrics` (Prometheus text). It binds to loopback
+//! unless configured otherwise, and refuses requests without the bearer token when one is
+//! set.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::gateway::Gateway;
+use crate::plugin::Runtime;
+
+/// What the admin endpoints read.
+pub struct Admin {
+    gateway: Arc<ArcSwap<Gateway>>,
+    runtime: Arc<Runtime>,
+    token: Option<String>,
+    /// False once the gateway drains: load balancers should stop sending.
+    ready: AtomicBool,
+}
+
+impl Admin {
+    /// Admin endpoints over `gateway`; `token`, if set, is required.
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>, runtime: Arc<Runtime>, token: Option<String>) -> Arc<Admin> {
+        Arc::new(Admin { gateway, runtime, token, ready: AtomicBool::new(true) })
+    }
+
+    /// Marks the gateway as draining: `/readyz` answers 503 from now on.
+    pub fn draining(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    fn authorised(&self, request: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        // Compares every byte whatever the first difference, so timing does not leak the token.
+        given.len() == token.len()
+            && given.iter().zip(token.as_bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.authorised(request) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return response;
+        }
+        let gateway = self.gateway.load_full();
+        match request.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            "/upstreams" => json_response(upstreams(&gateway)),
+            "/plugins" => json_response(plugins(&gateway)),
+            "/config" => json_response(redacted_config(&gateway.config().source)),
+            "/metrics" => {
+                let live = crate::metrics::live(&gateway);
+                let mut response = text(StatusCode::OK, &self.runtime.metrics().render(Some(&live)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn json_response(value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn upstreams(gateway: &Gateway) -> serde_json::Value {
+    let mut groups = serde_json::Map::new();
+    for group in gateway.upstreams().groups() {
+        let stats = gateway.client(group.name()).map(|c| c.stats());
+        let backends: Vec<_> = group
+            .backends()
+            .iter()
+            .map(|b| {
+                json!({
+                    "address": b.address().to_string(),
+                    "weight": b.weight(),
+                    "healthy": b.is_available(),
+                    "ejected": b.is_ejected(),
+                    "in_flight": b.in_flight(),
+                })
+            })
+            .collect();
+        groups.insert(
+            group.name().to_string(),
+            json!({
+                "backends": backends,
+                "requests": stats.map(|s| s.requests),
+                "new_connections": stats.map(|s| s.new_connections),
+            }),
+        );
+    }
+    serde_json::Value::Object(groups)
+}
+
+fn plugins(gateway: &Gateway) -> serde_json::Value {
+    let mut plugins = serde_json::Map::new();
+    for (name, plugin) in gateway.plugins() {
+        let s = plugin.stats();
+        plugins.insert(
+            name.clone(),
+            json!({
+                "sha256": plugin.sha256(),
+                "cache": format!("{:?}", plugin.cache_outcome()),
+                "instances": { "created": s.instances_created, "discarded": s.instances_discarded, "idle": s.instances_idle },
+                "faults": { "traps": s.traps, "deadline": s.deadline_hits, "memory": s.memory_limit_hits, "pool_exhausted": s.pool_exhausted },
+            }),
+        );
+    }
+    serde_json::Value::Object(plugins)
+}
+
+/// Key names whose values are never shown, in any table (plugin configs included).
+const SECRET_WORDS: [&str; 6] = ["secret", "token", "password", "passwd", "private", "credential"];
+
+/// The config text as JSON, with the values of secret-looking keys replaced.
+fn redacted_config(source: &str) -> serde_json::Value {
+    fn redact(value: &mut toml::Value) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table.iter_mut() {
+                    let lower = key.to_ascii_lowercase();
+                    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+                        *value = toml::Value::String("[redacted]".to_owned());
+                    } else {
+                        redact(value);
+                    }
+                }
+            }
+            toml::Value::Array(items) => items.iter_mut().for_each(redact),
+            _ => {}
+        }
+    }
+    let mut value = match source.parse::<toml::Table>() {
+        Ok(table) => toml::Value::Table(table),
+        Err(_) => return json!({}),
+    };
+    redact(&mut value);
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// Serves the admin endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = admin.answer(&request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let config = redacted_config(
+            "[admin]\ntoken = \"t0p\"\n[plugins.jwt]\npath = \"a.wasm\"\nconfig = { hs256_secret = \"s3cret\", audience = \"api\" }\n",
+        );
+        assert_eq!(config["admin"]["token"], "[redacted]");
+        assert_eq!(config["plugins"]["jwt"]["config"]["hs256_secret"], "[redacted]");
+        assert_eq!(config["plugins"]["jwt"]["config"]["audience"], "api");
+        assert_eq!(config["plugins"]["jwt"]["path"], "a.wasm");
+    }
+}

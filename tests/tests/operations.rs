@@ -1,0 +1,172 @@
+//! What an operator runs the gateway with: the admin API (token, health, readiness, upstreams,
+//! plugins, the redacted config), `/metrics` read back with a Prometheus text parser, and JSON
+//! access-log lines from the real binary.
+
+use std::net::SocketAddr;
+
+use wasmgate::server::Running;
+use wasmgate_example_origin::Origin;
+use wasmgate_tests::client::{self, Reply};
+use wasmgate_tests::{harness, wasm};
+
+async fn origin() -> Origin {
+    Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
+}
+
+async fn with_admin(backend: SocketAddr) -> Running {
+    harness::start(&format!(
+        "[[listeners]]
+address = \"127.0.0.1:0\"
+
+[admin]
+address = \"127.0.0.1:0\"
+token = \"t0k3n\"
+
+[plugins.tag]
+path = \"{add_header}\"
+config = {{ request = {{ x-tag = \"1\" }} }}
+[plugins.jwt]
+path = \"{jwt}\"
+config = {{ hs256_secret = \"do-not-show\" }}
+
+[upstreams.o]
+backends = [\"{backend}\"]
+
+[[routes]]
+name = \"api\"
+path_prefix = \"/api\"
+upstream = \"o\"
+plugins = [\"tag\"]
+",
+        add_header = wasm::ADD_HEADER,
+        jwt = wasm::JWT_AUTH,
+    ))
+    .await
+    .expect("gateway")
+}
+
+async fn admin(gw: &Running, path: &str, token: Option<&str>) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    client::get(gw.admin_addr().expect("admin listener"), path, &headers).await.expect("admin request")
+}
+
+#[tokio::test]
+async fn the_admin_api_reports_state_and_refuses_without_the_token() {
+    let o = origin().await;
+    let gw = with_admin(o.addr()).await;
+    for path in ["/healthz", "/readyz", "/upstreams", "/plugins", "/config", "/metrics"] {
+        assert_eq!(admin(&gw, path, None).await.status, 401, "{path} without a token");
+        assert_eq!(admin(&gw, path, Some("wrong")).await.status, 401, "{path} with a wrong token");
+    }
+    let token = Some("t0k3n");
+    assert_eq!(admin(&gw, "/healthz", token).await.text(), "ok\n");
+    assert_eq!(admin(&gw, "/readyz", token).await.status, 200);
+
+    let upstreams: serde_json::Value =
+        serde_json::from_slice(&admin(&gw, "/upstreams", token).await.body).expect("json");
+    let backend = &upstreams["o"]["backends"][0];
+    assert_eq!(backend["address"], o.addr().to_string());
+    assert_eq!(backend["healthy"], true);
+
+    let plugins: serde_json::Value =
+        serde_json::from_slice(&admin(&gw, "/plugins", token).await.body).expect("json");
+    assert_eq!(plugins["tag"]["sha256"].as_str().map(str::len), Some(64));
+    assert!(plugins["tag"]["instances"]["idle"].as_u64().is_some_and(|n| n > 0));
+
+    let config: serde_json::Value =
+        serde_json::from_slice(&admin(&gw, "/config", token).await.body).expect("json");
+    assert_eq!(config["admin"]["token"], "[redacted]");
+    assert_eq!(config["plugins"]["jwt"]["config"]["hs256_secret"], "[redacted]");
+    assert_eq!(config["routes"][0]["name"], "api");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_the_requests_sent() {
+    let o = origin().await;
+    let gw = with_admin(o.addr()).await;
+    for _ in 0..5 {
+        assert_eq!(client::get(gw.addrs()[0], "/api/items", &[]).await.expect("request").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(client::get(gw.addrs()[0], "/elsewhere", &[]).await.expect("request").status, 404);
+    }
+    let value = |samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(ref buckets) => buckets.last().map_or(0.0, |b| b.count),
+                _ => 0.0,
+            })
+            .sum()
+    };
+    // Requests are counted when their response body is done: poll until all are.
+    let mut scrape = Vec::new();
+    for _ in 0..100 {
+        let text = admin(&gw, "/metrics", Some("t0k3n")).await.text();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        scrape = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text parses").samples;
+        if value(&scrape, "wasmgate_requests_total", &[]) >= 7.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ok = [("route", "api"), ("method", "GET"), ("status", "200")];
+    assert_eq!(value(&scrape, "wasmgate_requests_total", &ok), 5.0);
+    assert_eq!(value(&scrape, "wasmgate_requests_total", &[("route", "-"), ("status", "404")]), 2.0);
+    assert_eq!(value(&scrape, "wasmgate_upstream_requests_total", &[("group", "o")]), 5.0);
+    let new = value(&scrape, "wasmgate_upstream_connections_total", &[("group", "o"), ("kind", "new")]);
+    let reused = value(&scrape, "wasmgate_upstream_connections_total", &[("group", "o"), ("kind", "reused")]);
+    assert_eq!(new + reused, 5.0);
+    assert_eq!(value(&scrape, "wasmgate_backend_healthy", &[("group", "o")]), 1.0);
+    assert_eq!(value(&scrape, "wasmgate_plugin_instances", &[("plugin", "tag"), ("state", "idle")]), 16.0);
+    let calls = value(
+        &scrape,
+        "wasmgate_plugin_call_duration_seconds",
+        &[("plugin", "tag"), ("phase", "request-headers")],
+    );
+    assert_eq!(calls, 5.0, "five calls timed");
+    assert_eq!(value(&scrape, "wasmgate_request_duration_seconds", &[("name", "api")]), 5.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn json_access_log_lines_carry_the_configured_fields() {
+    let o = origin().await;
+    let dir = harness::TempDir::new("access-log").expect("dir");
+    let gw = harness::GatewayProcess::start(
+        dir.path(),
+        &format!(
+            "[log]\nformat = \"json\"\naccess = true\naccess_fields = [\"method\", \"path\", \"status\", \"route\", \"request_id\", \"duration_ms\", \"backend\"]\n\n{}",
+            harness::one_backend(o.addr(), "name = \"main\"\n")
+        ),
+    )
+    .expect("gateway");
+    let reply =
+        client::get(gw.addr, "/echo-headers?x=1", &[("x-request-id", "req-42"), ("user-agent", "t/1")])
+            .await
+            .expect("request");
+    assert_eq!(reply.status, 200);
+    let mut line = None;
+    harness::wait_until("the access-log line", || {
+        let lines = gw.log.lock().map(|l| l.clone()).unwrap_or_default();
+        line = lines.into_iter().find(|l| l.contains("wasmgate::access"));
+        line.is_some()
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(&line.unwrap_or_default()).expect("a JSON line");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/echo-headers?x=1");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "main");
+    assert_eq!(line["request_id"], "req-42");
+    assert_eq!(line["backend"], o.addr().to_string());
+    assert!(line["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert!(line.get("user_agent").is_none(), "a field not asked for is left out: {line}");
+    assert!(line.get("client").is_none(), "{line}");
+}
