@@ -24,6 +24,8 @@ pub struct Gateway {
     config: Config,
     /// Where requests are counted and timed (the runtime's registry: it outlives reloads).
     pub(crate) metrics: Arc<Metrics>,
+    /// The tracer, if `[traces]` is configured; kept across reloads.
+    pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// The access log, if the config asks for one.
     pub(crate) access: Option<Arc<crate::proxy::AccessLog>>,
     /// Upstream latency by group, made once per generation.
@@ -144,12 +146,23 @@ impl Gateway {
             })
             .collect();
         let access = crate::proxy::AccessLog::new(&config.log);
+        // Made once: an exporter holds a task and a batch; `[traces]` changes on restart.
+        let telemetry = match previous {
+            Some(previous) => previous.telemetry.clone(),
+            None => match &config.traces {
+                Some(traces) => Some(
+                    crate::telemetry::Telemetry::new(traces).map_err(|e| config.error("traces".into(), e))?,
+                ),
+                None => None,
+            },
+        };
         Ok(Gateway {
             router: Router::new(routes),
             upstreams,
             plugins,
             config,
             metrics,
+            telemetry,
             access,
             upstream_seconds,
             _health: health,

@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod timed;
 pub mod tls;
 pub mod upstream;

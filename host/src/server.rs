@@ -380,6 +380,10 @@ impl Running {
         if let Some((_, _, task)) = self.admin.take() {
             task.abort();
         }
+        // The last spans go out before the process ends.
+        if let Some(telemetry) = self.gateway.load().telemetry.clone() {
+            telemetry.shutdown().await;
+        }
     }
 }
 

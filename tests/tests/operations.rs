@@ -170,3 +170,123 @@ async fn json_access_log_lines_carry_the_configured_fields() {
     assert!(line.get("user_agent").is_none(), "a field not asked for is left out: {line}");
     assert!(line.get("client").is_none(), "{line}");
 }
+
+/// A small OTLP/HTTP receiver: keeps every JSON export body it is sent.
+async fn otlp_receiver() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let store = store.clone();
+                async move {
+                    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
+                        && let Ok(mut store) = store.lock()
+                    {
+                        store.push(value);
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"{}"),
+                    )))
+                }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// Every span in the exports received so far.
+fn spans(received: &std::sync::Mutex<Vec<serde_json::Value>>) -> Vec<serde_json::Value> {
+    let exports = received.lock().map(|r| r.clone()).unwrap_or_default();
+    exports
+        .iter()
+        .flat_map(|e| e["resourceSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn attribute<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    span["attributes"].as_array()?.iter().find(|a| a["key"] == key).map(|a| &a["value"])
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_receiver_with_the_parent_from_traceparent() {
+    let o = origin().await;
+    let (receiver, received) = otlp_receiver().await;
+    let gw = harness::start(&format!(
+        "[[listeners]]
+address = \"127.0.0.1:0\"
+
+[traces]
+endpoint = \"http://{receiver}/v1/traces\"
+protocol = \"http-json\"
+export_interval = \"100ms\"
+
+[plugins.tag]
+path = \"{add_header}\"
+config = {{ request = {{ x-tag = \"1\" }} }}
+
+[upstreams.o]
+backends = [\"{backend}\"]
+
+[[routes]]
+name = \"api\"
+upstream = \"o\"
+plugins = [\"tag\"]
+",
+        add_header = wasm::ADD_HEADER,
+        backend = o.addr(),
+    ))
+    .await
+    .expect("gateway");
+    let (trace_id, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let traceparent = format!("00-{trace_id}-{parent}-01");
+    let reply =
+        client::get(gw.addrs()[0], "/echo-headers", &[("traceparent", &traceparent)]).await.expect("request");
+    assert_eq!(reply.status, 200);
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = spans(&received);
+        if found.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let server = found
+        .iter()
+        .find(|s| s["parentSpanId"] == parent)
+        .unwrap_or_else(|| panic!("no server span: {found:?}"));
+    assert_eq!(server["traceId"], trace_id);
+    assert_eq!(server["name"], "GET api");
+    assert_eq!(
+        attribute(server, "http.request.method").map(|v| &v["stringValue"]),
+        Some(&serde_json::json!("GET"))
+    );
+    assert_eq!(
+        attribute(server, "http.response.status_code")
+            .map(|v| &v["intValue"])
+            .map(|v| v.to_string().replace('"', "")),
+        Some("200".to_owned())
+    );
+    let server_id = server["spanId"].as_str().expect("span id");
+    let children: Vec<_> = found.iter().filter(|s| s["parentSpanId"] == server_id).collect();
+    let plugin =
+        children.iter().find(|s| s["name"] == "plugin tag request-headers").expect("the plugin call's span");
+    assert_eq!(plugin["traceId"], trace_id);
+    let upstream = children.iter().find(|s| s["name"] == "GET").expect("the upstream attempt's span");
+    // The origin got the upstream attempt's span as its parent.
+    let sent = format!("traceparent: 00-{trace_id}-{}-01\n", upstream["spanId"].as_str().expect("id"));
+    assert!(reply.text().contains(&sent), "{}", reply.text());
+    gw.stop().await;
+}

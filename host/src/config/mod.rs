@@ -81,6 +81,8 @@ pub struct Config {
     /// Log format and the access log.
     #[serde(default)]
     pub log: LogConfig,
+    /// OpenTelemetry traces; off unless present.
+    pub traces: Option<TracesConfig>,
     /// The file this was read from; relative plugin paths are resolved against its folder.
     #[serde(skip)]
     pub file: PathBuf,
@@ -164,6 +166,41 @@ impl AccessField {
         AccessField::UserAgent,
         AccessField::Tls,
     ];
+}
+
+/// `[traces]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// `http-protobuf` (default) or `http-json`.
+    #[serde(default)]
+    pub protocol: TraceProtocol,
+    /// The `service.name` of the spans.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// The share of new traces recorded (0 to 1); a request that comes with a sampled
+    /// `traceparent` is recorded whatever this says.
+    #[serde(default = "defaults::sample_ratio")]
+    pub sample_ratio: f64,
+    /// How often batched spans are sent.
+    #[serde(default = "defaults::export_interval", with = "units::duration")]
+    pub export_interval: Duration,
+    /// How long one export may take.
+    #[serde(default = "defaults::export_timeout", with = "units::duration")]
+    pub export_timeout: Duration,
+}
+
+/// How spans are sent.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceProtocol {
+    /// OTLP/HTTP with protobuf bodies.
+    #[default]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    HttpJson,
 }
 
 /// `[admin]`.
@@ -732,6 +769,18 @@ mod defaults {
     }
     pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub(super) fn service_name() -> String {
+        "wasmgate".to_owned()
+    }
+    pub(super) fn sample_ratio() -> f64 {
+        1.0
+    }
+    pub(super) fn export_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn export_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub(super) fn admin_address() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9901))

@@ -32,6 +32,8 @@ pub struct Exchange {
     pub upstreams: Arc<Upstreams>,
     /// The TLS server name a plugin chose for this request's upstream connection.
     pub sni: Option<String>,
+    /// The request's span and its tracer, when traces are on.
+    pub(crate) trace: Option<(Arc<crate::telemetry::Telemetry>, opentelemetry::Context)>,
     /// The id the request is logged under, made when first needed.
     request_id: Option<Arc<str>>,
     /// The backend that answered, once one did.
@@ -66,6 +68,7 @@ impl Exchange {
             sni: None,
             backend: None,
             request_id: None,
+            trace: None,
             body_buffered: false,
             reply: None,
             state: PluginState::default(),

@@ -411,7 +411,24 @@ pub struct Plugin {
 macro_rules! guest_call {
     ($self:ident, $phase:expr, $ex:ident, |$handler:ident, $store:ident| $call:expr) => {{
         let phase = $phase;
-        let mut lease = $self.pool.checkout(phase).await?;
+        // A child span per call, when the request is traced.
+        let span = $ex.trace.as_ref().map(|(telemetry, cx)| {
+            let attributes = vec![
+                opentelemetry::KeyValue::new("wasmgate.plugin.name", $self.name.to_string()),
+                opentelemetry::KeyValue::new("wasmgate.plugin.phase", phase.as_str()),
+            ];
+            let name = format!("plugin {} {}", $self.name, phase.as_str());
+            telemetry.child(cx, name, opentelemetry::trace::SpanKind::Internal, attributes)
+        });
+        let mut lease = match $self.pool.checkout(phase).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                if let Some(cx) = &span {
+                    crate::telemetry::finish(cx, 0, Some(error.kind()));
+                }
+                return Err(error);
+            }
+        };
         let result = match lease.instance() {
             Some(instance) => {
                 std::mem::swap(&mut instance.store.data_mut().ex, $ex);
@@ -429,9 +446,18 @@ macro_rules! guest_call {
         match result {
             Ok(value) => {
                 lease.release();
+                if let Some(cx) = &span {
+                    crate::telemetry::finish(cx, 0, None);
+                }
                 value
             }
-            Err(error) => return Err(lease.fail(phase, &error)),
+            Err(error) => {
+                let error = lease.fail(phase, &error);
+                if let Some(cx) = &span {
+                    crate::telemetry::finish(cx, 0, Some(error.kind()));
+                }
+                return Err(error);
+            }
         }
     }};
 }

@@ -36,7 +36,16 @@ pub struct ProxyBody {
     follow: Option<Box<Follow>>,
     /// Counted and timed when the body is done.
     done: Option<Done>,
+    /// The request's span, ended when the body is done.
+    span: Option<Span>,
     _in_flight: Option<InFlight>,
+}
+
+/// A request's span and what ends it.
+pub(crate) struct Span {
+    pub(crate) cx: opentelemetry::Context,
+    pub(crate) status: u16,
+    pub(crate) error: Option<&'static str>,
 }
 
 /// The request's entry in the metrics, made when the response head is known.
@@ -84,6 +93,7 @@ impl ProxyBody {
             ended: false,
             follow: None,
             done: None,
+            span: None,
             _in_flight: in_flight,
         }
     }
@@ -96,6 +106,7 @@ impl ProxyBody {
             ended: false,
             follow: None,
             done: None,
+            span: None,
             _in_flight: None,
         }
     }
@@ -113,6 +124,12 @@ impl ProxyBody {
     /// Counts and times the request when the body is done.
     pub(crate) fn done(mut self, done: Done) -> Self {
         self.done = Some(done);
+        self
+    }
+
+    /// Ends the request's span when the body is done.
+    pub(crate) fn traced(mut self, span: Span) -> Self {
+        self.span = Some(span);
         self
     }
 }
@@ -178,6 +195,11 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(done) = &self.done {
             done.record(self.sent);
+        }
+        if let Some(span) = &self.span {
+            let ended = self.ended || self.is_end_stream();
+            let error = span.error.or((!ended).then_some("response-incomplete"));
+            crate::telemetry::finish(&span.cx, span.status, error);
         }
         let Some(follow) = self.follow.take() else { return };
         let Follow { route, filter, log } = *follow;

@@ -110,12 +110,19 @@ impl ProxyError {
             ProxyError::Plugin(e) => e.kind(),
             ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",
             ProxyError::Overloaded { .. } => "upstream-overloaded",
-            ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream-connect",
-            ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => "upstream-connect-timeout",
-            ProxyError::Upstream(UpstreamError::HandshakeTimeout { .. }) => "upstream-tls-timeout",
-            ProxyError::Upstream(UpstreamError::RefusedStream { .. }) => "upstream-refused-stream",
-            ProxyError::Upstream(UpstreamError::ResponseTimeout { .. }) => "upstream-timeout",
-            ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream-exchange",
+            ProxyError::Upstream(error) => Self::kind_of(error),
+        }
+    }
+
+    /// The kind of an upstream failure, as [`ProxyError::kind`] names it.
+    pub fn kind_of(error: &UpstreamError) -> &'static str {
+        match error {
+            UpstreamError::Connect { .. } => "upstream-connect",
+            UpstreamError::ConnectTimeout { .. } => "upstream-connect-timeout",
+            UpstreamError::HandshakeTimeout { .. } => "upstream-tls-timeout",
+            UpstreamError::RefusedStream { .. } => "upstream-refused-stream",
+            UpstreamError::ResponseTimeout { .. } => "upstream-timeout",
+            UpstreamError::Exchange { .. } => "upstream-exchange",
         }
     }
 

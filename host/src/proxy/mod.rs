@@ -115,6 +115,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         return counted(&gw, Some(&route), &parts.method, started, response, None);
     }
     let method = parts.method.clone();
+    let trace =
+        gw.telemetry.as_ref().map(|t| (t.clone(), t.request(&parts, &route.name, conn.client, conn.tls)));
     let mut ex = Box::new(Exchange::new(
         parts,
         conn.client,
@@ -124,6 +126,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         gw.upstreams.clone(),
     ));
     ex.client_identity = conn.identity.clone();
+    ex.trace = trace;
     // Gathered before the phases: forwarding may move the head away.
     let access = gw.access.as_ref().map(|log| {
         let request_id = ex.request_id();
@@ -167,12 +170,14 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
             .unwrap_or(Err(ProxyError::TotalTimeout { after })),
         _ => exchange.await,
     };
+    let mut failure = None;
     let response = match result {
         Ok(response) => response,
         Err(error) => {
             if let Some(entry) = entry.as_mut() {
                 entry.error = Some(error.to_string());
             }
+            failure = Some(error.kind());
             refuse(&error, &conn, Some(&route))
         }
     };
@@ -181,7 +186,11 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         entry.backend = ex.backend.clone();
         entry
     });
-    let response = counted(&gw, Some(&route), &method, started, response, access);
+    let mut response = counted(&gw, Some(&route), &method, started, response, access);
+    if let Some((_, cx)) = &ex.trace {
+        let span = body::Span { cx: cx.clone(), status: response.status().as_u16(), error: failure };
+        response = response.map(|body| body.traced(span));
+    }
     if !route.follows_response_body() {
         return response;
     }
@@ -313,7 +322,28 @@ async fn run_route(
                     None
                 };
                 let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
+                let span = ex.trace.as_ref().map(|(telemetry, cx)| {
+                    let attributes = vec![
+                        opentelemetry::KeyValue::new(
+                            "http.request.method",
+                            request.method().as_str().to_owned(),
+                        ),
+                        opentelemetry::KeyValue::new("server.address", backend.addr().ip().to_string()),
+                        opentelemetry::KeyValue::new("server.port", i64::from(backend.addr().port())),
+                        opentelemetry::KeyValue::new("http.request.resend_count", i64::from(attempt)),
+                    ];
+                    let name = request.method().as_str().to_owned();
+                    let cx = telemetry.child(cx, name, opentelemetry::trace::SpanKind::Client, attributes);
+                    telemetry.inject(&cx, request.headers_mut());
+                    cx
+                });
                 let result = client.send(backend.address(), request, limits, route.timeouts.response).await;
+                if let Some(cx) = &span {
+                    match &result {
+                        Ok(response) => crate::telemetry::finish(cx, response.status().as_u16(), None),
+                        Err(error) => crate::telemetry::finish(cx, 0, Some(ProxyError::kind_of(error))),
+                    }
+                }
                 if let Some(back) = back {
                     let returned = match back.await {
                         Ok(back) => back.get().await,
