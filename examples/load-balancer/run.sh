@@ -31,6 +31,8 @@ Try:
   curl -i http://127.0.0.1:6188/           # answered by one, then two, then one... (round-robin)
   curl -i http://127.0.0.1:9001/           # the origin alone refuses: Host is not one.one.one.one
   curl --http2-prior-knowledge -i http://127.0.0.1:6188/    # HTTP/2 (h2c) works too
+  curl http://127.0.0.1:9901/metrics       # requests by route and status, latencies, backend health
+  curl http://127.0.0.1:9901/upstreams     # the backends as the gateway sees them
 Stop origin "two" (kill the process listening on :9002) and within ~2 s every request goes to "one".
 Ctrl-C stops everything.
 TRY
@@ -41,6 +43,11 @@ if [[ "${1:-}" == "--smoke" ]]; then
   [[ "$a" != "$b" ]] || { echo "round robin did not alternate" >&2; exit 1; }
   code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9001/)
   [[ "$code" == 403 ]] || { echo "origin accepted a foreign Host ($code)" >&2; exit 1; }
+  id=$(curl -s -D - -o /dev/null http://127.0.0.1:6188/ | tr -d '\r' | sed -n 's/^x-request-id: //p')
+  [[ ${#id} == 36 ]] || { echo "no request id on the response ($id)" >&2; exit 1; }
+  metrics=$(curl -sf http://127.0.0.1:9901/metrics)
+  grep -q '^wasmgate_requests_total{route="route-0",method="GET",status="200"} [1-9]' <<<"$metrics" \
+    || { echo "the metrics do not count the requests" >&2; exit 1; }
   echo "smoke test passed"
   exit 0
 fi

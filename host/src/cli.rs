@@ -114,21 +114,9 @@ async fn check(config: Config) -> ExitCode {
     };
     println!("{}: ok", file.display());
     for (name, plugin) in gateway.plugins() {
-        let phases: Vec<&str> = [
-            Phase::RequestHeaders,
-            Phase::RequestBody,
-            Phase::SelectUpstream,
-            Phase::UpstreamRequest,
-            Phase::UpstreamError,
-            Phase::ResponseHeaders,
-            Phase::ResponseBody,
-            Phase::ResponseTrailers,
-            Phase::Log,
-        ]
-        .into_iter()
-        .filter(|p| plugin.has(*p))
-        .map(Phase::as_str)
-        .collect();
+        // `init` is every plugin's; list the request phases.
+        let phases: Vec<&str> =
+            Phase::ALL[1..].iter().copied().filter(|p| plugin.has(*p)).map(Phase::as_str).collect();
         println!(
             "  plugin {name}: sha256 {} ({:?}), phases: {}",
             plugin.sha256(),

@@ -359,8 +359,15 @@ impl Running {
         let current = self.gateway.load_full();
         let old = current.config();
         let listeners = |c: &crate::config::Config| c.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
-        if listeners(old) != listeners(&config) || old.server != config.server {
-            tracing::warn!("listeners and [server] settings change only on restart; the rest is reloaded");
+        let on_restart = listeners(old) != listeners(&config)
+            || old.server != config.server
+            || old.admin != config.admin
+            || old.traces != config.traces
+            || old.log.format != config.log.format;
+        if on_restart {
+            tracing::warn!(
+                "listeners, [server], [admin], [traces] and the log format change only on restart; the rest is reloaded"
+            );
         }
         let next = Gateway::build(config, &self.runtime, Some(&current)).await?;
         self.gateway.store(Arc::new(next));

@@ -67,14 +67,20 @@ pub struct ServerTls {
     reload_interval: Duration,
 }
 
-fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
+/// The PEM certificates in `path`; an error names the file and says why (none is one).
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot parse {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no certificate", cert.display()));
+        .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
     }
+    Ok(certs)
+}
+
+fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let chain = read_certs(cert)?;
     let key =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
     let provider = rustls::crypto::ring::default_provider();
@@ -140,10 +146,7 @@ impl ServerTls {
             Some(ca) => {
                 let ca = resolve(ca);
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(&ca)
-                    .map_err(|e| format!("cannot read {}: {e}", ca.display()))?
-                {
-                    let cert = cert.map_err(|e| format!("cannot parse {}: {e}", ca.display()))?;
+                for cert in read_certs(&ca)? {
                     roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);

@@ -887,9 +887,40 @@ impl Config {
             return Err(invalid("listeners".into(), None, "at least one listener is needed".into()));
         }
         for (i, listener) in self.listeners.iter().enumerate() {
-            if listener.tls.as_ref().is_some_and(|t| t.certificates.is_empty()) {
+            let Some(tls) = &listener.tls else { continue };
+            if tls.certificates.is_empty() {
                 let field = format!("listeners[{i}].tls.certificates");
                 return Err(invalid(field, None, "at least one certificate is needed".into()));
+            }
+            for (field, value) in
+                [("handshake_timeout", tls.handshake_timeout), ("reload_interval", tls.reload_interval)]
+            {
+                if value.is_zero() {
+                    return Err(invalid(
+                        format!("listeners[{i}].tls.{field}"),
+                        None,
+                        "must be more than 0".into(),
+                    ));
+                }
+            }
+        }
+        if self.admin.as_ref().and_then(|a| a.token.as_deref()).is_some_and(str::is_empty) {
+            return Err(invalid(
+                "admin.token".into(),
+                None,
+                "must not be empty (leave it out for no token)".into(),
+            ));
+        }
+        if let Some(traces) = &self.traces {
+            if !(0.0..=1.0).contains(&traces.sample_ratio) {
+                return Err(invalid("traces.sample_ratio".into(), None, "must be between 0 and 1".into()));
+            }
+            if traces.export_interval.is_zero() || traces.export_timeout.is_zero() {
+                return Err(invalid(
+                    "traces".into(),
+                    None,
+                    "export_interval and export_timeout must be more than 0".into(),
+                ));
             }
         }
         let s = &self.server;
@@ -1219,6 +1250,20 @@ upstream = "origins"
         assert!(with("hash_key = \"path\"").is_err());
         assert!(with("balance = \"least-request\"").is_ok());
         assert!(with("balance = \"fastest\"").is_err());
+    }
+
+    #[test]
+    fn operator_sections_are_checked_naming_the_field() {
+        let with = |extra: &str| parse(&format!("{extra}\n{MINIMAL}"));
+        let err = with("[traces]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = 2.0")
+            .expect_err("ratio");
+        assert!(err.to_string().contains("traces.sample_ratio: must be between 0 and 1"), "{err}");
+        let err = with("[admin]\ntoken = \"\"").expect_err("empty token");
+        assert!(err.to_string().contains("admin.token"), "{err}");
+        let err = with("[log]\naccess_fields = [\"colour\"]").expect_err("unknown field");
+        assert!(err.to_string().contains("colour"), "{err}");
+        let ok = with("[admin]\n[log]\nformat = \"json\"\naccess = true").expect("valid");
+        assert_eq!(ok.admin.map(|a| a.address.to_string()).as_deref(), Some("127.0.0.1:9901"));
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl Exchange {
         id
     }
 
+    /// Names the request `id` in the logs from now on (a plugin set its `x-request-id`).
+    pub(crate) fn name_request(&mut self, id: &str) {
+        self.request_id = Some(Arc::from(id));
+    }
+
     /// What an idle instance holds between calls, made once per instance.
     pub(crate) fn placeholder() -> Box<Self> {
         let (request, ()) = http::Request::new(()).into_parts();

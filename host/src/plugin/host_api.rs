@@ -257,7 +257,14 @@ impl request::Host for InstanceState {
 
     fn set_header(&mut self, name: String, value: Vec<u8>) -> Result<(), EditError> {
         self.request_editable()?;
-        set(&mut self.ex.request.headers, &name, value, false)
+        // A plugin naming the request (request-id) names it in the gateway's logs too.
+        let id =
+            name.eq_ignore_ascii_case("x-request-id").then(|| String::from_utf8_lossy(&value).into_owned());
+        set(&mut self.ex.request.headers, &name, value, false)?;
+        if let Some(id) = id {
+            self.ex.name_request(&id);
+        }
+        Ok(())
     }
 
     fn add_header(&mut self, name: String, value: Vec<u8>) -> Result<(), EditError> {

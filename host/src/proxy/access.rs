@@ -33,7 +33,8 @@ pub(crate) struct AccessEntry {
     pub(crate) path: String,
     pub(crate) route: Arc<str>,
     pub(crate) backend: Option<Arc<str>>,
-    pub(crate) request_id: Arc<str>,
+    /// Known once the phases ran: a plugin may name the request.
+    pub(crate) request_id: Option<Arc<str>>,
     pub(crate) user_agent: String,
     pub(crate) tls: bool,
     pub(crate) status: u16,
@@ -48,7 +49,7 @@ impl AccessEntry {
         let duration_ms = duration.as_secs_f64() * 1e3;
         let backend = self.backend.as_deref().unwrap_or("-");
         let (host, path, route) = (self.host.as_str(), self.path.as_str(), &*self.route);
-        let (request_id, user_agent) = (&*self.request_id, self.user_agent.as_str());
+        let (request_id, user_agent) = (self.request_id.as_deref().unwrap_or("-"), self.user_agent.as_str());
         // Unselected fields are `Empty`: formatters leave them out.
         tracing::info!(
             target: "wasmgate::access",

@@ -129,7 +129,6 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     ex.trace = trace;
     // Gathered before the phases: forwarding may move the head away.
     let access = gw.access.as_ref().map(|log| {
-        let request_id = ex.request_id();
         let header = |name: http::header::HeaderName| {
             ex.request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
         };
@@ -141,7 +140,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
             path: ex.request.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
             route: route.name.clone(),
             backend: None,
-            request_id,
+            request_id: None,
             user_agent: header(http::header::USER_AGENT),
             tls: conn.tls,
             status: 0,
@@ -184,6 +183,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     let access = access.map(|mut entry| {
         entry.status = response.status().as_u16();
         entry.backend = ex.backend.clone();
+        // A plugin may have named the request since (request-id).
+        entry.request_id = Some(ex.request_id());
         entry
     });
     let mut response = counted(&gw, Some(&route), &method, started, response, access);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 
 /// Builds the rustls client config: verification always on.
 pub(crate) fn client_config(
@@ -18,14 +18,7 @@ pub(crate) fn client_config(
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = ca {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("cannot read CA {}: {e}", ca.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot parse CA {}: {e}", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{} holds no certificate", ca.display()));
-        }
-        for cert in certs {
+        for cert in crate::tls::read_certs(ca)? {
             roots.add(cert).map_err(|e| format!("CA {}: {e}", ca.display()))?;
         }
     }
@@ -37,10 +30,7 @@ pub(crate) fn client_config(
     match client_cert {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cannot parse {}: {e}", cert.display()))?;
+            let chain = crate::tls::read_certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))
