@@ -116,6 +116,27 @@ impl Telemetry {
     }
 }
 
+/// The client span of one upstream attempt, a child of the request's span when it is traced;
+/// it goes upstream as the request's `traceparent`.
+pub(crate) fn upstream_attempt<B>(
+    trace: Option<&(Arc<Telemetry>, Context)>,
+    request: &mut http::Request<B>,
+    backend: SocketAddr,
+    attempt: u32,
+) -> Option<Context> {
+    let (telemetry, parent) = trace?;
+    let method = request.method().as_str().to_owned();
+    let attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("server.address", backend.ip().to_string()),
+        KeyValue::new("server.port", i64::from(backend.port())),
+        KeyValue::new("http.request.resend_count", i64::from(attempt)),
+    ];
+    let cx = telemetry.child(parent, method, SpanKind::Client, attributes);
+    telemetry.inject(&cx, request.headers_mut());
+    Some(cx)
+}
+
 /// Ends the span of `cx` with `status` (an HTTP status, 0 for none) and `error`, if any.
 pub(crate) fn finish(cx: &Context, status: u16, error: Option<&str>) {
     let span = cx.span();

@@ -307,6 +307,13 @@ async fn run_route(
                 let keep_head = !last || route.reads_request_after_forward();
                 let mut request =
                     upstream_request(ex, client.scheme(), backend, payload.next_attempt(), keep_head)?;
+                // The attempt's span, made while the exchange is here: a filtered body takes it.
+                let span = crate::telemetry::upstream_attempt(
+                    ex.trace.as_ref(),
+                    &mut request,
+                    backend.addr(),
+                    attempt,
+                );
                 // A streamed body through request-body plugins takes the exchange along.
                 let back = if filtered {
                     let source =
@@ -323,21 +330,6 @@ async fn run_route(
                     None
                 };
                 let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
-                let span = ex.trace.as_ref().map(|(telemetry, cx)| {
-                    let attributes = vec![
-                        opentelemetry::KeyValue::new(
-                            "http.request.method",
-                            request.method().as_str().to_owned(),
-                        ),
-                        opentelemetry::KeyValue::new("server.address", backend.addr().ip().to_string()),
-                        opentelemetry::KeyValue::new("server.port", i64::from(backend.addr().port())),
-                        opentelemetry::KeyValue::new("http.request.resend_count", i64::from(attempt)),
-                    ];
-                    let name = request.method().as_str().to_owned();
-                    let cx = telemetry.child(cx, name, opentelemetry::trace::SpanKind::Client, attributes);
-                    telemetry.inject(&cx, request.headers_mut());
-                    cx
-                });
                 let result = client.send(backend.address(), request, limits, route.timeouts.response).await;
                 if let Some(cx) = &span {
                     match &result {
