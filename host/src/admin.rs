@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, `/readyz`, `/upstreams`, `/plugins`, `/config` (the
-//! config in force, secrets redacted) and `/metrics` (Prometheus text). It binds to loopback
+//! effective config, defaults filled in, secrets redacted) and `/metrics` (Prometheus text). It binds to loopback
 //! unless configured otherwise, and refuses requests without the bearer token when one is
 //! set.
 
@@ -67,7 +67,7 @@ impl Admin {
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             "/upstreams" => json_response(upstreams(&gateway)),
             "/plugins" => json_response(plugins(&gateway)),
-            "/config" => json_response(redacted_config(&gateway.config().source)),
+            "/config" => json_response(redacted_config(gateway.config())),
             "/metrics" => {
                 let live = crate::metrics::live(&gateway);
                 let mut response = text(StatusCode::OK, &self.runtime.metrics().render(Some(&live)));
@@ -148,30 +148,28 @@ fn plugins(gateway: &Gateway) -> serde_json::Value {
 /// Key names whose values are never shown, in any table (plugin configs included).
 const SECRET_WORDS: [&str; 6] = ["secret", "token", "password", "passwd", "private", "credential"];
 
-/// The config text as JSON, with the values of secret-looking keys replaced.
-fn redacted_config(source: &str) -> serde_json::Value {
-    fn redact(value: &mut toml::Value) {
+/// The effective config (what the file says, defaults filled in) as JSON, with the values of
+/// secret-looking keys replaced.
+fn redacted_config(config: &crate::config::Config) -> serde_json::Value {
+    fn redact(value: &mut serde_json::Value) {
         match value {
-            toml::Value::Table(table) => {
-                for (key, value) in table.iter_mut() {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
                     let lower = key.to_ascii_lowercase();
                     if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
-                        *value = toml::Value::String("[redacted]".to_owned());
+                        *value = serde_json::Value::String("[redacted]".to_owned());
                     } else {
                         redact(value);
                     }
                 }
             }
-            toml::Value::Array(items) => items.iter_mut().for_each(redact),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
             _ => {}
         }
     }
-    let mut value = match source.parse::<toml::Table>() {
-        Ok(table) => toml::Value::Table(table),
-        Err(_) => return json!({}),
-    };
+    let mut value = serde_json::to_value(config).unwrap_or_default();
     redact(&mut value);
-    serde_json::to_value(value).unwrap_or_default()
+    value
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -198,10 +196,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_redacted_at_any_depth() {
-        let config = redacted_config(
-            "[admin]\ntoken = \"t0p\"\n[plugins.jwt]\npath = \"a.wasm\"\nconfig = { hs256_secret = \"s3cret\", audience = \"api\" }\n",
-        );
+    fn secrets_are_redacted_at_any_depth_and_defaults_shown() {
+        let text = "[admin]\ntoken = \"t0p\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n\
+                    [plugins.jwt]\npath = \"a.wasm\"\nconfig = { hs256_secret = \"s3cret\", audience = \"api\" }\n\
+                    [upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nupstream = \"o\"\n";
+        let config = crate::config::Config::parse(std::path::Path::new("gw.toml"), text).expect("valid");
+        let config = redacted_config(&config);
+        assert_eq!(config["upstreams"]["o"]["connect_timeout"], "2s", "defaults are filled in");
         assert_eq!(config["admin"]["token"], "[redacted]");
         assert_eq!(config["plugins"]["jwt"]["config"]["hs256_secret"], "[redacted]");
         assert_eq!(config["plugins"]["jwt"]["config"]["audience"], "api");

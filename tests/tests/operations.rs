@@ -79,6 +79,7 @@ async fn the_admin_api_reports_state_and_refuses_without_the_token() {
     assert_eq!(config["admin"]["token"], "[redacted]");
     assert_eq!(config["plugins"]["jwt"]["config"]["hs256_secret"], "[redacted]");
     assert_eq!(config["routes"][0]["name"], "api");
+    assert_eq!(config["upstreams"]["o"]["connect_timeout"], "2s", "the effective config shows defaults");
     gw.stop().await;
 }
 

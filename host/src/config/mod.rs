@@ -55,7 +55,7 @@ pub enum ConfigError {
 }
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Process-wide settings.
@@ -86,13 +86,10 @@ pub struct Config {
     /// The file this was read from; relative plugin paths are resolved against its folder.
     #[serde(skip)]
     pub file: PathBuf,
-    /// The text it was read from, for the admin API's `/config`.
-    #[serde(skip)]
-    pub source: String,
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `pretty` (one human-readable line per event) or `json` (one JSON object per line).
@@ -110,7 +107,7 @@ impl Default for LogConfig {
 }
 
 /// `[log] format`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -121,7 +118,7 @@ pub enum LogFormat {
 }
 
 /// A field of the access log.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessField {
     /// The client's `ip:port`.
@@ -169,7 +166,7 @@ impl AccessField {
 }
 
 /// `[traces]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TracesConfig {
     /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
@@ -193,7 +190,7 @@ pub struct TracesConfig {
 }
 
 /// How spans are sent.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum TraceProtocol {
     /// OTLP/HTTP with protobuf bodies.
@@ -204,7 +201,7 @@ pub enum TraceProtocol {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `ip:port` to bind.
@@ -215,7 +212,7 @@ pub struct AdminConfig {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Tokio worker threads; 0 means one per core.
@@ -246,7 +243,7 @@ impl Default for ServerConfig {
 }
 
 /// `[runtime]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {
     /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/wasmgate`.
@@ -276,7 +273,7 @@ impl Default for RuntimeSection {
 }
 
 /// `[[listeners]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `ip:port` to bind; HTTP/1.1 and HTTP/2 with prior knowledge (h2c) are both served.
@@ -286,7 +283,7 @@ pub struct ListenerConfig {
 }
 
 /// `[listeners.tls]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsConfig {
     /// Certificates chosen by the server name the client asks for; the first is the default.
@@ -305,7 +302,7 @@ pub struct ListenerTlsConfig {
 }
 
 /// One certificate of a TLS listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// PEM certificate chain, leaf first.
@@ -318,7 +315,7 @@ pub struct CertificateConfig {
 }
 
 /// Whether a TLS listener with a `client_ca` insists on a client certificate.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientAuth {
     /// Handshakes without a valid client certificate fail.
@@ -329,7 +326,7 @@ pub enum ClientAuth {
 }
 
 /// `[plugins.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// The `.wasm` component, relative to the config file's folder unless absolute.
@@ -358,7 +355,7 @@ pub struct PluginConfig {
 }
 
 /// `failure = "fail-closed" | "fail-open"`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureSetting {
     /// Fail the request.
@@ -369,7 +366,7 @@ pub enum FailureSetting {
 }
 
 /// `isolation = "pooled" | "per-request"`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IsolationSetting {
     /// Reuse pooled instances.
@@ -380,7 +377,7 @@ pub enum IsolationSetting {
 }
 
 /// `[upstreams.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `"host:port"` or `{ address = "host:port", weight = 2 }`.
@@ -433,7 +430,7 @@ pub struct UpstreamConfig {
 }
 
 /// `protocol = "..."` toward the backends.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1.
@@ -446,7 +443,7 @@ pub enum UpstreamProtocol {
 }
 
 /// `[upstreams.NAME.tls]`. Certificates are always verified.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// The name sent (SNI) and verified; default: each backend's host as configured.
@@ -471,7 +468,7 @@ pub struct ResolvedTls {
 }
 
 /// `[upstreams.NAME.outlier_detection]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Consecutive connect errors or 5xx answers that eject a backend.
@@ -486,7 +483,7 @@ pub struct OutlierConfig {
 }
 
 /// `when_all_unhealthy = "fail" | "route-to-all"`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllUnhealthy {
     /// Answer 503.
@@ -497,7 +494,7 @@ pub enum AllUnhealthy {
 }
 
 /// `balance = "..."`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum BalanceSetting {
     /// Smooth weighted round robin.
@@ -525,7 +522,7 @@ impl BalanceSetting {
 }
 
 /// One backend.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum BackendConfig {
     /// `"host:port"`, weight 1.
@@ -575,7 +572,7 @@ impl BackendConfig {
 }
 
 /// `[upstreams.NAME.health_check]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `http` (GET `path`, healthy on 2xx/3xx) or `tcp` (connect).
@@ -630,7 +627,7 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
 }
 
 /// How a health check probes.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum HealthCheckKind {
     /// An HTTP GET.
@@ -641,7 +638,7 @@ pub enum HealthCheckKind {
 }
 
 /// `[[routes]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Shown to plugins and in logs; default `route-N`.
@@ -694,7 +691,7 @@ pub struct RouteConfig {
 }
 
 /// `timeouts = { response = "5s", body_idle = "30s", total = "1m" }` on a route.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteTimeouts {
     /// Time allowed to open a TCP connection to a backend; default: the group's
@@ -730,7 +727,7 @@ impl Default for RouteTimeouts {
 }
 
 /// One condition a retry may follow.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 pub enum RetryOn {
     /// The connection was refused or timed out: nothing was sent.
     #[serde(rename = "connect-failure")]
@@ -871,7 +868,6 @@ impl Config {
             ConfigError::Parse { file: file.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
         config.file = file.to_owned();
-        config.source = text.to_owned();
         config.validate(text)?;
         Ok(config)
     }

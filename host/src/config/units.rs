@@ -2,8 +2,12 @@
 
 /// `humantime` durations: `"250ms"`, `"2s"`, `"1m 30s"`.
 pub(super) mod duration {
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -15,13 +19,20 @@ pub(super) mod duration {
 
 /// A duration whose absence means zero (used with `#[serde(default)]`).
 pub(super) mod duration_or_zero {
-    pub(crate) use super::duration::deserialize;
+    pub(crate) use super::duration::{deserialize, serialize};
 }
 
 /// An optional `humantime` duration.
 pub(super) mod option_duration {
-    use serde::Deserializer;
+    use serde::{Deserializer, Serializer};
     use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         super::duration::deserialize(d).map(Some)
@@ -30,7 +41,14 @@ pub(super) mod option_duration {
 
 /// An optional byte size.
 pub(super) mod option_size {
-    use serde::Deserializer;
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(n) => s.serialize_u64(*n as u64),
+            None => s.serialize_none(),
+        }
+    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
         super::size::deserialize(d).map(Some)
@@ -39,7 +57,11 @@ pub(super) mod option_size {
 
 /// Byte sizes: a number of bytes, or a string with `KiB`, `MiB` or `GiB`.
 pub(super) mod size {
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*value as u64)
+    }
 
     #[derive(Deserialize)]
     #[serde(untagged)]
