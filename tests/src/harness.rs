@@ -229,3 +229,27 @@ pub async fn mute_server() -> anyhow::Result<(std::net::SocketAddr, tokio::task:
     });
     Ok((addr, task))
 }
+
+/// A port nothing listens on.
+pub fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("its address")
+}
+
+/// The `tracer` guest's record of the request it saw with `x-trace-id: id`, once that
+/// request's log phase has stored it in the gateway's shared store.
+pub async fn tracer_record(gateway: &Running, id: &str) -> String {
+    let key = format!("tracer\0trace:{id}").into_bytes();
+    let store = gateway.runtime().store().clone();
+    let mut found = None;
+    wait_until(&format!("the log phase of request {id}"), || {
+        // The in-memory store's futures are ready at once: poll without a runtime.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(Ok(Some(value))) = store.get(&key).as_mut().poll(&mut cx) {
+            found = Some(String::from_utf8_lossy(&value).into_owned());
+        }
+        found.is_some()
+    })
+    .await;
+    found.unwrap_or_default()
+}

@@ -28,12 +28,6 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
     client::get(addr, path, &[]).await.expect("request")
 }
 
-/// A port nothing listens on.
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_alternates_and_health_checks_follow_a_stopped_origin() {
     let a = origin("a").await;
@@ -221,7 +215,7 @@ upstream = \"dead\"
 upstream = \"slow\"
 ",
         listener(),
-        closed_port(),
+        harness::closed_port(),
         o.addr()
     ))
     .await

@@ -18,15 +18,9 @@ async fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
 }
 
-/// A port nothing listens on.
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 /// A gateway with the tracer on every route: `/down` goes to a closed port, `PUT` requests
 /// have their bodies buffered up to 1 KiB, the rest goes to `backend`.
-async fn traced(backend: SocketAddr, extra_route: &str) -> Running {
+async fn traced(backend: SocketAddr) -> Running {
     harness::start(&format!(
         "[[listeners]]
 address = \"127.0.0.1:0\"
@@ -49,39 +43,27 @@ methods = [\"PUT\"]
 upstream = \"o\"
 plugins = [\"tracer\"]
 request_buffer = \"1KiB\"
-{extra_route}
 [[routes]]
 upstream = \"o\"
 plugins = [\"tracer\"]
 ",
         tracer = wasm::TRACER,
-        down = closed_port(),
+        down = harness::closed_port(),
     ))
     .await
     .expect("gateway")
 }
 
-/// The tracer's record of request `id`, once its log phase has run.
-async fn trace(gw: &Running, id: &str) -> String {
-    let key = format!("tracer\0trace:{id}").into_bytes();
-    let store = gw.runtime().store().clone();
-    let mut found = None;
-    harness::wait_until(&format!("the log phase of request {id}"), || {
-        found = store_get(&store, &key);
-        found.is_some()
-    })
-    .await;
-    found.unwrap_or_default()
-}
-
-/// Reads the store synchronously: the in-memory store's futures are ready at once.
-fn store_get(store: &std::sync::Arc<dyn wasmgate::store::Store>, key: &[u8]) -> Option<String> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match store.get(key).as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(Ok(Some(value))) => Some(String::from_utf8_lossy(&value).into_owned()),
-        _ => None,
-    }
+/// A gateway with one route through the tracer to group `o`, whose table is `group` (its
+/// backends and settings); `route_extra` goes in the route's table.
+async fn tracer_in_front_of(group: &str, route_extra: &str) -> Running {
+    harness::start(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins.tracer]\npath = \"{}\"\n\n[upstreams.o]\n{group}\n\n\
+         [[routes]]\nupstream = \"o\"\nplugins = [\"tracer\"]\n{route_extra}",
+        wasm::TRACER
+    ))
+    .await
+    .expect("gateway")
 }
 
 async fn send(
@@ -102,12 +84,12 @@ async fn send(
 #[tokio::test]
 async fn the_log_phase_sees_every_phase_in_order_whatever_happened() {
     let o = origin("o").await;
-    let gw = traced(o.addr(), "").await;
+    let gw = traced(o.addr()).await;
 
     let reply = send(&gw, "POST", "/echo", &[("x-trace-id", "normal")], b"hello").await;
     assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "hello"));
     assert_eq!(
-        trace(&gw, "normal").await,
+        harness::tracer_record(&gw, "normal").await,
         "request-headers,request-body,select-upstream,upstream-request,response-headers,response-body,log\
          |status=200|id=-|in=5|out=5|error=-|client=-"
     );
@@ -116,13 +98,13 @@ async fn the_log_phase_sees_every_phase_in_order_whatever_happened() {
         send(&gw, "GET", "/", &[("x-trace-id", "local"), ("x-trace-answer", "upstream-request")], b"").await;
     assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "answered in upstream-request"));
     assert_eq!(
-        trace(&gw, "local").await,
+        harness::tracer_record(&gw, "local").await,
         "request-headers,select-upstream,upstream-request,log|status=200|id=-|in=0|out=28|error=-|client=-"
     );
 
     let reply = send(&gw, "GET", "/down", &[("x-trace-id", "failed")], b"").await;
     assert_eq!(reply.status, 502);
-    let failed = trace(&gw, "failed").await;
+    let failed = harness::tracer_record(&gw, "failed").await;
     assert!(
         failed.starts_with("request-headers,select-upstream,upstream-request,upstream-error,log|status=502|"),
         "{failed}"
@@ -137,7 +119,7 @@ async fn the_log_phase_sees_every_phase_in_order_whatever_happened() {
     let response = client::http1().request(request).await.expect("headers");
     assert_eq!(response.status(), 200);
     drop(response);
-    let abandoned = trace(&gw, "abandoned").await;
+    let abandoned = harness::tracer_record(&gw, "abandoned").await;
     assert!(
         abandoned
             .starts_with("request-headers,select-upstream,upstream-request,response-headers,log|status=200|"),
@@ -150,7 +132,7 @@ async fn the_log_phase_sees_every_phase_in_order_whatever_happened() {
 #[tokio::test]
 async fn a_plugin_answers_from_any_phase_before_the_response_begins() {
     let o = origin("o").await;
-    let gw = traced(o.addr(), "").await;
+    let gw = traced(o.addr()).await;
     for phase in
         ["request-headers", "request-body", "select-upstream", "upstream-request", "response-headers"]
     {
@@ -161,7 +143,7 @@ async fn a_plugin_answers_from_any_phase_before_the_response_begins() {
             (reply.status.as_u16(), reply.header("x-answered-in"), reply.text()),
             (200, phase, format!("answered in {phase}")),
         );
-        assert!(trace(&gw, &id).await.contains(",log|status=200|"), "{phase}");
+        assert!(harness::tracer_record(&gw, &id).await.contains(",log|status=200|"), "{phase}");
     }
     // A streamed body (larger than the retry buffer) answered from its last chunk: the upstream
     // request is abandoned and the plugin's answer sent.
@@ -174,7 +156,7 @@ async fn a_plugin_answers_from_any_phase_before_the_response_begins() {
 #[tokio::test]
 async fn body_plugins_edit_both_bodies_whole_or_streamed() {
     let o = origin("o").await;
-    let gw = traced(o.addr(), "").await;
+    let gw = traced(o.addr()).await;
     let upper = [("x-trace-upper", "1")];
 
     // Small: kept whole for retries, edited whole; the echo comes back edited again.
@@ -199,7 +181,7 @@ async fn body_plugins_edit_both_bodies_whole_or_streamed() {
 #[tokio::test]
 async fn a_buffered_body_is_bounded_and_opens_the_head_to_body_plugins() {
     let o = origin("o").await;
-    let gw = traced(o.addr(), "").await;
+    let gw = traced(o.addr()).await;
     let reply = send(&gw, "PUT", "/echo-headers", &[], b"0123456789").await;
     assert_eq!(reply.status, 200);
     assert!(reply.text().contains("x-body-seen: 10\n"), "{}", reply.text());
@@ -218,27 +200,8 @@ async fn a_buffered_body_is_bounded_and_opens_the_head_to_body_plugins() {
 #[tokio::test]
 async fn the_error_phase_can_answer_or_ask_for_a_retry() {
     let o = origin("o").await;
-    let gw = harness::start(&format!(
-        "[[listeners]]
-address = \"127.0.0.1:0\"
-
-[plugins.tracer]
-path = \"{tracer}\"
-
-[upstreams.half]
-backends = [\"{down}\", \"{up}\"]
-
-[[routes]]
-upstream = \"half\"
-plugins = [\"tracer\"]
-retry_on = []
-",
-        tracer = wasm::TRACER,
-        down = closed_port(),
-        up = o.addr(),
-    ))
-    .await
-    .expect("gateway");
+    let backends = format!("backends = [\"{}\", \"{}\"]", harness::closed_port(), o.addr());
+    let gw = tracer_in_front_of(&backends, "retry_on = []\n").await;
     // Round robin alternates; with `retry_on` empty only the plugin's request retries.
     let mut plain = Vec::new();
     for _ in 0..4 {
@@ -255,26 +218,7 @@ retry_on = []
 #[tokio::test]
 async fn trailers_go_through_the_trailer_phase() {
     let o = origin("o").await;
-    let gw = harness::start(&format!(
-        "[[listeners]]
-address = \"127.0.0.1:0\"
-
-[plugins.tracer]
-path = \"{tracer}\"
-
-[upstreams.grpc]
-backends = [\"{backend}\"]
-protocol = \"http2\"
-
-[[routes]]
-upstream = \"grpc\"
-plugins = [\"tracer\"]
-",
-        tracer = wasm::TRACER,
-        backend = o.addr(),
-    ))
-    .await
-    .expect("gateway");
+    let gw = tracer_in_front_of(&format!("backends = [\"{}\"]\nprotocol = \"http2\"", o.addr()), "").await;
     let request = Request::post(format!("http://{}/echo.Echo/Unary", gw.addrs()[0]))
         .header("content-type", "application/grpc")
         .header("te", "trailers")

@@ -114,25 +114,9 @@ async fn request_id_is_propagated_or_made_and_visible_in_the_log_phase() {
     let id = reply.header("x-request-id").to_owned();
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert!(reply.text().contains(&format!("x-request-id: {id}\n")), "the upstream got the same id");
-    let store = gw.runtime().store().clone();
-    let key = b"tracer\0trace:made".to_vec();
-    let mut record = String::new();
-    harness::wait_until("the log phase", || {
-        record = read(&store, &key).unwrap_or_default();
-        !record.is_empty()
-    })
-    .await;
+    let record = harness::tracer_record(&gw, "made").await;
     assert!(record.contains(&format!("|id={id}|")), "{record}");
     gw.stop().await;
-}
-
-/// Reads the in-memory store, whose futures are ready at once.
-fn read(store: &std::sync::Arc<dyn wasmgate::store::Store>, key: &[u8]) -> Option<String> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match store.get(key).as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(Ok(Some(value))) => Some(String::from_utf8_lossy(&value).into_owned()),
-        _ => None,
-    }
 }
 
 mod jwt {
@@ -296,7 +280,7 @@ async fn authz_service() -> SocketAddr {
 async fn ext_authz_allows_and_denies_by_asking_a_real_service() {
     let o = origin().await;
     let authz = authz_service().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let closed = harness::closed_port();
     let gw = harness::start(&format!(
         "[[listeners]]
 address = \"127.0.0.1:0\"

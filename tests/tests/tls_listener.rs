@@ -170,17 +170,7 @@ async fn client_certificates_are_required_and_their_identity_reaches_plugins() {
         .body(Full::<Bytes>::default())
         .expect("request");
     assert_eq!(sender.send_request(request).await.expect("response").status(), 200);
-    let store = gw.runtime().store().clone();
-    let mut record = String::new();
-    harness::wait_until("the log phase", || {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(Ok(Some(v))) = store.get(b"tracer\0trace:mutual").as_mut().poll(&mut cx)
-        {
-            record = String::from_utf8_lossy(&v).into_owned();
-        }
-        !record.is_empty()
-    })
-    .await;
+    let record = harness::tracer_record(&gw, "mutual").await;
     assert!(record.contains("|client=billing.internal"), "{record}");
 
     // Without a client certificate the gateway refuses (TLS 1.3 reports it on first read).

@@ -15,12 +15,6 @@ async fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
 }
 
-/// A port nothing listens on.
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 async fn get(addr: SocketAddr, path: &str) -> Reply {
     client::get(addr, path, &[]).await.expect("request")
 }
@@ -42,7 +36,7 @@ retry_buffer = \"4\"
 [[routes]]
 upstream = \"half\"
 ",
-        closed_port(),
+        harness::closed_port(),
         a.addr()
     ))
     .await
@@ -156,7 +150,7 @@ async fn futures(addr: SocketAddr, n: usize) -> Vec<u16> {
 
 #[tokio::test]
 async fn with_every_backend_down_the_policy_decides_between_503_and_trying_anyway() {
-    let dead = closed_port();
+    let dead = harness::closed_port();
     let gw = harness::start(&format!(
         "{LISTENER}
 [upstreams.strict]

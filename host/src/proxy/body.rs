@@ -70,7 +70,7 @@ impl Done {
 }
 
 struct Follow {
-    route: Arc<Route>,
+    /// Holds the exchange, and the route whose plugins run.
     filter: Filter,
     log: Option<PendingLog>,
 }
@@ -114,8 +114,8 @@ impl ProxyBody {
     /// Hands the body the exchange: an upstream body then goes through the route's body
     /// plugins, and `log` (if any) runs when the body is done.
     pub(crate) fn follow(mut self, route: Arc<Route>, ex: Box<Exchange>, log: Option<PendingLog>) -> Self {
-        let filter = Filter::new(route.clone(), Direction::Response, ex);
-        self.follow = Some(Box::new(Follow { route, filter, log }));
+        let filter = Filter::new(route, Direction::Response, ex);
+        self.follow = Some(Box::new(Follow { filter, log }));
         self
     }
 }
@@ -174,7 +174,7 @@ impl Body for ProxyBody {
         }
         match &self.source {
             // A filter may still have a last chunk to add.
-            Source::Upstream(_) if self.follow.as_ref().is_some_and(|f| !f.filter.is_transparent()) => false,
+            Source::Upstream(_) if self.filtered() => false,
             Source::Upstream(body) => body.is_end_stream(),
             Source::Local(body) => body.is_end_stream(),
         }
@@ -182,29 +182,34 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Upstream(_) if self.follow.as_ref().is_some_and(|f| !f.filter.is_transparent()) => {
-                SizeHint::default()
-            }
+            Source::Upstream(_) if self.filtered() => SizeHint::default(),
             Source::Upstream(body) => body.size_hint(),
             Source::Local(body) => body.size_hint(),
         }
     }
 }
 
+impl ProxyBody {
+    /// True when the upstream body goes through body or trailer plugins.
+    fn filtered(&self) -> bool {
+        self.follow.as_ref().is_some_and(|f| !f.filter.is_transparent())
+    }
+}
+
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        let ended = self.is_end_stream();
         if let Some(done) = &self.done {
             done.record(self.sent);
         }
         if let Some(span) = &self.span {
-            let ended = self.ended || self.is_end_stream();
             let error = span.error.or((!ended).then_some("response-incomplete"));
             crate::telemetry::finish(&span.cx, span.status, error);
         }
         let Some(follow) = self.follow.take() else { return };
-        let Follow { route, filter, log } = *follow;
+        let Follow { filter, log } = *follow;
         let Some(mut log) = log else { return };
-        let ended = self.ended || self.is_end_stream();
+        let route = filter.route().clone();
         log.entry.bytes_out = self.sent;
         log.entry.duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         if let Some(counted) = &log.bytes_in {

@@ -52,6 +52,11 @@ impl Filter {
         Filter { route, direction, ex: Some(ex), pending: None, end_sent: false }
     }
 
+    /// The route whose plugins the filter runs.
+    pub(crate) fn route(&self) -> &Arc<Route> {
+        &self.route
+    }
+
     fn plugins(&self) -> &[Arc<Plugin>] {
         match self.direction {
             Direction::Request => &self.route.request_body,
