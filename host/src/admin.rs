@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz`, `/upstreams`, `/plugins`, `/config` (the
-//! effective config, defaults filled in, secrets redacted) and `/metrics` (Prometheus text). It binds to loopback
-//! unless configured otherwise, and refuses requests without the bearer token when one is
-//! set.
+//! effective config, defaults filled in, secrets redacted) and `/metrics` (Prometheus text,
+//! with the values read live from the serving generation). It binds to loopback unless
+//! configured otherwise, and refuses requests without the bearer token when one is set.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +14,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -69,7 +73,7 @@ impl Admin {
             "/plugins" => json_response(plugins(&gateway)),
             "/config" => json_response(redacted_config(gateway.config())),
             "/metrics" => {
-                let live = crate::metrics::live(&gateway);
+                let live = live_metrics(&gateway);
                 let mut response = text(StatusCode::OK, &self.runtime.metrics().render(Some(&live)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -189,6 +193,70 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 .await;
         });
     }
+}
+
+/// Values read from the serving gateway at a scrape: upstream requests and connections (new
+/// and reused), backend health, plugin instances and faults.
+fn live_metrics(gateway: &Gateway) -> Registry {
+    type Pairs = Vec<(&'static str, String)>;
+    let mut registry = Registry::default();
+    let upstream_requests = Family::<Pairs, Counter>::default();
+    let connections = Family::<Pairs, Counter>::default();
+    let healthy = Family::<Pairs, Gauge>::default();
+    let ejected = Family::<Pairs, Gauge>::default();
+    let in_flight = Family::<Pairs, Gauge>::default();
+    for group in gateway.upstreams().groups() {
+        let name = group.name().to_string();
+        if let Some(client) = gateway.client(&name) {
+            let stats = client.stats();
+            upstream_requests.get_or_create(&vec![("group", name.clone())]).inc_by(stats.requests);
+            let reused = stats.requests.saturating_sub(stats.new_connections);
+            connections
+                .get_or_create(&vec![("group", name.clone()), ("kind", "new".into())])
+                .inc_by(stats.new_connections);
+            connections
+                .get_or_create(&vec![("group", name.clone()), ("kind", "reused".into())])
+                .inc_by(reused);
+        }
+        for backend in group.backends() {
+            let labels = vec![("group", name.clone()), ("backend", backend.address().to_string())];
+            healthy.get_or_create(&labels).set(i64::from(backend.is_available()));
+            ejected.get_or_create(&labels).set(i64::from(backend.is_ejected()));
+            in_flight.get_or_create(&labels).set(i64::from(backend.in_flight()));
+        }
+    }
+    registry.register("wasmgate_upstream_requests", "Requests sent upstream, by group", upstream_requests);
+    registry.register(
+        "wasmgate_upstream_connections",
+        "Requests sent upstream on a new connection (`new`) or a pooled one (`reused`), by group",
+        connections,
+    );
+    registry.register("wasmgate_backend_healthy", "1 while the backend takes requests", healthy);
+    registry.register("wasmgate_backend_ejected", "1 while outlier detection holds the backend out", ejected);
+    registry.register("wasmgate_backend_in_flight", "Requests in flight to the backend", in_flight);
+
+    let instances = Family::<Pairs, Gauge>::default();
+    let faults = Family::<Pairs, Counter>::default();
+    for (name, plugin) in gateway.plugins() {
+        let stats = plugin.stats();
+        let live = stats.instances_created.saturating_sub(stats.instances_discarded);
+        let of = |k: &'static str, v: &str| vec![("plugin", name.clone()), (k, v.to_owned())];
+        instances.get_or_create(&of("state", "live")).set(i64::try_from(live).unwrap_or(i64::MAX));
+        instances
+            .get_or_create(&of("state", "idle"))
+            .set(i64::try_from(stats.instances_idle).unwrap_or(i64::MAX));
+        faults.get_or_create(&of("kind", "trap")).inc_by(stats.traps);
+        faults.get_or_create(&of("kind", "deadline")).inc_by(stats.deadline_hits);
+        faults.get_or_create(&of("kind", "memory")).inc_by(stats.memory_limit_hits);
+        faults.get_or_create(&of("kind", "pool-exhausted")).inc_by(stats.pool_exhausted);
+    }
+    registry.register("wasmgate_plugin_instances", "Plugin instances alive and idle in the pool", instances);
+    registry.register(
+        "wasmgate_plugin_faults",
+        "Plugin calls that trapped, hit their deadline or memory limit, or found no instance",
+        faults,
+    );
+    registry
 }
 
 #[cfg(test)]

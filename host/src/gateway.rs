@@ -1,7 +1,9 @@
 //! One generation of the running gateway: the config, its loaded plugins, upstream groups with
 //! their clients and health checks, and the routes. The server holds the current generation
 //! behind one atomic swap, so a reload builds a new generation and swaps it in whole: each
-//! request sees exactly one generation.
+//! request sees exactly one generation. What the request pipeline reads of a generation is
+//! its [`Served`]; the rest (the config, the plugins by name, the health-check tasks) is for the
+//! admin API and the next reload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,27 +11,19 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
-use crate::metrics::{Metrics, NameLabel, Timing};
+use crate::metrics::NameLabel;
 use crate::plugin::{Plugin, Runtime};
-use crate::proxy::{Route, Router};
+use crate::proxy::{AccessLog, Route, Router, Served};
+use crate::telemetry::Telemetry;
 use crate::upstream::{
     Backend, Group, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
 };
 
 /// A built, ready-to-serve gateway.
 pub struct Gateway {
-    pub(crate) router: Router,
-    pub(crate) upstreams: Arc<Upstreams>,
+    served: Served,
     plugins: BTreeMap<String, Arc<Plugin>>,
     config: Config,
-    /// Where requests are counted and timed (the runtime's registry: it outlives reloads).
-    pub(crate) metrics: Arc<Metrics>,
-    /// The tracer, if `[traces]` is configured; kept across reloads.
-    pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
-    /// The access log, if the config asks for one.
-    pub(crate) access: Option<Arc<crate::proxy::AccessLog>>,
-    /// Upstream latency by group, made once per generation.
-    pub(crate) upstream_seconds: HashMap<Arc<str>, Timing>,
     /// Health-check tasks; dropping the generation stops them.
     _health: JoinSet<()>,
 }
@@ -72,7 +66,7 @@ impl Gateway {
             }
             let kept = previous.and_then(|p| {
                 let same = p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
-                same.then(|| p.upstreams.client(name)).flatten()
+                same.then(|| p.served.upstreams.client(name)).flatten()
             });
             let client = match kept {
                 Some(client) => client,
@@ -88,7 +82,7 @@ impl Gateway {
                 }
             };
             clients.insert(Arc::from(name.as_str()), client);
-            if let Some(old) = previous.and_then(|p| p.upstreams.get(name)) {
+            if let Some(old) = previous.and_then(|p| p.served.upstreams.get(name)) {
                 for b in &backends {
                     if let Some(same) = old.backends().iter().find(|o| o.address() == b.address()) {
                         b.set_healthy(same.is_healthy());
@@ -145,28 +139,28 @@ impl Gateway {
                 (g.name().clone(), metrics.upstream_seconds.get_or_create(&label).clone())
             })
             .collect();
-        let access = crate::proxy::AccessLog::new(&config.log);
+        let access = AccessLog::new(&config.log);
         // Made once: an exporter holds a task and a batch; `[traces]` changes on restart.
         let telemetry = match previous {
-            Some(previous) => previous.telemetry.clone(),
+            Some(previous) => previous.served.telemetry.clone(),
             None => match &config.traces {
-                Some(traces) => Some(
-                    crate::telemetry::Telemetry::new(traces).map_err(|e| config.error("traces".into(), e))?,
-                ),
+                Some(traces) => Some(Telemetry::new(traces).map_err(|e| config.error("traces".into(), e))?),
                 None => None,
             },
         };
-        Ok(Gateway {
-            router: Router::new(routes),
-            upstreams,
-            plugins,
-            config,
-            metrics,
-            telemetry,
-            access,
-            upstream_seconds,
-            _health: health,
-        })
+        let served =
+            Served { router: Router::new(routes), upstreams, metrics, telemetry, access, upstream_seconds };
+        Ok(Gateway { served, plugins, config, _health: health })
+    }
+
+    /// What the request pipeline reads: [`crate::proxy::handle`] serves a request from it.
+    pub fn served(&self) -> &Served {
+        &self.served
+    }
+
+    /// The tracer, if `[traces]` is configured.
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.served.telemetry.as_ref()
     }
 
     /// The config this generation was built from.
@@ -186,11 +180,11 @@ impl Gateway {
 
     /// The upstream client of group `name`: its counts of requests and new connections.
     pub fn client(&self, name: &str) -> Option<Arc<UpstreamClient>> {
-        self.upstreams.client(name)
+        self.served.upstreams.client(name)
     }
 
     /// The upstream groups.
     pub fn upstreams(&self) -> &Arc<Upstreams> {
-        &self.upstreams
+        &self.served.upstreams
     }
 }

@@ -5,17 +5,27 @@
 //! `wasmgate-sdk` crate). The request's phases, in order, are documented once, in
 //! `docs/phases.md`, and [`proxy`] reads in that order.
 //!
-//! The modules: [`config`] (what the operator writes), [`server`] (listeners, connections,
-//! shutdown), [`gateway`] (one generation of loaded config), [`proxy`] (the phases of a
-//! request), [`plugin`] (the WebAssembly runtime), [`upstream`] (groups, balancing, health,
-//! the upstream client), [`store`] (the key-value store plugins share), [`metrics`] (the
-//! registry the gateway exports), [`timed`] (bodies that fail when they stall), [`cli`] (the
-//! command line).
+//! The modules, leaf first; each imports only modules listed before it (`.ci/module-cycles.py`
+//! checks that no cycle comes back):
+//!
+//! - [`timed`] (bodies that fail when they stall), [`store`] (the key-value store plugins
+//!   share), `head` (the rules of an HTTP head that the proxy and plugins share), [`config`]
+//!   (what the operator writes), [`metrics`] (the registry the gateway exports);
+//! - [`telemetry`] (traces), [`tls`] (listener certificates), [`upstream`] (groups, balancing,
+//!   health, the upstream client, and what each upstream failure is);
+//! - [`plugin`] (the WebAssembly runtime and the host API);
+//! - [`proxy`] (the steps and phases of a request);
+//! - [`gateway`] (one generation of loaded config);
+//! - [`server`] (listeners, connections, reloads, shutdown), [`admin`] (the admin API);
+//! - [`cli`] (the command line).
+//!
+//! `lib.rs` and `main.rs` stand above them all.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub(crate) mod head;
 pub mod metrics;
 pub mod plugin;
 pub mod proxy;

@@ -202,7 +202,7 @@ where
             let active = ActiveRequest::begin(activity.clone());
             let conn = conn.clone();
             async move {
-                let response = proxy::handle(gateway, conn, request).await;
+                let response = proxy::handle(gateway.served(), conn, request).await;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
             }
         })
@@ -388,7 +388,7 @@ impl Running {
             task.abort();
         }
         // The last spans go out before the process ends.
-        if let Some(telemetry) = self.gateway.load().telemetry.clone() {
+        if let Some(telemetry) = self.gateway.load().telemetry().cloned() {
             telemetry.shutdown().await;
         }
     }

@@ -81,7 +81,7 @@ impl Telemetry {
             KeyValue::new("client.address", client.ip().to_string()),
             KeyValue::new("network.protocol.version", version(parts.version)),
         ];
-        if let Some(host) = crate::plugin::request_host(parts) {
+        if let Some(host) = crate::head::request_host(parts) {
             attributes.push(KeyValue::new("server.address", host.to_owned()));
         }
         let span = self
@@ -116,25 +116,87 @@ impl Telemetry {
     }
 }
 
-/// The client span of one upstream attempt, a child of the request's span when it is traced;
-/// it goes upstream as the request's `traceparent`.
-pub(crate) fn upstream_attempt<B>(
-    trace: Option<&(Arc<Telemetry>, Context)>,
-    request: &mut http::Request<B>,
-    backend: SocketAddr,
-    attempt: u32,
-) -> Option<Context> {
-    let (telemetry, parent) = trace?;
-    let method = request.method().as_str().to_owned();
-    let attributes = vec![
-        KeyValue::new("http.request.method", method.clone()),
-        KeyValue::new("server.address", backend.ip().to_string()),
-        KeyValue::new("server.port", i64::from(backend.port())),
-        KeyValue::new("http.request.resend_count", i64::from(attempt)),
-    ];
-    let cx = telemetry.child(parent, method, SpanKind::Client, attributes);
-    telemetry.inject(&cx, request.headers_mut());
-    Some(cx)
+/// A traced request: the tracer and the request's server span, which every span made for the
+/// request is a child of.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTrace {
+    telemetry: Arc<Telemetry>,
+    cx: Context,
+}
+
+impl RequestTrace {
+    /// The server span of a request (see [`Telemetry::request`]).
+    pub(crate) fn start(
+        telemetry: &Arc<Telemetry>,
+        parts: &http::request::Parts,
+        route: &str,
+        client: SocketAddr,
+        tls: bool,
+    ) -> Self {
+        RequestTrace { telemetry: telemetry.clone(), cx: telemetry.request(parts, route, client, tls) }
+    }
+
+    /// The request's server span.
+    pub(crate) fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// The client span of one upstream attempt; it goes upstream as the request's
+    /// `traceparent`.
+    pub(crate) fn upstream_attempt<B>(
+        &self,
+        request: &mut http::Request<B>,
+        backend: SocketAddr,
+        attempt: u32,
+    ) -> Span {
+        let method = request.method().as_str().to_owned();
+        let attributes = vec![
+            KeyValue::new("http.request.method", method.clone()),
+            KeyValue::new("server.address", backend.ip().to_string()),
+            KeyValue::new("server.port", i64::from(backend.port())),
+            KeyValue::new("http.request.resend_count", i64::from(attempt)),
+        ];
+        let cx = self.telemetry.child(&self.cx, method, SpanKind::Client, attributes);
+        self.telemetry.inject(&cx, request.headers_mut());
+        Span(Some(cx))
+    }
+
+    /// The span of one plugin call.
+    pub(crate) fn plugin_call(&self, plugin: &str, phase: &'static str) -> Span {
+        let attributes = vec![
+            KeyValue::new("wasmgate.plugin.name", plugin.to_owned()),
+            KeyValue::new("wasmgate.plugin.phase", phase),
+        ];
+        let name = format!("plugin {plugin} {phase}");
+        Span(Some(self.telemetry.child(&self.cx, name, SpanKind::Internal, attributes)))
+    }
+}
+
+/// A child span of a traced request (or nothing, for a request that is not traced). It ends
+/// when dropped, so an attempt or call that is cancelled still closes its span.
+#[derive(Debug, Default)]
+pub(crate) struct Span(Option<Context>);
+
+impl Span {
+    /// The span of an untraced request.
+    pub(crate) fn none() -> Self {
+        Span(None)
+    }
+
+    /// Ends the span with `status` (an HTTP status, 0 for none) and `error`, if any.
+    pub(crate) fn end(mut self, status: u16, error: Option<&str>) {
+        if let Some(cx) = self.0.take() {
+            finish(&cx, status, error);
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        if let Some(cx) = self.0.take() {
+            finish(&cx, 0, None);
+        }
+    }
 }
 
 /// Ends the span of `cx` with `status` (an HTTP status, 0 for none) and `error`, if any.

@@ -107,15 +107,15 @@ pub use wasmgate_sdk_macros::plugin;
 ///
 /// The phases run in this order for one request; each method's default does nothing:
 ///
-/// 1. [`on_request_headers`](Plugin::on_request_headers): edit the request or answer it.
-/// 2. [`on_request_body`](Plugin::on_request_body): the request body, whole or per chunk.
-/// 3. [`select_upstream`](Plugin::select_upstream): choose where the request goes.
-/// 4. [`on_upstream_request`](Plugin::on_upstream_request): edit the head sent upstream.
-/// 5. [`on_upstream_error`](Plugin::on_upstream_error): an upstream attempt failed.
-/// 6. [`on_response_headers`](Plugin::on_response_headers): edit the response head.
-/// 7. [`on_response_body`](Plugin::on_response_body): each response body chunk.
-/// 8. [`on_response_trailers`](Plugin::on_response_trailers): the trailers, if any.
-/// 9. [`on_log`](Plugin::on_log): the request is over.
+/// - [`on_request_headers`](Plugin::on_request_headers): edit the request or answer it.
+/// - [`on_request_body`](Plugin::on_request_body): the request body, whole or per chunk.
+/// - [`select_upstream`](Plugin::select_upstream): choose where the request goes.
+/// - [`on_upstream_request`](Plugin::on_upstream_request): edit the head sent upstream.
+/// - [`on_upstream_error`](Plugin::on_upstream_error): an upstream attempt failed.
+/// - [`on_response_headers`](Plugin::on_response_headers): edit the response head.
+/// - [`on_response_body`](Plugin::on_response_body): each response body chunk.
+/// - [`on_response_trailers`](Plugin::on_response_trailers): the trailers, if any.
+/// - [`on_log`](Plugin::on_log): the request is over.
 ///
 /// The host creates several instances (a pool) and calls [`new`](Plugin::new) on each; one
 /// request's phases may run on different instances, and one instance serves many requests.

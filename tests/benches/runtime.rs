@@ -118,7 +118,7 @@ fn body_error_and_log_phases(c: &mut Criterion) {
             });
         };
     }
-    phase!("request body: one 16 KiB chunk", |ex| plugin.on_request_body(ex, &chunk, false));
+    phase!("request body: one 16 KiB chunk", |ex| plugin.on_request_body(ex, &chunk, false, false));
     phase!("response body: one 16 KiB chunk", |ex| plugin.on_response_body(ex, &chunk, false));
     phase!("response trailers", |ex| plugin.on_response_trailers(ex));
     phase!("upstream error", |ex| plugin.on_upstream_error(ex, &failure));

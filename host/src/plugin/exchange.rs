@@ -1,15 +1,30 @@
 //! The per-request data plugins read and edit: the request head, the response head once there
 //! is one, request metadata, the upstream groups in view, and each plugin's private state.
 //!
-//! The proxy owns one boxed [`Exchange`] per request and lends it to each plugin call by
-//! swapping the box into the instance's store (a pointer swap: nothing is copied), so header
-//! access from the guest reads and edits the live request in place.
+//! One boxed [`Exchange`] exists per request, and it is always in exactly one place:
+//!
+//! 1. From the head checks to `on-response-headers`, `proxy::handle` and `proxy::run_route`
+//!    hold it.
+//! 2. For each plugin call, `Plugin::call` swaps it into the instance's store (a pointer swap:
+//!    nothing is copied, so the guest's header functions edit the live request) and back when
+//!    the call returns; a cancelled call drops it with the instance.
+//! 3. A request body streamed through request-body plugins takes it along: `proxy::send` lends
+//!    it to the body's `Filter` (`proxy/filter.rs`), leaving a placeholder, and gets it back
+//!    over a oneshot as `ExchangeBack` when the body ends or is dropped, with a plugin's local
+//!    answer, if one came, in `reply`.
+//! 4. On a route with response-body, trailer or log plugins, the `ProxyBody` (`proxy/body.rs`)
+//!    takes it for good.
+//! 5. When that body is dropped, it moves into the task that runs `on-log`, and ends there.
+//!
+//! What a call may edit is part of how the call is armed (`Factory::arm`), not of the exchange.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::head::request_host;
+use crate::telemetry::RequestTrace;
 use crate::upstream::{Group, Upstreams};
 
 /// What one request looks like to its plugins.
@@ -33,13 +48,11 @@ pub struct Exchange {
     /// The TLS server name a plugin chose for this request's upstream connection.
     pub sni: Option<String>,
     /// The request's span and its tracer, when traces are on.
-    pub(crate) trace: Option<(Arc<crate::telemetry::Telemetry>, opentelemetry::Context)>,
+    pub(crate) trace: Option<RequestTrace>,
     /// The id the request is logged under, made when first needed.
     request_id: Option<Arc<str>>,
     /// The backend that answered, once one did.
     pub backend: Option<Arc<str>>,
-    /// True while request-body plugins see a buffered body: the head may still be edited.
-    pub(crate) body_buffered: bool,
     /// A local answer a plugin gave while the request body streamed upstream; the proxy sends
     /// it once the exchange is back in its hands.
     pub(crate) reply: Option<super::LocalReply>,
@@ -69,7 +82,6 @@ impl Exchange {
             backend: None,
             request_id: None,
             trace: None,
-            body_buffered: false,
             reply: None,
             state: PluginState::default(),
         }
@@ -122,28 +134,6 @@ impl Exchange {
             Group::empty(),
             upstreams,
         ))
-    }
-}
-
-/// The host a request is for, without the port: the absolute-form target's authority wins over
-/// `Host` (RFC 9112 §3.2.2).
-pub fn request_host(request: &http::request::Parts) -> Option<&str> {
-    let authority = match request.uri.authority() {
-        Some(a) => a.as_str(),
-        None => request.headers.get(http::header::HOST)?.to_str().ok()?,
-    };
-    Some(strip_port(authority))
-}
-
-fn strip_port(authority: &str) -> &str {
-    // An IPv6 literal keeps its brackets; only a trailing `:digits` is a port.
-    match authority.rfind(':') {
-        Some(i)
-            if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            &authority[..i]
-        }
-        _ => authority,
     }
 }
 
@@ -219,13 +209,5 @@ mod tests {
         }
         assert!(!s.set(3, "one-too-many".into(), vec![]));
         assert!(!s.set(4, "big".into(), vec![0; STATE_MAX_BYTES]));
-    }
-
-    #[test]
-    fn host_strips_the_port_but_not_ipv6_brackets() {
-        assert_eq!(strip_port("example.org:8080"), "example.org");
-        assert_eq!(strip_port("example.org"), "example.org");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 }

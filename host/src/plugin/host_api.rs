@@ -24,6 +24,7 @@ use super::bindings::wasmgate::plugin::{
     clock, log, metrics, outbound, request, response, state, store, types, upstream,
 };
 use super::exchange::Exchange;
+use crate::head;
 use crate::metrics::{Kind, Series};
 use crate::store::StoreError;
 
@@ -39,6 +40,10 @@ pub(crate) struct InstanceState {
     pub(crate) ex: Box<Exchange>,
     /// The phase being called, which decides what may be edited.
     pub(crate) phase: Phase,
+    /// Whether the call may edit the request head: in `on-request-headers` and
+    /// `on-upstream-request`, and in `on-request-body` for a body read whole before anything
+    /// went upstream.
+    pub(crate) head_open: bool,
     pub(crate) plugin_id: u32,
     pub(crate) plugin: Arc<str>,
     /// Epoch ticks the current call may still run before it is stopped.
@@ -57,6 +62,7 @@ impl InstanceState {
         InstanceState {
             ex: Exchange::placeholder(),
             phase: Phase::Init,
+            head_open: false,
             plugin_id,
             plugin,
             ticks_left: 0,
@@ -70,12 +76,7 @@ impl InstanceState {
     }
 
     fn request_editable(&self) -> Result<(), EditError> {
-        match self.phase {
-            Phase::RequestHeaders | Phase::UpstreamRequest => Ok(()),
-            // A buffered body is read before anything goes upstream: the head is still open.
-            Phase::RequestBody if self.ex.body_buffered => Ok(()),
-            _ => Err(EditError::ReadOnly),
-        }
+        if self.head_open { Ok(()) } else { Err(EditError::ReadOnly) }
     }
 
     fn response_editable(&mut self) -> Result<&mut http::response::Parts, EditError> {
@@ -126,7 +127,7 @@ impl ResourceLimiter for MemoryLimit {
 /// Checks a header name from a guest; names are lowercased.
 pub(crate) fn header_name(name: &str) -> Result<HeaderName, EditError> {
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| EditError::InvalidName)?;
-    if is_reserved(&name) {
+    if head::is_reserved(&name) {
         return Err(EditError::ReservedHeader);
     }
     Ok(name)
@@ -139,19 +140,6 @@ pub(crate) fn header_value(value: Vec<u8>) -> Result<HeaderValue, EditError> {
     }
     // Rejects every control byte but tab, so CR, LF and NUL never reach the wire.
     HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).map_err(|_| EditError::InvalidValue)
-}
-
-/// Framing and hop-by-hop headers: the host writes these itself.
-fn is_reserved(name: &HeaderName) -> bool {
-    use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
-    name == CONNECTION
-        || name == CONTENT_LENGTH
-        || name == TE
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-        || name.as_str() == "http2-settings"
 }
 
 fn get(headers: &http::HeaderMap, name: &str) -> Option<Vec<u8>> {
@@ -284,16 +272,13 @@ impl request::Host for InstanceState {
         }
         // The same canonical form the proxy gives client paths, so a later plugin authorises
         // exactly what is forwarded.
-        let normal = crate::proxy::normalize_path(path_and_query.split('?').next().unwrap_or_default())
-            .map_err(|_| EditError::InvalidPath)?;
-        let pq = match path_and_query.split_once('?') {
-            Some((_, query)) => format!("{normal}?{query}"),
-            None => normal.into_owned(),
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query.as_str(), None),
         };
-        let pq = PathAndQuery::try_from(pq).map_err(|_| EditError::InvalidPath)?;
-        let mut parts = self.ex.request.uri.clone().into_parts();
-        parts.path_and_query = Some(pq);
-        self.ex.request.uri = http::Uri::from_parts(parts).map_err(|_| EditError::InvalidPath)?;
+        let normal = head::normalize_path(path).map_err(|_| EditError::InvalidPath)?;
+        self.ex.request.uri =
+            head::with_target(&self.ex.request.uri, &normal, query).map_err(|_| EditError::InvalidPath)?;
         Ok(())
     }
 }

@@ -23,94 +23,96 @@ use http::{HeaderMap, StatusCode};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use self::bindings::types::{FailureKind, LogEntry, UpstreamFailure};
 pub use self::cache::{CacheOutcome, default_dir as default_cache_dir};
 pub use self::error::PluginError;
-pub use self::exchange::{Exchange, request_host};
+pub use self::exchange::Exchange;
 pub use self::pool::PluginStats;
 
+use self::bindings::exports::wasmgate::plugin::handler::Guest as Handler;
 use self::bindings::types;
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
 use crate::metrics::{Metrics, PluginPhaseLabels, Timing};
 use crate::store::{MemoryStore, Store};
-use crate::upstream::Group;
+use crate::telemetry::Span;
+pub use crate::upstream::FailureKind;
+use crate::upstream::{Group, UpstreamError};
 
-/// A request phase a plugin can implement, in the order the proxy calls them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
+/// Writes [`Phase`] and its tables from one list, so that the enum, the WIT names, the phase
+/// flags and the chain order cannot drift apart.
+macro_rules! phases {
+    ($($(#[$doc:meta])* $phase:ident = $name:literal, $flag:expr, $order:ident;)*) => {
+        /// A phase a plugin can implement, in the order the proxy calls them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Phase {
+            $($(#[$doc])* $phase,)*
+        }
+
+        impl Phase {
+            /// Every phase, in order.
+            pub const ALL: [Phase; [$($name),*].len()] = [$(Phase::$phase),*];
+
+            /// The phase's name as the WIT's `phases` flags spell it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Phase::$phase => $name,)*
+                }
+            }
+
+            fn flag(self) -> types::Phases {
+                match self {
+                    $(Phase::$phase => $flag,)*
+                }
+            }
+
+            /// The order in which a route's plugins meet this phase.
+            pub fn order(self) -> ChainOrder {
+                match self {
+                    $(Phase::$phase => ChainOrder::$order,)*
+                }
+            }
+        }
+    };
+}
+
+phases! {
     /// `init`, when an instance is made (not a request phase).
-    Init,
-    /// The request headers arrived.
-    RequestHeaders,
-    /// A request body chunk.
-    RequestBody,
-    /// Choosing the upstream.
-    SelectUpstream,
-    /// The head about to go upstream.
-    UpstreamRequest,
-    /// An upstream attempt failed.
-    UpstreamError,
-    /// The response headers arrived.
-    ResponseHeaders,
-    /// A response body chunk.
-    ResponseBody,
-    /// The response trailers arrived.
-    ResponseTrailers,
-    /// The request is over.
-    Log,
+    Init = "init", types::Phases::empty(), Forward;
+    /// `on-request-headers`: the request head arrived.
+    RequestHeaders = "request-headers", types::Phases::REQUEST_HEADERS, Forward;
+    /// `on-request-body`: a request body chunk, or the whole body.
+    RequestBody = "request-body", types::Phases::REQUEST_BODY, Forward;
+    /// `select-upstream`: choosing where the request goes.
+    SelectUpstream = "select-upstream", types::Phases::SELECT_UPSTREAM, Forward;
+    /// `on-upstream-request`: the head about to go upstream.
+    UpstreamRequest = "upstream-request", types::Phases::UPSTREAM_REQUEST, Forward;
+    /// `on-upstream-error`: an upstream attempt failed.
+    UpstreamError = "upstream-error", types::Phases::UPSTREAM_ERROR, Forward;
+    /// `on-response-headers`: the response head arrived.
+    ResponseHeaders = "response-headers", types::Phases::RESPONSE_HEADERS, Reverse;
+    /// `on-response-body`: a response body chunk.
+    ResponseBody = "response-body", types::Phases::RESPONSE_BODY, Reverse;
+    /// `on-response-trailers`: the response trailers arrived.
+    ResponseTrailers = "response-trailers", types::Phases::RESPONSE_TRAILERS, Reverse;
+    /// `on-log`: the request is over.
+    Log = "log", types::Phases::LOG, Reverse;
+}
+
+/// Which way a route's plugin chain runs for a phase: the request side in the order the route
+/// lists its plugins, the response side in reverse, so that the first plugin is outermost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainOrder {
+    /// In the route's order.
+    Forward,
+    /// Last plugin first.
+    Reverse,
 }
 
 impl Phase {
-    /// Every phase, in order.
-    pub const ALL: [Phase; 10] = [
-        Phase::Init,
-        Phase::RequestHeaders,
-        Phase::RequestBody,
-        Phase::SelectUpstream,
-        Phase::UpstreamRequest,
-        Phase::UpstreamError,
-        Phase::ResponseHeaders,
-        Phase::ResponseBody,
-        Phase::ResponseTrailers,
-        Phase::Log,
-    ];
-
     /// The phase's place in [`Phase::ALL`].
     pub fn index(self) -> usize {
         self as usize
-    }
-
-    /// The phase's name as the WIT spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Init => "init",
-            Phase::RequestHeaders => "request-headers",
-            Phase::RequestBody => "request-body",
-            Phase::SelectUpstream => "select-upstream",
-            Phase::UpstreamRequest => "upstream-request",
-            Phase::UpstreamError => "upstream-error",
-            Phase::ResponseHeaders => "response-headers",
-            Phase::ResponseBody => "response-body",
-            Phase::ResponseTrailers => "response-trailers",
-            Phase::Log => "log",
-        }
-    }
-
-    fn flag(self) -> types::Phases {
-        match self {
-            Phase::Init => types::Phases::empty(),
-            Phase::RequestHeaders => types::Phases::REQUEST_HEADERS,
-            Phase::RequestBody => types::Phases::REQUEST_BODY,
-            Phase::SelectUpstream => types::Phases::SELECT_UPSTREAM,
-            Phase::UpstreamRequest => types::Phases::UPSTREAM_REQUEST,
-            Phase::UpstreamError => types::Phases::UPSTREAM_ERROR,
-            Phase::ResponseHeaders => types::Phases::RESPONSE_HEADERS,
-            Phase::ResponseBody => types::Phases::RESPONSE_BODY,
-            Phase::ResponseTrailers => types::Phases::RESPONSE_TRAILERS,
-            Phase::Log => types::Phases::LOG,
-        }
     }
 }
 
@@ -394,6 +396,80 @@ pub enum OnError {
     Respond(LocalReply),
 }
 
+/// A failed upstream attempt, as error-phase plugins are told it.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    /// From [`UpstreamError::class`].
+    pub kind: FailureKind,
+    /// `host:port` of the backend tried.
+    pub backend: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// What failed, for the plugin's logs.
+    pub message: String,
+}
+
+impl UpstreamFailure {
+    /// The report of `error` on attempt number `attempt` (from 1).
+    pub fn new(error: &UpstreamError, attempt: u32) -> Self {
+        UpstreamFailure {
+            kind: error.class().kind,
+            backend: error.backend().to_owned(),
+            attempt,
+            message: error.to_string(),
+        }
+    }
+
+    fn to_wit(&self) -> types::UpstreamFailure {
+        types::UpstreamFailure {
+            kind: match self.kind {
+                FailureKind::ConnectRefused => types::FailureKind::ConnectRefused,
+                FailureKind::ConnectTimeout => types::FailureKind::ConnectTimeout,
+                FailureKind::ResponseTimeout => types::FailureKind::ResponseTimeout,
+                FailureKind::Reset => types::FailureKind::Reset,
+                FailureKind::Overloaded => types::FailureKind::Overloaded,
+                FailureKind::Status => types::FailureKind::Status,
+            },
+            backend: self.backend.clone(),
+            attempt: self.attempt,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// What happened to a request, as log plugins are told it.
+#[derive(Debug, Clone, Default)]
+pub struct LogEntry {
+    /// The status sent to the client (0 if none was sent).
+    pub status: u16,
+    /// Microseconds from the request's arrival to the end of the response.
+    pub duration_us: u64,
+    /// Microseconds waiting for the upstream's response headers, if it went upstream.
+    pub upstream_us: Option<u64>,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// `host:port` of the backend that answered, if any.
+    pub backend: Option<String>,
+    /// Why the request failed, if it did; also set when the client went away.
+    pub error: Option<String>,
+}
+
+impl LogEntry {
+    fn to_wit(&self) -> types::LogEntry {
+        types::LogEntry {
+            status: self.status,
+            duration_us: self.duration_us,
+            upstream_us: self.upstream_us,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            backend: self.backend.clone(),
+            error: self.error.clone(),
+        }
+    }
+}
+
 /// A loaded plugin: its pool of instances and what it declared.
 pub struct Plugin {
     name: Arc<str>,
@@ -404,62 +480,6 @@ pub struct Plugin {
     pool: Arc<Pool>,
     /// Call durations, by [`Phase::index`].
     seconds: [Timing; Phase::ALL.len()],
-}
-
-/// Borrows an instance, lends it the exchange, makes the call, takes the exchange back, and
-/// settles the instance: back to the pool on success, discarded on any fault or cancellation.
-macro_rules! guest_call {
-    ($self:ident, $phase:expr, $ex:ident, |$handler:ident, $store:ident| $call:expr) => {{
-        let phase = $phase;
-        // A child span per call, when the request is traced.
-        let span = $ex.trace.as_ref().map(|(telemetry, cx)| {
-            let attributes = vec![
-                opentelemetry::KeyValue::new("wasmgate.plugin.name", $self.name.to_string()),
-                opentelemetry::KeyValue::new("wasmgate.plugin.phase", phase.as_str()),
-            ];
-            let name = format!("plugin {} {}", $self.name, phase.as_str());
-            telemetry.child(cx, name, opentelemetry::trace::SpanKind::Internal, attributes)
-        });
-        let mut lease = match $self.pool.checkout(phase).await {
-            Ok(lease) => lease,
-            Err(error) => {
-                if let Some(cx) = &span {
-                    crate::telemetry::finish(cx, 0, Some(error.kind()));
-                }
-                return Err(error);
-            }
-        };
-        let result = match lease.instance() {
-            Some(instance) => {
-                std::mem::swap(&mut instance.store.data_mut().ex, $ex);
-                $self.pool.factory.arm(&mut instance.store, phase);
-                let $handler = instance.bindings.wasmgate_plugin_handler();
-                let $store = &mut instance.store;
-                let started = Instant::now();
-                let result = $call.await;
-                $self.seconds[phase.index()].observe(started.elapsed().as_secs_f64());
-                std::mem::swap(&mut instance.store.data_mut().ex, $ex);
-                result
-            }
-            None => Err(wasmtime::Error::msg("instance already settled")),
-        };
-        match result {
-            Ok(value) => {
-                lease.release();
-                if let Some(cx) = &span {
-                    crate::telemetry::finish(cx, 0, None);
-                }
-                value
-            }
-            Err(error) => {
-                let error = lease.fail(phase, &error);
-                if let Some(cx) = &span {
-                    crate::telemetry::finish(cx, 0, Some(error.kind()));
-                }
-                return Err(error);
-            }
-        }
-    }};
 }
 
 impl Plugin {
@@ -493,29 +513,92 @@ impl Plugin {
         self.pool.stats()
     }
 
+    /// Applies the plugin's failure policy to a call's result: a fail-open plugin's error is
+    /// logged and skipped (`None`), a fail-closed one's is returned.
+    pub fn by_policy<T>(&self, result: Result<T, PluginError>) -> Result<Option<T>, PluginError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(error) if self.failure == FailurePolicy::FailOpen => {
+                tracing::warn!(plugin = %self.name, %error, "plugin failed; skipped (fail-open)");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Borrows an instance, lends it the exchange, makes the call, takes the exchange back,
+    /// and settles the instance: back to the pool on success, discarded on any fault or
+    /// cancellation.
+    async fn call<T>(
+        &self,
+        phase: Phase,
+        head_open: bool,
+        ex: &mut Box<Exchange>,
+        call: impl AsyncFnOnce(&Handler, &mut wasmtime::Store<InstanceState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let span = match &ex.trace {
+            Some(trace) => trace.plugin_call(&self.name, phase.as_str()),
+            None => Span::none(),
+        };
+        let mut lease = match self.pool.checkout(phase).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                span.end(0, Some(error.kind()));
+                return Err(error);
+            }
+        };
+        let result = match lease.instance() {
+            Some(instance) => {
+                std::mem::swap(&mut instance.store.data_mut().ex, ex);
+                self.pool.factory.arm(&mut instance.store, phase, head_open);
+                let started = Instant::now();
+                let result = call(instance.bindings.wasmgate_plugin_handler(), &mut instance.store).await;
+                self.seconds[phase.index()].observe(started.elapsed().as_secs_f64());
+                std::mem::swap(&mut instance.store.data_mut().ex, ex);
+                result
+            }
+            None => Err(wasmtime::Error::msg("instance already settled")),
+        };
+        match result {
+            Ok(value) => {
+                lease.release();
+                span.end(0, None);
+                Ok(value)
+            }
+            Err(error) => {
+                let error = lease.fail(phase, &error);
+                span.end(0, Some(error.kind()));
+                Err(error)
+            }
+        }
+    }
+
     /// The request headers arrived.
     pub async fn on_request_headers(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
         let phase = Phase::RequestHeaders;
-        let action = guest_call!(self, phase, ex, |h, s| h.call_on_request_headers(s));
+        let action = self.call(phase, true, ex, async |h, s| h.call_on_request_headers(s).await).await?;
         self.action(phase, action)
     }
 
-    /// A request body chunk (or the whole body, when the route buffers it).
+    /// A request body chunk, or the whole body; `head_open` when nothing has gone upstream
+    /// yet (a body the route buffers), so the call may still edit the request head.
     pub async fn on_request_body(
         &self,
         ex: &mut Box<Exchange>,
         chunk: &[u8],
         end: bool,
+        head_open: bool,
     ) -> Result<BodyVerdict, PluginError> {
         let phase = Phase::RequestBody;
-        let action = guest_call!(self, phase, ex, |h, s| h.call_on_request_body(s, chunk, end));
+        let action =
+            self.call(phase, head_open, ex, async |h, s| h.call_on_request_body(s, chunk, end).await).await?;
         self.body_verdict(phase, action)
     }
 
     /// Where should the request go?
     pub async fn select_upstream(&self, ex: &mut Box<Exchange>) -> Result<Choice, PluginError> {
         let phase = Phase::SelectUpstream;
-        let choice = guest_call!(self, phase, ex, |h, s| h.call_select_upstream(s));
+        let choice = self.call(phase, false, ex, async |h, s| h.call_select_upstream(s).await).await?;
         let invalid = |reason: String| self.invalid(phase, "upstream choice", reason);
         let backend_of = |group: &Arc<Group>, index: u32| match usize::try_from(index) {
             Ok(i) if i < group.backends().len() => Ok(Choice::Backend(group.clone(), i)),
@@ -541,7 +624,7 @@ impl Plugin {
     /// The head is about to go upstream.
     pub async fn on_upstream_request(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
         let phase = Phase::UpstreamRequest;
-        let action = guest_call!(self, phase, ex, |h, s| h.call_on_upstream_request(s));
+        let action = self.call(phase, true, ex, async |h, s| h.call_on_upstream_request(s).await).await?;
         self.action(phase, action)
     }
 
@@ -552,7 +635,9 @@ impl Plugin {
         failure: &UpstreamFailure,
     ) -> Result<OnError, PluginError> {
         let phase = Phase::UpstreamError;
-        let action = guest_call!(self, phase, ex, |h, s| h.call_on_upstream_error(s, failure));
+        let failure = failure.to_wit();
+        let action =
+            self.call(phase, false, ex, async |h, s| h.call_on_upstream_error(s, &failure).await).await?;
         Ok(match action {
             types::ErrorAction::Default => OnError::Default,
             types::ErrorAction::Retry => OnError::Retry,
@@ -563,7 +648,7 @@ impl Plugin {
     /// The response headers arrived (in `ex.response`).
     pub async fn on_response_headers(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
         let phase = Phase::ResponseHeaders;
-        let action = guest_call!(self, phase, ex, |h, s| h.call_on_response_headers(s));
+        let action = self.call(phase, false, ex, async |h, s| h.call_on_response_headers(s).await).await?;
         self.action(phase, action)
     }
 
@@ -575,7 +660,8 @@ impl Plugin {
         end: bool,
     ) -> Result<BodyVerdict, PluginError> {
         let phase = Phase::ResponseBody;
-        let action = guest_call!(self, phase, ex, |h, s| h.call_on_response_body(s, chunk, end));
+        let action =
+            self.call(phase, false, ex, async |h, s| h.call_on_response_body(s, chunk, end).await).await?;
         match self.body_verdict(phase, action)? {
             BodyVerdict::Respond(_) => {
                 Err(self.invalid(phase, "body action", "`respond` after the response began".to_owned()))
@@ -586,13 +672,15 @@ impl Plugin {
 
     /// The response trailers arrived; `ex.response`'s headers are the trailers during the call.
     pub async fn on_response_trailers(&self, ex: &mut Box<Exchange>) -> Result<(), PluginError> {
-        guest_call!(self, Phase::ResponseTrailers, ex, |h, s| h.call_on_response_trailers(s));
+        self.call(Phase::ResponseTrailers, false, ex, async |h, s| h.call_on_response_trailers(s).await)
+            .await?;
         Ok(())
     }
 
     /// The request is over.
     pub async fn on_log(&self, ex: &mut Box<Exchange>, entry: &LogEntry) -> Result<(), PluginError> {
-        guest_call!(self, Phase::Log, ex, |h, s| h.call_on_log(s, entry));
+        let entry = entry.to_wit();
+        self.call(Phase::Log, false, ex, async |h, s| h.call_on_log(s, &entry).await).await?;
         Ok(())
     }
 

@@ -68,7 +68,7 @@ impl Factory {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(on_epoch_tick);
-        self.arm(&mut store, Phase::Init);
+        self.arm(&mut store, Phase::Init, false);
         let bindings = match self.pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(error) => {
@@ -89,10 +89,11 @@ impl Factory {
         Ok((Instance { store, bindings }, phases))
     }
 
-    /// Gives the next call its full deadline.
-    pub(crate) fn arm(&self, store: &mut Store<InstanceState>, phase: Phase) {
+    /// Gives the next call its phase, what it may edit and its full deadline.
+    pub(crate) fn arm(&self, store: &mut Store<InstanceState>, phase: Phase, head_open: bool) {
         let state = store.data_mut();
         state.phase = phase;
+        state.head_open = head_open;
         state.ticks_left = self.deadline_ticks;
         state.limits.hit = false;
         store.set_epoch_deadline(1);

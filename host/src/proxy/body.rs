@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use super::filter::{Direction, Filter};
 use super::route::Route;
 use crate::metrics::Timing;
-use crate::plugin::{Exchange, LogEntry};
+use crate::plugin::{Exchange, LogEntry, Phase};
 use crate::timed::{BoxError, Timed};
 use crate::upstream::InFlight;
 use prometheus_client::metrics::counter::Counter;
@@ -225,7 +225,7 @@ impl Drop for ProxyBody {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let Some(mut ex) = back.get().await else { return };
-                for plugin in &route.log {
+                for plugin in route.chain(Phase::Log) {
                     if let Err(error) = plugin.on_log(&mut ex, &log.entry).await {
                         tracing::warn!(plugin = plugin.name(), %error, "log phase failed");
                     }

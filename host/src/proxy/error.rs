@@ -35,25 +35,9 @@ pub enum ProxyError {
         /// The group.
         group: String,
     },
-    /// The backend's circuit breaker turned the request away.
-    #[error("backend {backend} is at its `{limit}` limit")]
-    Overloaded {
-        /// `host:port`.
-        backend: String,
-        /// The setting whose limit was hit.
-        limit: &'static str,
-    },
-    /// The upstream failed.
+    /// The upstream failed; [`UpstreamError::class`] says how the client is answered.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The backend answered with a status the route retries on, and no retry was left.
-    #[error("{backend} answered {status}")]
-    UpstreamStatus {
-        /// `host:port`.
-        backend: String,
-        /// Its answer.
-        status: StatusCode,
-    },
     /// The request body is larger than the route buffers.
     #[error("the request body is over the route's limit of {limit} bytes")]
     BodyTooLarge {
@@ -71,29 +55,26 @@ pub enum ProxyError {
     Internal(&'static str),
 }
 
+impl From<crate::head::BadPath> for ProxyError {
+    fn from(error: crate::head::BadPath) -> Self {
+        ProxyError::BadRequest(error.0)
+    }
+}
+
 impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::UpstreamStatus { status, .. } => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Plugin(e) if e.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoHealthyBackend { .. } | ProxyError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProxyError::Upstream(
-                UpstreamError::ConnectTimeout { .. }
-                | UpstreamError::HandshakeTimeout { .. }
-                | UpstreamError::ResponseTimeout { .. },
-            ) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(UpstreamError::RefusedStream { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(error) => error.class().status,
         }
     }
 
@@ -102,27 +83,13 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::BodyTooLarge { .. } => "body-too-large",
-            ProxyError::UpstreamStatus { .. } => "upstream-status",
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::Internal(_) => "internal",
             ProxyError::TotalTimeout { .. } => "total-timeout",
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::Plugin(e) => e.kind(),
             ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",
-            ProxyError::Overloaded { .. } => "upstream-overloaded",
-            ProxyError::Upstream(error) => Self::kind_of(error),
-        }
-    }
-
-    /// The kind of an upstream failure, as [`ProxyError::kind`] names it.
-    pub fn kind_of(error: &UpstreamError) -> &'static str {
-        match error {
-            UpstreamError::Connect { .. } => "upstream-connect",
-            UpstreamError::ConnectTimeout { .. } => "upstream-connect-timeout",
-            UpstreamError::HandshakeTimeout { .. } => "upstream-tls-timeout",
-            UpstreamError::RefusedStream { .. } => "upstream-refused-stream",
-            UpstreamError::ResponseTimeout { .. } => "upstream-timeout",
-            UpstreamError::Exchange { .. } => "upstream-exchange",
+            ProxyError::Upstream(error) => error.class().name,
         }
     }
 

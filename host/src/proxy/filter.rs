@@ -16,7 +16,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 
 use super::route::Route;
-use crate::plugin::{BodyVerdict, Exchange, FailurePolicy, Plugin, PluginError};
+use crate::plugin::{BodyVerdict, Exchange, Phase, Plugin, PluginError};
 use crate::timed::BoxError;
 
 /// Which body a filter works on.
@@ -59,15 +59,15 @@ impl Filter {
 
     fn plugins(&self) -> &[Arc<Plugin>] {
         match self.direction {
-            Direction::Request => &self.route.request_body,
-            Direction::Response => &self.route.response_body,
+            Direction::Request => self.route.chain(Phase::RequestBody),
+            Direction::Response => self.route.chain(Phase::ResponseBody),
         }
     }
 
     /// True when the body passes through untouched: no body or trailer plugins.
     pub(crate) fn is_transparent(&self) -> bool {
         self.plugins().is_empty()
-            && (self.direction == Direction::Request || self.route.response_trailers.is_empty())
+            && (self.direction == Direction::Request || !self.route.has(Phase::ResponseTrailers))
     }
 
     /// Gives the exchange back: at once, or once the plugin call in progress ends.
@@ -176,24 +176,21 @@ async fn filter_chunk(
     end: bool,
 ) -> Step {
     let plugins = match direction {
-        Direction::Request => &route.request_body,
-        Direction::Response => &route.response_body,
+        Direction::Request => route.chain(Phase::RequestBody),
+        Direction::Response => route.chain(Phase::ResponseBody),
     };
     let mut chunk = chunk;
     for plugin in plugins {
         let verdict = match direction {
-            Direction::Request => plugin.on_request_body(&mut ex, &chunk, end).await,
+            Direction::Request => plugin.on_request_body(&mut ex, &chunk, end, false).await,
             Direction::Response => plugin.on_response_body(&mut ex, &chunk, end).await,
         };
-        match verdict {
-            Ok(BodyVerdict::Continue) => {}
-            Ok(BodyVerdict::Replace(bytes)) => chunk = bytes,
-            Ok(BodyVerdict::Respond(reply)) => {
+        match plugin.by_policy(verdict) {
+            Ok(None | Some(BodyVerdict::Continue)) => {}
+            Ok(Some(BodyVerdict::Replace(bytes))) => chunk = bytes,
+            Ok(Some(BodyVerdict::Respond(reply))) => {
                 ex.reply = Some(reply);
                 return (ex, Err(Stopped::Answered.into()));
-            }
-            Err(error) if plugin.failure_policy() == FailurePolicy::FailOpen => {
-                tracing::warn!(plugin = plugin.name(), %error, "plugin failed; skipped (fail-open)");
             }
             Err(error) => {
                 tracing::warn!(plugin = plugin.name(), %error, "body plugin failed; body stopped");
@@ -211,16 +208,10 @@ async fn filter_trailers(route: Arc<Route>, mut ex: Box<Exchange>, trailers: Hea
     let Some(response) = ex.response.as_mut() else { return (ex, Ok(Some(Frame::trailers(trailers)))) };
     let head = std::mem::replace(&mut response.headers, trailers);
     let mut failed = None;
-    for plugin in &route.response_trailers {
-        match plugin.on_response_trailers(&mut ex).await {
-            Ok(()) => {}
-            Err(error) if plugin.failure_policy() == FailurePolicy::FailOpen => {
-                tracing::warn!(plugin = plugin.name(), %error, "plugin failed; skipped (fail-open)");
-            }
-            Err(error) => {
-                failed = Some(error);
-                break;
-            }
+    for plugin in route.chain(Phase::ResponseTrailers) {
+        if let Err(error) = plugin.by_policy(plugin.on_response_trailers(&mut ex).await) {
+            failed = Some(error);
+            break;
         }
     }
     let trailers = match ex.response.as_mut() {

@@ -5,12 +5,12 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::uri::PathAndQuery;
 use http::{Method, Version};
 
 use super::{Conn, ProxyError};
+use crate::head;
 
 /// Checks the request head and puts it in the one form every later phase sees:
 /// - CONNECT and TRACE are refused (a tunnel, and a reflection of credentials);
@@ -18,7 +18,7 @@ use super::{Conn, ProxyError};
 ///   becomes Host; HTTP/1.1 and HTTP/2 need exactly one valid Host, without userinfo;
 /// - HTTP/2 header values may not start or end with white space, and split `cookie` fields are
 ///   joined (RFC 9113 §8.2.3) before going to an HTTP/1.1 upstream;
-/// - the path is normalised ([`normalize_path`]).
+/// - the path is normalised ([`head::normalize_path`]).
 pub(super) fn check_head(parts: &mut Parts) -> Result<(), ProxyError> {
     if parts.method == Method::CONNECT || parts.method == Method::TRACE {
         return Err(ProxyError::MethodNotAllowed(parts.method.clone()));
@@ -27,17 +27,10 @@ pub(super) fn check_head(parts: &mut Parts) -> Result<(), ProxyError> {
     if parts.version == Version::HTTP_2 {
         check_h2_values(&mut parts.headers)?;
     }
-    if let Some(path) = parts.uri.path_and_query()
-        && let Cow::Owned(normal) = normalize_path(path.path())?
+    if let Some(target) = parts.uri.path_and_query()
+        && let Cow::Owned(normal) = head::normalize_path(target.path())?
     {
-        let pq = match path.query() {
-            Some(q) => format!("{normal}?{q}"),
-            None => normal,
-        };
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.path_and_query =
-            Some(PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?);
-        parts.uri = http::Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+        parts.uri = head::with_target(&parts.uri, &normal, target.query())?;
     }
     Ok(())
 }
@@ -94,110 +87,6 @@ fn check_h2_values(headers: &mut HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// The canonical form of a request path, so that the path a plugin authorises and a route
-/// matches is byte for byte the path forwarded: percent-encoded unreserved characters are
-/// decoded (`%61` → `a`, `%2E` → `.`), other escapes get upper-case hex, and `.` and `..`
-/// segments are removed (RFC 3986 §6.2.2, §5.2.4). An encoded NUL is refused. Borrows when
-/// the path is already canonical, which is the common case.
-pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, ProxyError> {
-    let has_dots = path.contains("/.") || path == ".";
-    if !path.contains('%') && !has_dots {
-        return Ok(Cow::Borrowed(path));
-    }
-    let bytes = path.as_bytes();
-    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-            let (Some(hi), Some(lo)) =
-                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
-            else {
-                return Err(ProxyError::BadRequest("invalid percent-encoding in the path"));
-            };
-            let byte = hi << 4 | lo;
-            if byte == 0 {
-                return Err(ProxyError::BadRequest("NUL in the path"));
-            }
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-                decoded.push(byte);
-            } else {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                decoded.extend_from_slice(&[b'%', HEX[usize::from(hi)], HEX[usize::from(lo)]]);
-            }
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
-    }
-    // Only ASCII was decoded, so the result is as valid UTF-8 as the input.
-    let decoded = String::from_utf8(decoded).map_err(|_| ProxyError::BadRequest("invalid path"))?;
-    if !decoded.contains("/.") {
-        return Ok(if decoded == path { Cow::Borrowed(path) } else { Cow::Owned(decoded) });
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    let mut trailing_slash = false;
-    for segment in decoded.split('/').skip(1) {
-        trailing_slash = matches!(segment, "." | "..");
-        match segment {
-            "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut normal = String::with_capacity(decoded.len());
-    for s in &segments {
-        normal.push('/');
-        normal.push_str(s);
-    }
-    if trailing_slash || normal.is_empty() {
-        normal.push('/');
-    }
-    Ok(if normal == path { Cow::Borrowed(path) } else { Cow::Owned(normal) })
-}
-
-/// Hop-by-hop headers named by RFC 9110 §7.6.1, plus the legacy ones proxies still meet.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    HeaderName::from_static("http2-settings"),
-];
-
-/// Removes hop-by-hop headers and every header `Connection` names (but never Host, which a
-/// client cannot declare hop-by-hop). `TE: trailers` stays: gRPC needs it to reach the
-/// backend, and it is the one TE value HTTP/2 allows.
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let te_trailers = {
-        let mut te = headers.get_all(header::TE).iter();
-        matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    };
-    // Names listed in Connection are collected first: removing while reading the list would
-    // borrow the map twice. Most requests carry no Connection header and allocate nothing.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| name != header::HOST)
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
 /// A WebSocket handshake (RFC 6455 §4.1: an HTTP/1.1 GET with `Connection: upgrade` and
 /// `Upgrade: websocket`): the client connection's upgrade handle, taken from the request.
 pub(super) fn websocket_upgrade(parts: &mut Parts) -> Option<hyper::upgrade::OnUpgrade> {
@@ -231,7 +120,7 @@ pub(super) fn redirect_https(
     parts: &Parts,
     port: u16,
 ) -> Result<http::Response<super::ProxyBody>, ProxyError> {
-    let host = crate::plugin::request_host(parts).ok_or(ProxyError::BadRequest("missing host"))?;
+    let host = head::request_host(parts).ok_or(ProxyError::BadRequest("missing host"))?;
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let location = match port {
         443 => format!("https://{host}{target}"),
@@ -295,25 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn connection_and_the_headers_it_names_are_stripped_but_never_host() {
-        let mut p = parts(
-            http::Request::get("/")
-                .header("host", "a.example")
-                .header("connection", "keep-alive, x-secret, host")
-                .header("x-secret", "1")
-                .header("keep-alive", "timeout=5")
-                .header("te", "gzip")
-                .header("upgrade", "h2c")
-                .header("http2-settings", "AAA")
-                .header("proxy-authorization", "Basic x")
-                .header("x-kept", "yes"),
-        );
-        strip_hop_by_hop(&mut p.headers);
-        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["host", "x-kept"]);
-    }
-
-    #[test]
     fn host_rules() {
         let ok = |b: http::request::Builder| check_head(&mut parts(b)).is_ok();
         assert!(ok(http::Request::get("/").header("host", "a.example")));
@@ -330,19 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_normalised_once_for_every_phase() {
-        let norm = |p: &str| normalize_path(p).map(|c| c.into_owned()).map_err(|_| ());
-        assert_eq!(norm("/a/b"), Ok("/a/b".into()));
-        assert_eq!(norm("/public/../admin/x"), Ok("/admin/x".into()));
-        assert_eq!(norm("/%61dmin/x"), Ok("/admin/x".into()));
-        assert_eq!(norm("/%2e%2E/admin"), Ok("/admin".into()));
-        assert_eq!(norm("/./admin/./x/"), Ok("/admin/x/".into()));
-        assert_eq!(norm("/a/.."), Ok("/".into()));
-        assert_eq!(norm("/a%2fb"), Ok("/a%2Fb".into()), "encoded slashes stay encoded");
-        assert_eq!(norm("/a%00"), Err(()));
-        assert_eq!(norm("/a%zz"), Err(()));
-        assert!(matches!(normalize_path("/plain/path"), Ok(Cow::Borrowed(_))));
-
+    fn paths_are_normalised_in_the_head() {
         let mut p = parts(http::Request::get("/x/../admin?q=1").header("host", "a"));
         check_head(&mut p).expect("valid");
         assert_eq!(p.uri, "/admin?q=1");

@@ -1,16 +1,21 @@
-//! The request pipeline: every phase of one request, in the order they run. `docs/phases.md`
-//! draws the same order; this module reads top to bottom in it:
+//! The request pipeline: every step of one request, in the order they run. `docs/phases.md`
+//! describes the same steps in the same order, and this module reads top to bottom in it:
 //!
-//! 1. the request head is checked and normalised (method, Host, path, hop-by-hop headers
-//!    removed) — malformed requests get 400;
-//! 2. route match — no route, 404;
-//! 3. request-header plugins, in chain order — any may answer locally;
-//! 4. upstream selection — the first plugin with an opinion, else the group's balancer;
-//! 5. the upstream head is prepared — forwarding headers added;
-//! 6. upstream-request plugins, in chain order — any may answer locally;
-//! 7. forward — connect, send, wait for the response headers (502 / 504 on failure);
-//! 8. response-header plugins, in reverse chain order — any may replace the response;
-//! 9. the body streams to the client; then log plugins run, with what happened.
+//! - head checks: the request head is checked and normalised (method, Host, path, hop-by-hop
+//!   headers removed); a malformed request gets 400 ([`handle`]);
+//! - route match: no route, 404 ([`handle`]);
+//! - `on-request-headers`, in chain order: any plugin may answer locally ([`run_route`] from
+//!   here to `on-response-headers`);
+//! - `on-request-body` on a body held whole, before anything goes upstream;
+//! - `select-upstream`: the first plugin with an opinion, else the group's balancer;
+//! - upstream head: the forwarding headers are added;
+//! - `on-upstream-request`, in chain order: any plugin may answer locally;
+//! - forward: connect, send, wait for the response headers, and retry where safe, with
+//!   `on-request-body` on a streamed body and `on-upstream-error` after each failed attempt
+//!   ([`forward`], one attempt in [`send`]);
+//! - `on-response-headers`, in reverse chain order: any plugin may replace the response;
+//! - the body streams to the client through `on-response-body` and `on-response-trailers`
+//!   (`filter.rs`); then `on-log` runs, with what happened (`body.rs`).
 //!
 //! A request waiting on its upstream holds no plugin instance: each phase call borrows one.
 
@@ -22,6 +27,7 @@ mod headers;
 mod route;
 mod tunnel;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -36,20 +42,35 @@ use hyper::body::Incoming;
 pub(crate) use self::access::AccessLog;
 pub use self::body::ProxyBody;
 pub use self::error::ProxyError;
-pub(crate) use self::headers::normalize_path;
 pub(crate) use self::route::{RetryPolicy, Route, Router};
 
 use self::access::AccessEntry;
 use self::body::{Done, PendingLog};
 use self::filter::{Direction, Filter, FilteredRequest};
-use crate::gateway::Gateway;
-use crate::metrics::{RequestLabels, method_label};
+use crate::head::{self, request_host};
+use crate::metrics::{Metrics, RequestLabels, Timing, method_label};
 use crate::plugin::{
-    Action, BodyVerdict, Choice, Exchange, FailureKind, FailurePolicy, LocalReply, LogEntry, OnError, Plugin,
-    PluginError, UpstreamFailure, request_host,
+    Action, BodyVerdict, Choice, Exchange, LocalReply, LogEntry, OnError, Phase, UpstreamFailure,
 };
+use crate::telemetry::{RequestTrace, Span, Telemetry};
 use crate::timed::Timed;
-use crate::upstream::{Backend, Group, InFlight, UpstreamBody, UpstreamClient, UpstreamError, hash_key};
+use crate::upstream::{
+    Backend, Group, InFlight, UpstreamBody, UpstreamClient, UpstreamError, Upstreams, hash_key,
+};
+
+/// What the pipeline reads of one generation of the gateway; `gateway::Gateway` builds it and
+/// holds it for as long as the generation serves.
+pub struct Served {
+    pub(crate) router: Router,
+    pub(crate) upstreams: Arc<Upstreams>,
+    /// Where requests are counted and timed (the runtime's registry: it outlives reloads).
+    pub(crate) metrics: Arc<Metrics>,
+    /// The tracer, if `[traces]` is configured; kept across reloads.
+    pub(crate) telemetry: Option<Arc<Telemetry>>,
+    pub(crate) access: Option<Arc<AccessLog>>,
+    /// Upstream latency by group, made once per generation.
+    pub(crate) upstream_seconds: HashMap<Arc<str>, Timing>,
+}
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -80,21 +101,21 @@ impl Conn {
 }
 
 /// Serves one request through every phase. Never fails: every error becomes a response here.
-pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
 
-    // 1. The request head is checked and normalised; hop-by-hop headers go before any plugin
-    //    sees the head, so a client cannot strip what a plugin adds.
+    // Head checks. Hop-by-hop headers go before any plugin sees the head, so a client cannot
+    // strip what a plugin adds.
     if let Err(error) = headers::check_head(&mut parts) {
-        return counted(&gw, None, &parts.method, started, refuse(&error, &conn, None), None);
+        return counted(gw, None, &parts.method, started, refuse(&error, &conn, None), None);
     }
     // Read before the hop-by-hop headers go; only WebSocket is ever tunnelled (an `h2c`
     // upgrade, or any other, is dropped with the hop-by-hop headers and served normally).
     let websocket = headers::websocket_upgrade(&mut parts);
-    headers::strip_hop_by_hop(&mut parts.headers);
+    head::strip_hop_by_hop(&mut parts.headers);
 
-    // 2. Route match.
+    // Route match.
     let route = {
         let host = request_host(&parts).unwrap_or_default();
         match gw.router.find(host, parts.uri.path(), &parts.method) {
@@ -105,18 +126,18 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
                     host: host.to_owned(),
                     path: parts.uri.path().to_owned(),
                 };
-                return counted(&gw, None, &parts.method, started, refuse(&error, &conn, None), None);
+                return counted(gw, None, &parts.method, started, refuse(&error, &conn, None), None);
             }
         }
     };
     if let (Some(port), false) = (route.redirect_https, conn.tls) {
         let response =
             headers::redirect_https(&parts, port).unwrap_or_else(|error| refuse(&error, &conn, Some(&route)));
-        return counted(&gw, Some(&route), &parts.method, started, response, None);
+        return counted(gw, Some(&route), &parts.method, started, response, None);
     }
     let method = parts.method.clone();
     let trace =
-        gw.telemetry.as_ref().map(|t| (t.clone(), t.request(&parts, &route.name, conn.client, conn.tls)));
+        gw.telemetry.as_ref().map(|t| RequestTrace::start(t, &parts, &route.name, conn.client, conn.tls));
     let mut ex = Box::new(Exchange::new(
         parts,
         conn.client,
@@ -148,8 +169,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     });
 
     // Only routes with log plugins pay for the log entry and for counting request bytes.
-    let bytes_in = (!route.log.is_empty()).then(|| Arc::new(AtomicU64::new(0)));
-    let mut entry = (!route.log.is_empty()).then_some(LogEntry {
+    let bytes_in = route.has(Phase::Log).then(|| Arc::new(AtomicU64::new(0)));
+    let mut entry = route.has(Phase::Log).then_some(LogEntry {
         status: 0,
         duration_us: 0,
         upstream_us: None,
@@ -162,7 +183,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
     // the bodies (which carry the same deadline).
     let deadline = route.timeouts.total.map(|total| tokio::time::Instant::now() + total);
     let request = Inbound { body, bytes_in: bytes_in.clone(), websocket, deadline };
-    let exchange = run_route(&gw, &route, &conn, &mut ex, request, entry.as_mut());
+    let exchange = run_route(gw, &route, &conn, &mut ex, request, entry.as_mut());
     let result = match (deadline, route.timeouts.total) {
         (Some(deadline), Some(after)) => tokio::time::timeout_at(deadline, exchange)
             .await
@@ -187,9 +208,10 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, request: Request<Incoming>) ->
         entry.request_id = Some(ex.request_id());
         entry
     });
-    let mut response = counted(&gw, Some(&route), &method, started, response, access);
-    if let Some((_, cx)) = &ex.trace {
-        let span = body::Span { cx: cx.clone(), status: response.status().as_u16(), error: failure };
+    let mut response = counted(gw, Some(&route), &method, started, response, access);
+    if let Some(trace) = &ex.trace {
+        let span =
+            body::Span { cx: trace.context().clone(), status: response.status().as_u16(), error: failure };
         response = response.map(|body| body.traced(span));
     }
     if !route.follows_response_body() {
@@ -215,25 +237,25 @@ struct Inbound {
     deadline: Option<tokio::time::Instant>,
 }
 
-/// Phases 3 to 8 for a request that matched `route`.
+/// The request phases from `on-request-headers` to `on-response-headers`, for a request that
+/// matched `route`.
 async fn run_route(
-    gw: &Gateway,
+    gw: &Served,
     route: &Arc<Route>,
     conn: &Conn,
     ex: &mut Box<Exchange>,
     inbound: Inbound,
     entry: Option<&mut LogEntry>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // 3. Request-header plugins (for a WebSocket upgrade, on its handshake).
-    for plugin in &route.request_headers {
-        if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_request_headers(ex).await)? {
+    // on-request-headers (for a WebSocket upgrade, on its handshake).
+    for plugin in route.chain(Phase::RequestHeaders) {
+        if let Some(Action::Respond(reply)) = plugin.by_policy(plugin.on_request_headers(ex).await)? {
             return Ok(local_response(reply));
         }
     }
     let websocket = inbound.websocket.filter(|_| route.websocket.is_some());
 
-    // 3b. A buffered request body, whole, through the request-body plugins; else it streams
-    //     (through them, if the route has any) once the upstream is chosen.
+    // on-request-body, on a body held whole; a streamed body meets the plugins in forward.
     let Inbound { body, bytes_in, deadline, .. } = inbound;
     let idle = route.timeouts.body_idle;
     let mut body = Timed::new(body, "request", idle, deadline);
@@ -244,13 +266,12 @@ async fn run_route(
         Some(limit) => Payload::Kept(read_whole(ex, body, limit).await?),
         None => Payload::new(body, &ex.request.headers, &route.retry).await?,
     };
-    let filtered = !route.request_body.is_empty() && !payload.replayable();
-    if filtered {
+    if payload.is_filtered(route) {
         // Plugins may change the body's length: it goes chunked.
         ex.request.headers.remove(http::header::CONTENT_LENGTH);
     }
     if let Payload::Kept(bytes) = &mut payload
-        && !route.request_body.is_empty()
+        && route.has(Phase::RequestBody)
         && (route.request_buffer.is_some() || !bytes.is_empty())
     {
         // A body held whole meets the plugins once, whole; only a buffered one while the head
@@ -261,18 +282,18 @@ async fn run_route(
         }
     }
 
-    // 4. Upstream selection.
-    let (group, mut index) = match select_upstream(route, ex).await? {
+    // select-upstream.
+    let (group, index) = match select_upstream(route, ex).await? {
         Selected::Backend(group, index) => (group, index),
         Selected::Respond(reply) => return Ok(local_response(reply)),
     };
 
-    // 5. The upstream head.
+    // Upstream head.
     headers::add_forwarding(&mut ex.request, conn);
 
-    // 6. Upstream-request plugins.
-    for plugin in &route.upstream_request {
-        if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_upstream_request(ex).await)? {
+    // on-upstream-request.
+    for plugin in route.chain(Phase::UpstreamRequest) {
+        if let Some(Action::Respond(reply)) = plugin.by_policy(plugin.on_upstream_request(ex).await)? {
             return Ok(local_response(reply));
         }
     }
@@ -281,125 +302,11 @@ async fn run_route(
         headers::request_websocket(&mut ex.request.headers);
     }
 
-    // 7. Forward, trying another backend after a failure where that is safe: only a request
-    //    whose body is kept can be sent again, and a non-idempotent one only if the backend
-    //    cannot have processed it. Error-phase plugins may answer, or ask for a retry.
-    let _active = route.retry.enter();
-    let idempotent = ex.request.method.is_idempotent();
-    let mut attempt = 0;
-    // Held through a retry's attempt: the retry budget counts it.
-    let mut _retry_slot = None;
+    // Forward.
     let sent = Instant::now();
-    let (response, in_flight) = loop {
-        let backend = &group.backends()[index];
-        let client = client_for(gw, route, &group, ex.sni.as_deref())?;
-        let last = attempt >= route.retry.retries || !payload.replayable();
-        // Counted until the response body is done: least-request balancing and the circuit
-        // breaker read it.
-        let wait = route.timeouts.response.unwrap_or(client.response_timeout());
-        let failure = match group.admit(index, wait).await {
-            Err(limit) => {
-                let error =
-                    ProxyError::Overloaded { backend: backend.address().to_string(), limit: limit.limit() };
-                Failure::new(FailureKind::Overloaded, error)
-            }
-            Ok(in_flight) => {
-                let keep_head = !last || route.reads_request_after_forward();
-                let mut request =
-                    upstream_request(ex, client.scheme(), backend, payload.next_attempt(), keep_head)?;
-                // The attempt's span, made while the exchange is here: a filtered body takes it.
-                let span = crate::telemetry::upstream_attempt(
-                    ex.trace.as_ref(),
-                    &mut request,
-                    backend.addr(),
-                    attempt,
-                );
-                // A streamed body through request-body plugins takes the exchange along.
-                let back = if filtered {
-                    let source =
-                        std::mem::replace(request.body_mut(), UpstreamBody::Full(Default::default()));
-                    let UpstreamBody::Stream(source) = source else {
-                        return Err(ProxyError::Internal("a filtered body that does not stream"));
-                    };
-                    let lent = std::mem::replace(ex, Exchange::placeholder());
-                    let (body, back) =
-                        FilteredRequest::new(source, Filter::new(route.clone(), Direction::Request, lent));
-                    *request.body_mut() = UpstreamBody::Filtered(UnsyncBoxBody::new(body));
-                    Some(back)
-                } else {
-                    None
-                };
-                let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
-                let result = client.send(backend.address(), request, limits, route.timeouts.response).await;
-                if let Some(cx) = &span {
-                    match &result {
-                        Ok(response) => crate::telemetry::finish(cx, response.status().as_u16(), None),
-                        Err(error) => crate::telemetry::finish(cx, 0, Some(ProxyError::kind_of(error))),
-                    }
-                }
-                if let Some(back) = back {
-                    let returned = match back.await {
-                        Ok(back) => back.get().await,
-                        Err(_) => None,
-                    };
-                    *ex = returned.ok_or(ProxyError::Internal("the request body kept the exchange"))?;
-                    if let Some(reply) = ex.reply.take() {
-                        return Ok(local_response(reply));
-                    }
-                }
-                match result {
-                    Ok(response) => {
-                        let status = response.status();
-                        group.record(index, status.is_server_error());
-                        if !route.retry.on_status(status) {
-                            break (response, in_flight);
-                        }
-                        let error =
-                            ProxyError::UpstreamStatus { backend: backend.address().to_string(), status };
-                        let mut failure = Failure::new(FailureKind::Status, error);
-                        failure.response = Some((response, in_flight));
-                        failure
-                    }
-                    Err(error) => {
-                        group.record(index, true);
-                        Failure::from_upstream(error)
-                    }
-                }
-            }
-        };
-        // Whether the host's policy retries, and whether a plugin's request to may.
-        let (policy_retry, allowed) = match &failure.error {
-            ProxyError::Upstream(
-                UpstreamError::Connect { .. }
-                | UpstreamError::ConnectTimeout { .. }
-                | UpstreamError::HandshakeTimeout { .. },
-            ) => (route.retry.on_connect_failure(), true),
-            ProxyError::Upstream(UpstreamError::RefusedStream { .. }) => {
-                (route.retry.on_refused_stream(), true)
-            }
-            ProxyError::Upstream(UpstreamError::Exchange { .. }) => {
-                (route.retry.on_reset() && idempotent, idempotent)
-            }
-            ProxyError::Upstream(UpstreamError::ResponseTimeout { .. }) => (false, idempotent),
-            ProxyError::UpstreamStatus { .. } => (idempotent, idempotent),
-            _ => (false, true),
-        };
-        let decision = on_upstream_error(route, ex, &failure, backend, attempt).await?;
-        let wanted = match decision {
-            OnError::Respond(reply) => return Ok(local_response(reply)),
-            OnError::Retry => !last && allowed,
-            OnError::Default => !last && policy_retry,
-        };
-        match retry_slot(route, wanted) {
-            Some(slot) => _retry_slot = Some(slot),
-            None => match failure.into_outcome() {
-                Ok((response, in_flight)) => break (response, in_flight),
-                Err(error) => return Err(error),
-            },
-        }
-        tracing::debug!(backend = %backend.address(), attempt, "retrying on another backend");
-        attempt += 1;
-        index = another_backend(&group, index, ex, conn);
+    let (response, in_flight, index) = match forward(gw, route, conn, ex, &group, index, payload).await? {
+        Forwarded::Response(response, in_flight, index) => (response, in_flight, index),
+        Forwarded::Answer(reply) => return Ok(local_response(reply)),
     };
     let upstream = sent.elapsed();
     if let Some(seconds) = gw.upstream_seconds.get(group.name()) {
@@ -419,23 +326,23 @@ async fn run_route(
         return Ok(tunnel::open(client_side, response, in_flight, tunnel_idle));
     }
 
-    // 8. Response-header plugins.
+    // on-response-headers.
     let (mut parts, body) = response.into_parts();
     // The client gets HTTP/1.1 framing whatever the upstream spoke (hyper ignores this on h2).
     parts.version = Version::HTTP_11;
-    headers::strip_hop_by_hop(&mut parts.headers);
+    head::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, Version::HTTP_11);
-    if !route.response_body.is_empty() && !headers::bodiless(&ex.request.method, parts.status) {
+    if route.has(Phase::ResponseBody) && !headers::bodiless(&ex.request.method, parts.status) {
         // Plugins may change the body's length: it goes chunked.
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
     let body = ProxyBody::upstream(Timed::new(body, "response", idle, deadline), Some(in_flight));
-    if route.response_headers.is_empty() {
+    if !route.has(Phase::ResponseHeaders) {
         return Ok(Response::from_parts(parts, body));
     }
     ex.response = Some(parts);
-    for plugin in &route.response_headers {
-        if let Some(Action::Respond(reply)) = policy(plugin, plugin.on_response_headers(ex).await)? {
+    for plugin in route.chain(Phase::ResponseHeaders) {
+        if let Some(Action::Respond(reply)) = plugin.by_policy(plugin.on_response_headers(ex).await)? {
             return Ok(local_response(reply));
         }
     }
@@ -445,35 +352,159 @@ async fn run_route(
     }
 }
 
+/// How the forward step ended: the response to pass on (and the backend that gave it), or an
+/// answer a plugin gave instead.
+enum Forwarded {
+    Response(Response<Incoming>, InFlight, usize),
+    Answer(LocalReply),
+}
+
+/// Sends the request to backend `index` of `group`, and after a failure to another where that
+/// is safe: only a request whose body is kept can be sent again, and a non-idempotent one only
+/// if the backend cannot have processed it. Error-phase plugins may answer, or ask for a retry.
+async fn forward(
+    gw: &Served,
+    route: &Arc<Route>,
+    conn: &Conn,
+    ex: &mut Box<Exchange>,
+    group: &Arc<Group>,
+    mut index: usize,
+    mut payload: Payload,
+) -> Result<Forwarded, ProxyError> {
+    let _active = route.retry.enter();
+    let idempotent = ex.request.method.is_idempotent();
+    // Held through a retry's attempt: the retry budget counts it.
+    let mut _retry_slot = None;
+    let mut attempt = 0;
+    loop {
+        let failure = match send(gw, route, ex, group, index, &mut payload, attempt).await? {
+            Sent::Response(response, in_flight) => {
+                return Ok(Forwarded::Response(response, in_flight, index));
+            }
+            Sent::Answer(reply) => return Ok(Forwarded::Answer(reply)),
+            Sent::Failed(failure) => failure,
+        };
+        let class = failure.error.class();
+        let wanted = match on_upstream_error(route, ex, &failure.error, attempt).await? {
+            OnError::Respond(reply) => return Ok(Forwarded::Answer(reply)),
+            OnError::Retry => class.may_resend(idempotent),
+            OnError::Default => {
+                class.retry_on.is_some_and(|condition| route.retry.on(condition))
+                    && class.may_resend(idempotent)
+            }
+        };
+        match retry_slot(route, wanted && !payload.is_last(route, attempt)) {
+            Some(slot) => _retry_slot = Some(slot),
+            None => {
+                return match failure.response {
+                    Some((response, in_flight)) => Ok(Forwarded::Response(response, in_flight, index)),
+                    None => Err(failure.error.into()),
+                };
+            }
+        }
+        tracing::debug!(backend = %group.backends()[index].address(), attempt, "retrying on another backend");
+        attempt += 1;
+        index = another_backend(group, index, ex, conn);
+    }
+}
+
+/// One attempt's end.
+enum Sent {
+    Response(Response<Incoming>, InFlight),
+    /// A request-body plugin answered while the body streamed.
+    Answer(LocalReply),
+    Failed(Failure),
+}
+
 /// A failed upstream attempt: why, and the response if the backend answered one the route
 /// retries on (it is passed on if no retry happens).
 struct Failure {
-    kind: FailureKind,
-    error: ProxyError,
+    error: UpstreamError,
     response: Option<(Response<Incoming>, InFlight)>,
 }
 
-impl Failure {
-    fn new(kind: FailureKind, error: ProxyError) -> Self {
-        Failure { kind, error, response: None }
+impl From<UpstreamError> for Failure {
+    fn from(error: UpstreamError) -> Self {
+        Failure { error, response: None }
     }
+}
 
-    fn from_upstream(error: UpstreamError) -> Self {
-        let kind = match &error {
-            UpstreamError::Connect { .. } => FailureKind::ConnectRefused,
-            UpstreamError::ConnectTimeout { .. } | UpstreamError::HandshakeTimeout { .. } => {
-                FailureKind::ConnectTimeout
-            }
-            UpstreamError::ResponseTimeout { .. } => FailureKind::ResponseTimeout,
-            UpstreamError::RefusedStream { .. } | UpstreamError::Exchange { .. } => FailureKind::Reset,
+/// One attempt on backend `index`: admission by its circuit breaker, the request, its span, and
+/// the exchange lent to a filtered body and taken back.
+async fn send(
+    gw: &Served,
+    route: &Arc<Route>,
+    ex: &mut Box<Exchange>,
+    group: &Arc<Group>,
+    index: usize,
+    payload: &mut Payload,
+    attempt: u32,
+) -> Result<Sent, ProxyError> {
+    let backend = &group.backends()[index];
+    let client = client_for(gw, route, group, ex.sni.as_deref())?;
+    // Counted until the response body is done: least-request balancing and the circuit breaker
+    // read it.
+    let wait = route.timeouts.response.unwrap_or(client.response_timeout());
+    let in_flight = match group.admit(index, wait).await {
+        Ok(in_flight) => in_flight,
+        Err(limit) => {
+            let backend = backend.address().to_string();
+            return Ok(Sent::Failed(UpstreamError::Overloaded { backend, limit: limit.limit() }.into()));
+        }
+    };
+    // The head is moved into the request unless a retry or a later phase needs it again.
+    let keep_head = !payload.is_last(route, attempt) || route.reads_request_after_forward();
+    let filtered = payload.is_filtered(route);
+    let mut request = upstream_request(ex, client.scheme(), backend, payload.next_attempt(), keep_head)?;
+    // The attempt's span, made while the exchange is here: a filtered body takes it.
+    let span = match &ex.trace {
+        Some(trace) => trace.upstream_attempt(&mut request, backend.addr(), attempt),
+        None => Span::none(),
+    };
+    // A streamed body through request-body plugins takes the exchange along.
+    let back = if filtered {
+        let source = std::mem::replace(request.body_mut(), UpstreamBody::Full(Default::default()));
+        let UpstreamBody::Stream(source) = source else {
+            return Err(ProxyError::Internal("a filtered body that does not stream"));
         };
-        Failure::new(kind, error.into())
+        let lent = std::mem::replace(ex, Exchange::placeholder());
+        let (body, back) = FilteredRequest::new(source, Filter::new(route.clone(), Direction::Request, lent));
+        *request.body_mut() = UpstreamBody::Filtered(UnsyncBoxBody::new(body));
+        Some(back)
+    } else {
+        None
+    };
+    let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
+    let result = client.send(backend.address(), request, limits, route.timeouts.response).await;
+    match &result {
+        Ok(response) => span.end(response.status().as_u16(), None),
+        Err(error) => span.end(0, Some(error.class().name)),
     }
-
-    /// What the client gets when nothing more is tried: the backend's answer, or the error.
-    fn into_outcome(self) -> Result<(Response<Incoming>, InFlight), ProxyError> {
-        self.response.ok_or(self.error)
+    if let Some(back) = back {
+        let returned = match back.await {
+            Ok(back) => back.get().await,
+            Err(_) => None,
+        };
+        *ex = returned.ok_or(ProxyError::Internal("the request body kept the exchange"))?;
+        if let Some(reply) = ex.reply.take() {
+            return Ok(Sent::Answer(reply));
+        }
     }
+    Ok(match result {
+        Ok(response) => {
+            let status = response.status();
+            group.record(index, status.is_server_error());
+            if !route.retry.on_status(status) {
+                return Ok(Sent::Response(response, in_flight));
+            }
+            let error = UpstreamError::Status { backend: backend.address().to_string(), status };
+            Sent::Failed(Failure { error, response: Some((response, in_flight)) })
+        }
+        Err(error) => {
+            group.record(index, true);
+            Sent::Failed(error.into())
+        }
+    })
 }
 
 /// Asks the route's error-phase plugins about a failed attempt; the first with an opinion
@@ -481,21 +512,15 @@ impl Failure {
 async fn on_upstream_error(
     route: &Route,
     ex: &mut Box<Exchange>,
-    failure: &Failure,
-    backend: &Backend,
+    error: &UpstreamError,
     attempt: u32,
 ) -> Result<OnError, ProxyError> {
-    if route.upstream_error.is_empty() {
+    if !route.has(Phase::UpstreamError) {
         return Ok(OnError::Default);
     }
-    let report = UpstreamFailure {
-        kind: failure.kind,
-        backend: backend.address().to_string(),
-        attempt: attempt + 1,
-        message: failure.error.to_string(),
-    };
-    for plugin in &route.upstream_error {
-        match policy(plugin, plugin.on_upstream_error(ex, &report).await)? {
+    let report = UpstreamFailure::new(error, attempt + 1);
+    for plugin in route.chain(Phase::UpstreamError) {
+        match plugin.by_policy(plugin.on_upstream_error(ex, &report).await)? {
             None | Some(OnError::Default) => continue,
             Some(decision) => return Ok(decision),
         }
@@ -535,30 +560,20 @@ async fn whole_body(
     mut bytes: bytes::Bytes,
     head_open: bool,
 ) -> Result<Buffered, ProxyError> {
-    ex.body_buffered = head_open;
-    for plugin in &route.request_body {
-        let verdict = policy(plugin, plugin.on_request_body(ex, &bytes, true).await);
-        match verdict {
-            Ok(None | Some(BodyVerdict::Continue)) => {}
-            Ok(Some(BodyVerdict::Replace(replaced))) => bytes = replaced,
-            Ok(Some(BodyVerdict::Respond(reply))) => {
-                ex.body_buffered = false;
-                return Ok(Buffered::Respond(reply));
-            }
-            Err(error) => {
-                ex.body_buffered = false;
-                return Err(error);
-            }
+    for plugin in route.chain(Phase::RequestBody) {
+        match plugin.by_policy(plugin.on_request_body(ex, &bytes, true, head_open).await)? {
+            None | Some(BodyVerdict::Continue) => {}
+            Some(BodyVerdict::Replace(replaced)) => bytes = replaced,
+            Some(BodyVerdict::Respond(reply)) => return Ok(Buffered::Respond(reply)),
         }
     }
-    ex.body_buffered = false;
     ex.request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
     Ok(Buffered::Body(bytes))
 }
 
 /// Counts the request (by route, method and status) and times it, when its body is done.
 fn counted(
-    gw: &Gateway,
+    gw: &Served,
     route: Option<&Route>,
     method: &http::Method,
     started: Instant,
@@ -634,6 +649,16 @@ impl Payload {
         matches!(self, Payload::Kept(_))
     }
 
+    /// A streamed body goes through the route's request-body plugins chunk by chunk.
+    fn is_filtered(&self, route: &Route) -> bool {
+        route.has(Phase::RequestBody) && !self.replayable()
+    }
+
+    /// No attempt follows attempt number `attempt` (from 0).
+    fn is_last(&self, route: &Route, attempt: u32) -> bool {
+        attempt >= route.retry.retries || !self.replayable()
+    }
+
     fn next_attempt(&mut self) -> UpstreamBody {
         match self {
             Payload::Stream(body) => {
@@ -647,7 +672,7 @@ impl Payload {
 /// The client of `group` (the route's own, or that of the group a plugin chose), for the
 /// server name a plugin chose, if any.
 fn client_for(
-    gw: &Gateway,
+    gw: &Served,
     route: &Route,
     group: &Arc<Group>,
     sni: Option<&str>,
@@ -680,8 +705,8 @@ enum Selected {
 /// The first plugin with an opinion decides; otherwise the route group's balancer.
 async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Selected, ProxyError> {
     let client = ex.client_addr.ip();
-    for plugin in &route.select_upstream {
-        match policy(plugin, plugin.select_upstream(ex).await)? {
+    for plugin in route.chain(Phase::SelectUpstream) {
+        match plugin.by_policy(plugin.select_upstream(ex).await)? {
             None | Some(Choice::Default) => continue,
             Some(Choice::Backend(group, index)) => return Ok(Selected::Backend(group, index)),
             Some(Choice::Group(group)) => return balance(&group, ex, client),
@@ -704,18 +729,6 @@ fn balance(group: &Arc<Group>, ex: &Exchange, client: std::net::IpAddr) -> Resul
     let index =
         group.pick(key).ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
     Ok(Selected::Backend(group.clone(), index))
-}
-
-/// Applies the plugin's failure policy: a fail-open plugin's error skips it.
-fn policy<T>(plugin: &Plugin, result: Result<T, PluginError>) -> Result<Option<T>, ProxyError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(error) if plugin.failure_policy() == FailurePolicy::FailOpen => {
-            tracing::warn!(plugin = plugin.name(), %error, "plugin failed; skipped (fail-open)");
-            Ok(None)
-        }
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// The request for the backend: its address as the target, the (possibly edited) head, the

@@ -8,8 +8,8 @@ use http::Method;
 
 use crate::config::{RetryOn, RouteConfig, RouteTimeouts};
 use crate::metrics::{Metrics, NameLabel, Timing};
-use crate::plugin::{Phase, Plugin};
-use crate::upstream::{Group, UpstreamClient};
+use crate::plugin::{ChainOrder, Phase, Plugin};
+use crate::upstream::{Group, UpstreamClient, retry_on_status};
 
 /// How a route matches the host.
 #[derive(Debug)]
@@ -52,10 +52,8 @@ pub(crate) struct RetryPolicy {
     pub(crate) retries: u32,
     /// Request bodies up to this size are buffered so that they can be sent again.
     pub(crate) buffer: usize,
-    connect_failure: bool,
-    refused_stream: bool,
-    reset: bool,
-    statuses: [bool; 3],
+    /// The `retry_on` conditions, one bit each.
+    on: u8,
     budget_percent: u32,
     active: AtomicU32,
     retrying: AtomicU32,
@@ -93,37 +91,23 @@ impl RetryPolicy {
             budget_percent,
             active: AtomicU32::new(0),
             retrying: AtomicU32::new(0),
-            connect_failure: on.contains(&RetryOn::ConnectFailure),
-            refused_stream: on.contains(&RetryOn::RefusedStream),
-            reset: on.contains(&RetryOn::Reset),
-            statuses: [
-                on.contains(&RetryOn::Status502),
-                on.contains(&RetryOn::Status503),
-                on.contains(&RetryOn::Status504),
-            ],
+            on: on.iter().fold(0, |bits, &condition| bits | bit(condition)),
         }
     }
 
-    pub(crate) fn on_connect_failure(&self) -> bool {
-        self.connect_failure
+    /// Whether the route's `retry_on` names `condition`.
+    pub(crate) fn on(&self, condition: RetryOn) -> bool {
+        self.on & bit(condition) != 0
     }
 
-    pub(crate) fn on_refused_stream(&self) -> bool {
-        self.refused_stream
-    }
-
-    pub(crate) fn on_reset(&self) -> bool {
-        self.reset
-    }
-
+    /// Whether the route retries on a response with `status`.
     pub(crate) fn on_status(&self, status: http::StatusCode) -> bool {
-        match status.as_u16() {
-            502 => self.statuses[0],
-            503 => self.statuses[1],
-            504 => self.statuses[2],
-            _ => false,
-        }
+        retry_on_status(status).is_some_and(|condition| self.on(condition))
     }
+}
+
+fn bit(condition: RetryOn) -> u8 {
+    1 << condition as u8
 }
 
 /// One route, ready to serve.
@@ -146,16 +130,9 @@ pub(crate) struct Route {
     /// WebSocket upgrades are tunnelled, with this idle timeout; refused if `None`.
     pub(crate) websocket: Option<std::time::Duration>,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
-    pub(crate) request_headers: Vec<Arc<Plugin>>,
-    pub(crate) request_body: Vec<Arc<Plugin>>,
-    pub(crate) select_upstream: Vec<Arc<Plugin>>,
-    pub(crate) upstream_request: Vec<Arc<Plugin>>,
-    pub(crate) upstream_error: Vec<Arc<Plugin>>,
-    /// Response phases run in reverse chain order, so the first plugin sees the final response.
-    pub(crate) response_headers: Vec<Arc<Plugin>>,
-    pub(crate) response_body: Vec<Arc<Plugin>>,
-    pub(crate) response_trailers: Vec<Arc<Plugin>>,
-    pub(crate) log: Vec<Arc<Plugin>>,
+    /// The route's plugins that implement each phase, by [`Phase::index`], in the order that
+    /// phase runs them ([`Phase::order`]).
+    chains: [Vec<Arc<Plugin>>; Phase::ALL.len()],
 }
 
 impl Route {
@@ -171,12 +148,13 @@ impl Route {
         let name = config.name.clone().unwrap_or_else(|| format!("route-{index}"));
         let label = Arc::new(name.clone());
         let seconds = metrics.request_seconds.get_or_create(&NameLabel { name: label.clone() }).clone();
-        let with = |phase: Phase| chain.iter().filter(|p| p.has(phase)).cloned().collect::<Vec<_>>();
-        let reversed = |phase: Phase| {
-            let mut plugins = with(phase);
-            plugins.reverse();
+        let chains = Phase::ALL.map(|phase| {
+            let mut plugins: Vec<_> = chain.iter().filter(|p| p.has(phase)).cloned().collect();
+            if phase.order() == ChainOrder::Reverse {
+                plugins.reverse();
+            }
             plugins
-        };
+        });
         Route {
             name: Arc::from(name),
             label,
@@ -197,15 +175,7 @@ impl Route {
             request_buffer: config.request_buffer,
             redirect_https: config.redirect_https,
             websocket: config.websocket.then_some(config.tunnel_idle),
-            request_headers: with(Phase::RequestHeaders),
-            request_body: with(Phase::RequestBody),
-            select_upstream: with(Phase::SelectUpstream),
-            upstream_request: with(Phase::UpstreamRequest),
-            upstream_error: with(Phase::UpstreamError),
-            response_headers: reversed(Phase::ResponseHeaders),
-            response_body: reversed(Phase::ResponseBody),
-            response_trailers: reversed(Phase::ResponseTrailers),
-            log: reversed(Phase::Log),
+            chains,
         }
     }
 
@@ -215,18 +185,32 @@ impl Route {
             && self.host.matches(host)
     }
 
+    /// The route's plugins that implement `phase`, in the order they run.
+    pub(crate) fn chain(&self, phase: Phase) -> &[Arc<Plugin>] {
+        &self.chains[phase.index()]
+    }
+
+    /// True when some plugin of the route implements `phase`.
+    pub(crate) fn has(&self, phase: Phase) -> bool {
+        !self.chain(phase).is_empty()
+    }
+
     /// True when a phase after forwarding may read the request head, so it must be kept.
     pub(crate) fn reads_request_after_forward(&self) -> bool {
-        !self.response_headers.is_empty()
-            || !self.response_body.is_empty()
-            || !self.response_trailers.is_empty()
-            || !self.upstream_error.is_empty()
-            || !self.log.is_empty()
+        [
+            Phase::UpstreamError,
+            Phase::ResponseHeaders,
+            Phase::ResponseBody,
+            Phase::ResponseTrailers,
+            Phase::Log,
+        ]
+        .into_iter()
+        .any(|phase| self.has(phase))
     }
 
     /// True when the response body needs the exchange: response-body, trailer or log plugins.
     pub(crate) fn follows_response_body(&self) -> bool {
-        !self.response_body.is_empty() || !self.response_trailers.is_empty() || !self.log.is_empty()
+        [Phase::ResponseBody, Phase::ResponseTrailers, Phase::Log].into_iter().any(|phase| self.has(phase))
     }
 }
 

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ProxyBody, headers};
+use crate::head;
 use crate::upstream::InFlight;
 
 /// The 101 for the client, with the backend's handshake headers; the tunnel starts once both
@@ -24,7 +25,7 @@ pub(super) fn open(
 ) -> Response<ProxyBody> {
     let backend = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
+    head::strip_hop_by_hop(&mut parts.headers);
     headers::request_websocket(&mut parts.headers);
     tokio::spawn(async move {
         let _in_flight = in_flight;

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::{Connected, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::UpstreamError;
 use super::tls;
 use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
 use crate::timed::{BoxError, Timed};
@@ -64,57 +65,6 @@ impl http_body::Body for UpstreamBody {
             UpstreamBody::Filtered(b) => b.size_hint(),
         }
     }
-}
-
-/// Why an upstream exchange failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The connection was refused or could not be opened.
-    #[error("cannot connect to {backend}: {reason}")]
-    Connect {
-        /// `host:port`.
-        backend: String,
-        /// Why.
-        reason: String,
-    },
-    /// The connection was not open within the connect timeout.
-    #[error("connecting to {backend} took longer than {}ms", after.as_millis())]
-    ConnectTimeout {
-        /// `host:port`.
-        backend: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The TLS handshake did not finish within its timeout.
-    #[error("the TLS handshake with {backend} took longer than {}ms", after.as_millis())]
-    HandshakeTimeout {
-        /// `host:port`.
-        backend: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// An HTTP/2 backend refused the stream: it did not process the request.
-    #[error("{backend} refused the stream")]
-    RefusedStream {
-        /// `host:port`.
-        backend: String,
-    },
-    /// No response headers within the response timeout.
-    #[error("{backend} sent no response headers within {}ms", after.as_millis())]
-    ResponseTimeout {
-        /// `host:port`.
-        backend: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The exchange broke (reset, malformed response, body error).
-    #[error("exchange with {backend} failed: {reason}")]
-    Exchange {
-        /// `host:port`.
-        backend: String,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// The client for one upstream group.

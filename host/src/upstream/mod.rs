@@ -7,12 +7,14 @@
 mod balance;
 mod call;
 mod client;
+mod error;
 mod health;
 mod tls;
 
 pub use self::balance::{HashSource, Policy, hash_key};
 pub use self::call::{Call, CallError, MAX_CALL_BODY, call};
-pub use self::client::{ClientStats, ConnectLimits, UpstreamBody, UpstreamClient, UpstreamError};
+pub use self::client::{ClientStats, ConnectLimits, UpstreamBody, UpstreamClient};
+pub use self::error::{Class, FailureKind, UpstreamError, retry_on_status};
 pub use self::health::spawn_health_checks;
 
 use self::balance::Balancer;

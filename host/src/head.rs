@@ -1,0 +1,215 @@
+//! The pure rules of an HTTP message head that the proxy and the plugin host both apply, kept
+//! in one place so that they cannot drift: the canonical request path, the host a request is
+//! for, and which headers are hop-by-hop (RFC 9110 §7.6.1) or reserved to the host. It depends
+//! on the `http` crate only.
+
+use std::borrow::Cow;
+
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+
+/// A request path that has no canonical form; the reason is safe to show the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadPath(pub(crate) &'static str);
+
+/// The canonical form of a request path, so that the path a plugin authorises and a route
+/// matches is byte for byte the path forwarded: percent-encoded unreserved characters are
+/// decoded (`%61` → `a`, `%2E` → `.`), other escapes get upper-case hex, and `.` and `..`
+/// segments are removed (RFC 3986 §6.2.2, §5.2.4). An encoded NUL is refused. Borrows when
+/// the path is already canonical, which is the common case.
+pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
+    let has_dots = path.contains("/.") || path == ".";
+    if !path.contains('%') && !has_dots {
+        return Ok(Cow::Borrowed(path));
+    }
+    let bytes = path.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+            let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            else {
+                return Err(BadPath("invalid percent-encoding in the path"));
+            };
+            let byte = hi << 4 | lo;
+            if byte == 0 {
+                return Err(BadPath("NUL in the path"));
+            }
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(byte);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                decoded.extend_from_slice(&[b'%', HEX[usize::from(hi)], HEX[usize::from(lo)]]);
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    // Only ASCII was decoded, so the result is as valid UTF-8 as the input.
+    let decoded = String::from_utf8(decoded).map_err(|_| BadPath("invalid path"))?;
+    if !decoded.contains("/.") {
+        return Ok(if decoded == path { Cow::Borrowed(path) } else { Cow::Owned(decoded) });
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = matches!(segment, "." | "..");
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for s in &segments {
+        normal.push('/');
+        normal.push_str(s);
+    }
+    if trailing_slash || normal.is_empty() {
+        normal.push('/');
+    }
+    Ok(if normal == path { Cow::Borrowed(path) } else { Cow::Owned(normal) })
+}
+
+/// `uri` with its target replaced by `path` and `query`, keeping its scheme and authority.
+pub(crate) fn with_target(uri: &Uri, path: &str, query: Option<&str>) -> Result<Uri, BadPath> {
+    let pq = match query {
+        Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+        None => PathAndQuery::try_from(path),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.map_err(|_| BadPath("invalid path"))?);
+    Uri::from_parts(parts).map_err(|_| BadPath("invalid path"))
+}
+
+/// The host a request is for, without the port: the absolute-form target's authority wins over
+/// `Host` (RFC 9112 §3.2.2).
+pub(crate) fn request_host(request: &http::request::Parts) -> Option<&str> {
+    let authority = match request.uri.authority() {
+        Some(a) => a.as_str(),
+        None => request.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(authority))
+}
+
+pub(crate) fn strip_port(authority: &str) -> &str {
+    // An IPv6 literal keeps its brackets; only a trailing `:digits` is a port.
+    match authority.rfind(':') {
+        Some(i)
+            if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &authority[..i]
+        }
+        _ => authority,
+    }
+}
+
+/// Hop-by-hop headers named by RFC 9110 §7.6.1, plus the legacy ones proxies still meet.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Removes hop-by-hop headers and every header `Connection` names (but never Host, which a
+/// client cannot declare hop-by-hop). `TE: trailers` stays: gRPC needs it to reach the
+/// backend, and it is the one TE value HTTP/2 allows.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let te_trailers = {
+        let mut te = headers.get_all(header::TE).iter();
+        matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    };
+    // Names listed in Connection are collected first: removing while reading the list would
+    // borrow the map twice. Most requests carry no Connection header and allocate nothing.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Headers a plugin may not set: the host writes the framing (`Content-Length`) and the
+/// hop-by-hop headers of each connection itself.
+pub(crate) fn is_reserved(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || HOP_BY_HOP.contains(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_and_the_headers_it_names_are_stripped_but_never_host() {
+        let mut p = http::Request::get("/")
+            .header("host", "a.example")
+            .header("connection", "keep-alive, x-secret, host")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "gzip")
+            .header("upgrade", "h2c")
+            .header("http2-settings", "AAA")
+            .header("proxy-authorization", "Basic x")
+            .header("x-kept", "yes")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0;
+        strip_hop_by_hop(&mut p.headers);
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["host", "x-kept"]);
+    }
+
+    #[test]
+    fn paths_are_normalised_once_for_every_phase() {
+        let norm = |p: &str| normalize_path(p).map(|c| c.into_owned()).map_err(|_| ());
+        assert_eq!(norm("/a/b"), Ok("/a/b".into()));
+        assert_eq!(norm("/public/../admin/x"), Ok("/admin/x".into()));
+        assert_eq!(norm("/%61dmin/x"), Ok("/admin/x".into()));
+        assert_eq!(norm("/%2e%2E/admin"), Ok("/admin".into()));
+        assert_eq!(norm("/./admin/./x/"), Ok("/admin/x/".into()));
+        assert_eq!(norm("/a/.."), Ok("/".into()));
+        assert_eq!(norm("/a%2fb"), Ok("/a%2Fb".into()), "encoded slashes stay encoded");
+        assert_eq!(norm("/a%00"), Err(()));
+        assert_eq!(norm("/a%zz"), Err(()));
+        assert!(matches!(normalize_path("/plain/path"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn host_strips_the_port_but_not_ipv6_brackets() {
+        assert_eq!(strip_port("example.org:8080"), "example.org");
+        assert_eq!(strip_port("example.org"), "example.org");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_headers_are_reserved() {
+        for name in ["content-length", "connection", "te", "transfer-encoding", "upgrade", "keep-alive"] {
+            assert!(is_reserved(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!is_reserved(&header::AUTHORIZATION));
+    }
+}
