@@ -141,8 +141,17 @@ fn plugins(gateway: &Gateway) -> serde_json::Value {
             json!({
                 "sha256": plugin.sha256(),
                 "cache": format!("{:?}", plugin.cache_outcome()),
-                "instances": { "created": s.instances_created, "discarded": s.instances_discarded, "idle": s.instances_idle },
-                "faults": { "traps": s.traps, "deadline": s.deadline_hits, "memory": s.memory_limit_hits, "pool_exhausted": s.pool_exhausted },
+                "instances": {
+                    "created": s.instances_created,
+                    "discarded": s.instances_discarded,
+                    "idle": s.instances_idle,
+                },
+                "faults": {
+                    "traps": s.traps,
+                    "deadline": s.deadline_hits,
+                    "memory": s.memory_limit_hits,
+                    "pool_exhausted": s.pool_exhausted,
+                },
             }),
         );
     }

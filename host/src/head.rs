@@ -90,6 +90,11 @@ pub(crate) fn with_target(uri: &Uri, path: &str, query: Option<&str>) -> Result<
     Uri::from_parts(parts).map_err(|_| BadPath("invalid path"))
 }
 
+/// The length a head declares in `Content-Length`, if it declares a valid one.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// The host a request is for, without the port: the absolute-form target's authority wins over
 /// `Host` (RFC 9112 §3.2.2).
 pub(crate) fn request_host(request: &http::request::Parts) -> Option<&str> {

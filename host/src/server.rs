@@ -366,7 +366,8 @@ impl Running {
             || old.log.format != config.log.format;
         if on_restart {
             tracing::warn!(
-                "listeners, [server], [admin], [traces] and the log format change only on restart; the rest is reloaded"
+                "listeners, [server], [admin], [traces] and the log format change only on restart; \
+                 the rest is reloaded"
             );
         }
         let next = Gateway::build(config, &self.runtime, Some(&current)).await?;

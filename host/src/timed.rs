@@ -2,7 +2,9 @@
 //! request's overall deadline passed. Both directions use it: the client's body on its way
 //! upstream (a client that trickles its body must not hold a backend connection forever)
 //! and the upstream's body on its way back. The timer is made only once a body actually has
-//! to wait, so a body that is ready at once costs no timer.
+//! to wait, so a body that is ready at once costs no timer. [`read_whole`] reads a body
+//! whole within a size bound, for the request bodies the proxy keeps and the responses of
+//! outbound calls.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +29,30 @@ pub enum Stalled {
     /// The request's total timeout passed.
     #[error("the {0} body passed the request's total timeout")]
     Deadline(&'static str),
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It is longer than the bound.
+    #[error("the body is over {0} bytes")]
+    TooLarge(usize),
+    /// Its stream failed.
+    #[error(transparent)]
+    Broken(BoxError),
+}
+
+/// Reads `body` whole, failing past `limit` bytes.
+pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge(limit)),
+        Err(error) => Err(ReadError::Broken(error)),
+    }
 }
 
 /// `inner`, failing with [`Stalled`] when it stalls.

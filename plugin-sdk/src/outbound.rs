@@ -95,7 +95,8 @@ impl OutboundRequest {
 /// ```
 /// use wasmgate_sdk::outbound::OutboundResponse;
 ///
-/// let resp = OutboundResponse { status: 200, headers: vec![("x-user".into(), b"7".to_vec())], body: vec![] };
+/// let headers = vec![("x-user".into(), b"7".to_vec())];
+/// let resp = OutboundResponse { status: 200, headers, body: vec![] };
 /// assert_eq!(resp.header("X-User"), Some("7"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,9 +20,7 @@ use super::bindings::types::{
     Backend as WitBackend, EditError, Header, Level, OutboundError, OutboundRequest, OutboundResponse,
     StoreError as WitStoreError,
 };
-use super::bindings::wasmgate::plugin::{
-    clock, log, metrics, outbound, request, response, state, store, types, upstream,
-};
+use super::bindings::{clock, log, metrics, outbound, request, response, state, store, types, upstream};
 use super::exchange::Exchange;
 use crate::head;
 use crate::metrics::{Kind, Series};
@@ -540,7 +538,8 @@ impl outbound::Host for InstanceState {
         let call = crate::upstream::Call { method, path, headers, body: bytes::Bytes::from(request.body) };
         let started = std::time::Instant::now();
         let result = crate::upstream::call(target, &client, call, timeout).await;
-        tracing::debug!(plugin = %self.plugin, group, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "outbound call");
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(plugin = %self.plugin, group, ms, ok = result.is_ok(), "outbound call");
         match result {
             Ok((parts, body)) => Ok(OutboundResponse {
                 status: parts.status.as_u16(),

@@ -28,8 +28,7 @@ pub use self::error::PluginError;
 pub use self::exchange::Exchange;
 pub use self::pool::PluginStats;
 
-use self::bindings::exports::wasmgate::plugin::handler::Guest as Handler;
-use self::bindings::types;
+use self::bindings::{Handler, types};
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};

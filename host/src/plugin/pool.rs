@@ -3,10 +3,10 @@
 //! Pooled plugins keep a fixed number of instances, made at load time; a call pops one and
 //! pushes it back when the call succeeds. Idle instances form a stack, so the most recently
 //! used (warm in cache, and carrying any state the plugin keeps on purpose, such as a
-//! round-robin counter) is used next; the stack's lock is held only for the push or pop. An instance that trapped, ran out
-//! of time or memory, or whose call was cancelled is dropped, never reused, and a replacement is
-//! made in the background, off the request path. Per-request isolation instead makes a fresh
-//! instance for every call and drops it after.
+//! round-robin counter) is used next; the stack's lock is held only for the push or pop. An
+//! instance that trapped, ran out of time or memory, or whose call was cancelled is dropped,
+//! never reused, and a replacement is made in the background, off the request path.
+//! Per-request isolation instead makes a fresh instance for every call and drops it after.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -296,7 +296,13 @@ impl Pool {
                         return;
                     }
                     Err(error) => {
-                        tracing::error!(plugin = %pool.factory.name, %error, retry_ms = backoff.as_millis() as u64, "cannot replace a discarded instance");
+                        let retry_ms = backoff.as_millis() as u64;
+                        tracing::error!(
+                            plugin = %pool.factory.name,
+                            %error,
+                            retry_ms,
+                            "cannot replace a discarded instance"
+                        );
                     }
                 }
                 drop(pool);
@@ -356,7 +362,12 @@ impl Lease {
             _ => &self.pool.counters.traps,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(plugin = %self.pool.factory.name, phase = phase.as_str(), error = %err, "plugin call failed; instance discarded");
+        tracing::warn!(
+            plugin = %self.pool.factory.name,
+            phase = phase.as_str(),
+            error = %err,
+            "plugin call failed; instance discarded"
+        );
         err
     }
 }

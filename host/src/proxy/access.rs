@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::field::{Empty, display};
 
+use super::body::Outcome;
 use crate::config::{AccessField, LogConfig};
 
 /// Which fields the lines carry, by [`AccessField::ALL`] order.
@@ -32,22 +33,20 @@ pub(crate) struct AccessEntry {
     pub(crate) host: String,
     pub(crate) path: String,
     pub(crate) route: Arc<str>,
-    pub(crate) backend: Option<Arc<str>>,
     /// Known once the phases ran: a plugin may name the request.
     pub(crate) request_id: Option<Arc<str>>,
     pub(crate) user_agent: String,
     pub(crate) tls: bool,
-    pub(crate) status: u16,
 }
 
 impl AccessEntry {
-    /// Writes the line.
-    pub(crate) fn write(&self, duration: Duration, bytes_out: u64) {
+    /// Writes the line for the request that ended with `outcome`.
+    pub(crate) fn write(&self, outcome: &Outcome, duration: Duration, bytes_out: u64) {
         let on = |field: AccessField| self.log.fields[field as usize];
         let client = display(self.client);
         let method = display(&self.method);
         let duration_ms = duration.as_secs_f64() * 1e3;
-        let backend = self.backend.as_deref().unwrap_or("-");
+        let backend = outcome.backend.as_deref().unwrap_or("-");
         let (host, path, route) = (self.host.as_str(), self.path.as_str(), &*self.route);
         let (request_id, user_agent) = (self.request_id.as_deref().unwrap_or("-"), self.user_agent.as_str());
         // Unselected fields are `Empty`: formatters leave them out.
@@ -57,7 +56,7 @@ impl AccessEntry {
             method = if on(AccessField::Method) { &method as &dyn Value } else { &Empty },
             host = if on(AccessField::Host) { &host as &dyn Value } else { &Empty },
             path = if on(AccessField::Path) { &path as &dyn Value } else { &Empty },
-            status = if on(AccessField::Status) { &self.status as &dyn Value } else { &Empty },
+            status = if on(AccessField::Status) { &outcome.status as &dyn Value } else { &Empty },
             duration_ms = if on(AccessField::DurationMs) { &duration_ms as &dyn Value } else { &Empty },
             bytes_out = if on(AccessField::BytesOut) { &bytes_out as &dyn Value } else { &Empty },
             route = if on(AccessField::Route) { &route as &dyn Value } else { &Empty },

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -34,102 +34,109 @@ pub struct ProxyBody {
     ended: bool,
     /// The exchange, once the proxy hands it over: for body plugins and the log phase.
     follow: Option<Box<Follow>>,
-    /// Counted and timed when the body is done.
-    done: Option<Done>,
-    /// The request's span, ended when the body is done.
-    span: Option<Span>,
+    /// What happened, recorded when the body is done.
+    record: Option<Box<Record>>,
     _in_flight: Option<InFlight>,
 }
 
-/// A request's span and what ends it.
-pub(crate) struct Span {
-    pub(crate) cx: opentelemetry::Context,
-    pub(crate) status: u16,
-    pub(crate) error: Option<&'static str>,
-}
-
-/// The request's entry in the metrics, made when the response head is known.
-pub(crate) struct Done {
+/// What happened to one request, recorded once as the request goes. When the response body
+/// is done it feeds the metrics, the access log, the request's span and the log phase.
+pub(crate) struct Outcome {
     pub(crate) started: Instant,
-    pub(crate) requests: Counter,
-    pub(crate) seconds: Option<Timing>,
-    pub(crate) access: Option<Box<super::access::AccessEntry>>,
+    /// The status sent (0 until there is one).
+    pub(crate) status: u16,
+    /// The backend that answered, if one did.
+    pub(crate) backend: Option<Arc<str>>,
+    /// How long the upstream took to send its response head, if the request went upstream.
+    pub(crate) upstream: Option<Duration>,
+    /// The failure's kind (`x-wasmgate-error`) and message, if the request failed.
+    pub(crate) error: Option<(&'static str, String)>,
+    /// Request body bytes, counted as they go upstream when the log phase wants them.
+    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
 }
 
-impl Done {
-    fn record(&self, bytes_out: u64) {
-        let elapsed = self.started.elapsed();
-        self.requests.inc();
-        if let Some(seconds) = &self.seconds {
-            seconds.observe(elapsed.as_secs_f64());
-        }
-        if let Some(access) = &self.access {
-            access.write(elapsed, bytes_out);
+impl Outcome {
+    pub(crate) fn new(started: Instant) -> Self {
+        Outcome { started, status: 0, backend: None, upstream: None, error: None, bytes_in: None }
+    }
+
+    /// The log phase's view of it, once the body sent `bytes_out` (and `ended`, or not).
+    fn log_entry(&self, bytes_out: u64, ended: bool) -> LogEntry {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let error = match &self.error {
+            Some((_, message)) => Some(message.clone()),
+            None if !ended => {
+                Some("the response did not finish: the client or upstream went away".to_owned())
+            }
+            None => None,
+        };
+        LogEntry {
+            status: self.status,
+            duration_us: micros(self.started.elapsed()),
+            upstream_us: self.upstream.map(micros),
+            bytes_in: self.bytes_in.as_ref().map_or(0, |counted| counted.load(Ordering::Relaxed)),
+            bytes_out,
+            backend: self.backend.as_deref().map(str::to_owned),
+            error,
         }
     }
+}
+
+/// Where a request's [`Outcome`] goes when its response body is done.
+pub(crate) struct Record {
+    pub(crate) outcome: Outcome,
+    /// The request's series in the request counter (by route, method and status).
+    pub(crate) requests: Counter,
+    /// The route's latency histogram.
+    pub(crate) seconds: Option<Timing>,
+    pub(crate) access: Option<Box<super::access::AccessEntry>>,
+    /// The request's server span.
+    pub(crate) span: Option<opentelemetry::Context>,
 }
 
 struct Follow {
     /// Holds the exchange, and the route whose plugins run.
     filter: Filter,
-    log: Option<PendingLog>,
-}
-
-/// What the log phase needs besides the exchange.
-pub(crate) struct PendingLog {
-    pub(crate) entry: LogEntry,
-    pub(crate) started: Instant,
-    /// Request body bytes, counted as they went upstream.
-    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
+    /// The route has log plugins.
+    log: bool,
 }
 
 impl ProxyBody {
     /// The upstream's body, streamed; `in_flight` keeps the request counted against its
     /// backend until the body is done.
     pub fn upstream(body: Timed<Incoming>, in_flight: Option<InFlight>) -> Self {
-        ProxyBody {
-            source: Source::Upstream(body),
-            sent: 0,
-            ended: false,
-            follow: None,
-            done: None,
-            span: None,
-            _in_flight: in_flight,
-        }
+        ProxyBody::new(Source::Upstream(body), in_flight)
     }
 
     /// A body the gateway wrote.
     pub fn local(bytes: Bytes) -> Self {
-        ProxyBody {
-            source: Source::Local(Full::new(bytes)),
-            sent: 0,
-            ended: false,
-            follow: None,
-            done: None,
-            span: None,
-            _in_flight: None,
-        }
+        ProxyBody::new(Source::Local(Full::new(bytes)), None)
+    }
+
+    fn new(source: Source, in_flight: Option<InFlight>) -> Self {
+        ProxyBody { source, sent: 0, ended: false, follow: None, record: None, _in_flight: in_flight }
     }
 
     /// Hands the body the exchange: an upstream body then goes through the route's body
-    /// plugins, and `log` (if any) runs when the body is done.
-    pub(crate) fn follow(mut self, route: Arc<Route>, ex: Box<Exchange>, log: Option<PendingLog>) -> Self {
+    /// plugins, and its log plugins (if any) run when the body is done.
+    pub(crate) fn follow(mut self, route: Arc<Route>, ex: Box<Exchange>) -> Self {
+        let log = route.has(Phase::Log);
         let filter = Filter::new(route, Direction::Response, ex);
         self.follow = Some(Box::new(Follow { filter, log }));
         self
     }
-}
 
-impl ProxyBody {
-    /// Counts and times the request when the body is done.
-    pub(crate) fn done(mut self, done: Done) -> Self {
-        self.done = Some(done);
+    /// Records what happened when the body is done.
+    pub(crate) fn recorded(mut self, record: Box<Record>) -> Self {
+        self.record = Some(record);
         self
     }
 
-    /// Ends the request's span when the body is done.
-    pub(crate) fn traced(mut self, span: Span) -> Self {
-        self.span = Some(span);
+    /// Ends the request's span `cx` with the record, when the body is done.
+    pub(crate) fn traced(mut self, cx: opentelemetry::Context) -> Self {
+        if let Some(record) = &mut self.record {
+            record.span = Some(cx);
+        }
         self
     }
 }
@@ -199,26 +206,28 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         let ended = self.is_end_stream();
-        if let Some(done) = &self.done {
-            done.record(self.sent);
+        let Some(record) = self.record.take() else { return };
+        let Record { outcome, requests, seconds, access, span } = *record;
+        let elapsed = outcome.started.elapsed();
+        requests.inc();
+        if let Some(seconds) = &seconds {
+            seconds.observe(elapsed.as_secs_f64());
         }
-        if let Some(span) = &self.span {
-            let error = span.error.or((!ended).then_some("response-incomplete"));
-            crate::telemetry::finish(&span.cx, span.status, error);
+        if let Some(access) = &access {
+            access.write(&outcome, elapsed, self.sent);
+        }
+        if let Some(cx) = &span {
+            let error =
+                outcome.error.as_ref().map(|(kind, _)| *kind).or((!ended).then_some("response-incomplete"));
+            crate::telemetry::finish(cx, outcome.status, error);
         }
         let Some(follow) = self.follow.take() else { return };
         let Follow { filter, log } = *follow;
-        let Some(mut log) = log else { return };
+        if !log {
+            return;
+        }
         let route = filter.route().clone();
-        log.entry.bytes_out = self.sent;
-        log.entry.duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if let Some(counted) = &log.bytes_in {
-            log.entry.bytes_in = counted.load(Ordering::Relaxed);
-        }
-        if !ended && log.entry.error.is_none() {
-            log.entry.error =
-                Some("the response did not finish: the client or upstream went away".to_owned());
-        }
+        let entry = outcome.log_entry(self.sent, ended);
         // Log plugins run after the response, off the response's own path (and after a body
         // plugin call the client's departure interrupted).
         let back = filter.into_exchange();
@@ -226,7 +235,7 @@ impl Drop for ProxyBody {
             runtime.spawn(async move {
                 let Some(mut ex) = back.get().await else { return };
                 for plugin in route.chain(Phase::Log) {
-                    if let Err(error) = plugin.on_log(&mut ex, &log.entry).await {
+                    if let Err(error) = plugin.on_log(&mut ex, &entry).await {
                         tracing::warn!(plugin = plugin.name(), %error, "log phase failed");
                     }
                 }

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http::uri::{PathAndQuery, Scheme};
+use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -45,15 +46,13 @@ pub use self::error::ProxyError;
 pub(crate) use self::route::{RetryPolicy, Route, Router};
 
 use self::access::AccessEntry;
-use self::body::{Done, PendingLog};
+use self::body::{Outcome, Record};
 use self::filter::{Direction, Filter, FilteredRequest};
 use crate::head::{self, request_host};
 use crate::metrics::{Metrics, RequestLabels, Timing, method_label};
-use crate::plugin::{
-    Action, BodyVerdict, Choice, Exchange, LocalReply, LogEntry, OnError, Phase, UpstreamFailure,
-};
+use crate::plugin::{Action, BodyVerdict, Choice, Exchange, LocalReply, OnError, Phase, UpstreamFailure};
 use crate::telemetry::{RequestTrace, Span, Telemetry};
-use crate::timed::Timed;
+use crate::timed::{self, ReadError, Timed};
 use crate::upstream::{
     Backend, Group, InFlight, UpstreamBody, UpstreamClient, UpstreamError, Upstreams, hash_key,
 };
@@ -108,7 +107,7 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     // Head checks. Hop-by-hop headers go before any plugin sees the head, so a client cannot
     // strip what a plugin adds.
     if let Err(error) = headers::check_head(&mut parts) {
-        return counted(gw, None, &parts.method, started, refuse(&error, &conn, None), None);
+        return recorded(gw, None, &parts.method, Outcome::new(started), refuse(&error, &conn, None), None);
     }
     // Read before the hop-by-hop headers go; only WebSocket is ever tunnelled (an `h2c`
     // upgrade, or any other, is dropped with the hop-by-hop headers and served normally).
@@ -126,14 +125,15 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
                     host: host.to_owned(),
                     path: parts.uri.path().to_owned(),
                 };
-                return counted(gw, None, &parts.method, started, refuse(&error, &conn, None), None);
+                let response = refuse(&error, &conn, None);
+                return recorded(gw, None, &parts.method, Outcome::new(started), response, None);
             }
         }
     };
     if let (Some(port), false) = (route.redirect_https, conn.tls) {
         let response =
             headers::redirect_https(&parts, port).unwrap_or_else(|error| refuse(&error, &conn, Some(&route)));
-        return counted(gw, Some(&route), &parts.method, started, response, None);
+        return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
     }
     let method = parts.method.clone();
     let trace =
@@ -160,71 +160,52 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
             host: ex.host().unwrap_or("-").to_owned(),
             path: ex.request.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
             route: route.name.clone(),
-            backend: None,
             request_id: None,
             user_agent: header(http::header::USER_AGENT),
             tls: conn.tls,
-            status: 0,
         })
     });
 
-    // Only routes with log plugins pay for the log entry and for counting request bytes.
-    let bytes_in = route.has(Phase::Log).then(|| Arc::new(AtomicU64::new(0)));
-    let mut entry = route.has(Phase::Log).then_some(LogEntry {
-        status: 0,
-        duration_us: 0,
-        upstream_us: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        backend: None,
-        error: None,
-    });
+    // Only routes with log plugins pay for counting request bytes.
+    let mut outcome = Outcome::new(started);
+    outcome.bytes_in = route.has(Phase::Log).then(|| Arc::new(AtomicU64::new(0)));
     // The total timeout bounds the whole exchange: here until the response headers, then in
     // the bodies (which carry the same deadline).
     let deadline = route.timeouts.total.map(|total| tokio::time::Instant::now() + total);
-    let request = Inbound { body, bytes_in: bytes_in.clone(), websocket, deadline };
-    let exchange = run_route(gw, &route, &conn, &mut ex, request, entry.as_mut());
+    let request = Inbound { body, bytes_in: outcome.bytes_in.clone(), websocket, deadline };
+    let exchange = run_route(gw, &route, &conn, &mut ex, request, &mut outcome);
     let result = match (deadline, route.timeouts.total) {
         (Some(deadline), Some(after)) => tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or(Err(ProxyError::TotalTimeout { after })),
         _ => exchange.await,
     };
-    let mut failure = None;
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            if let Some(entry) = entry.as_mut() {
-                entry.error = Some(error.to_string());
-            }
-            failure = Some(error.kind());
+            outcome.error = Some((error.kind(), error.to_string()));
             refuse(&error, &conn, Some(&route))
         }
     };
+    outcome.backend = ex.backend.clone();
+    // A plugin may have named the request since (request-id).
     let access = access.map(|mut entry| {
-        entry.status = response.status().as_u16();
-        entry.backend = ex.backend.clone();
-        // A plugin may have named the request since (request-id).
         entry.request_id = Some(ex.request_id());
         entry
     });
-    let mut response = counted(gw, Some(&route), &method, started, response, access);
-    if let Some(trace) = &ex.trace {
-        let span =
-            body::Span { cx: trace.context().clone(), status: response.status().as_u16(), error: failure };
-        response = response.map(|body| body.traced(span));
-    }
+    let span = ex.trace.as_ref().map(|trace| trace.context().clone());
+    let response = recorded(gw, Some(&route), &method, outcome, response, access);
+    let response = match span {
+        Some(span) => response.map(|body| body.traced(span)),
+        None => response,
+    };
     if !route.follows_response_body() {
         return response;
-    }
-    if let Some(entry) = entry.as_mut() {
-        entry.status = response.status().as_u16();
     }
     let (parts, body) = response.into_parts();
     // Trailer and log plugins read the response head too.
     ex.response = Some(head_copy(&parts));
-    let log = entry.map(|entry| PendingLog { entry, started, bytes_in });
-    Response::from_parts(parts, body.follow(route, ex, log))
+    Response::from_parts(parts, body.follow(route, ex))
 }
 
 /// What arrived with the request head.
@@ -245,7 +226,7 @@ async fn run_route(
     conn: &Conn,
     ex: &mut Box<Exchange>,
     inbound: Inbound,
-    entry: Option<&mut LogEntry>,
+    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // on-request-headers (for a WebSocket upgrade, on its handshake).
     for plugin in route.chain(Phase::RequestHeaders) {
@@ -263,7 +244,9 @@ async fn run_route(
         body = body.counting(counter);
     }
     let mut payload = match route.request_buffer {
-        Some(limit) => Payload::Kept(read_whole(ex, body, limit).await?),
+        Some(limit) => {
+            Payload::Kept(read_whole(body, head::content_length(&ex.request.headers), limit).await?)
+        }
         None => Payload::new(body, &ex.request.headers, &route.retry).await?,
     };
     if payload.is_filtered(route) {
@@ -313,10 +296,7 @@ async fn run_route(
         seconds.observe(upstream.as_secs_f64());
     }
     ex.backend = Some(group.backends()[index].address().clone());
-    if let Some(entry) = entry {
-        entry.backend = Some(group.backends()[index].address().to_string());
-        entry.upstream_us = Some(u64::try_from(upstream.as_micros()).unwrap_or(u64::MAX));
-    }
+    outcome.upstream = Some(upstream);
 
     // A WebSocket handshake the backend accepted: the connection becomes a tunnel.
     if let Some(client_side) = websocket
@@ -455,7 +435,7 @@ async fn send(
     // The head is moved into the request unless a retry or a later phase needs it again.
     let keep_head = !payload.is_last(route, attempt) || route.reads_request_after_forward();
     let filtered = payload.is_filtered(route);
-    let mut request = upstream_request(ex, client.scheme(), backend, payload.next_attempt(), keep_head)?;
+    let mut request = upstream_request(ex, &client, backend, payload.next_attempt(), keep_head)?;
     // The attempt's span, made while the exchange is here: a filtered body takes it.
     let span = match &ex.trace {
         Some(trace) => trace.upstream_attempt(&mut request, backend.addr(), attempt),
@@ -529,27 +509,19 @@ async fn on_upstream_error(
 }
 
 enum Buffered {
-    Body(bytes::Bytes),
+    Body(Bytes),
     Respond(LocalReply),
 }
 
-/// Reads the request body whole; 413 past `limit` (the route's `request_buffer`).
-async fn read_whole(
-    ex: &mut Exchange,
-    body: Timed<Incoming>,
-    limit: usize,
-) -> Result<bytes::Bytes, ProxyError> {
-    let declared = ex.request.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
-    if declared.and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+/// Reads the request body whole; 413 past `limit`.
+async fn read_whole(body: Timed<Incoming>, declared: Option<u64>, limit: usize) -> Result<Bytes, ProxyError> {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ProxyError::BodyTooLarge { limit })
-        }
-        Err(_) => Err(ProxyError::BadRequest("the request body broke off")),
-    }
+    timed::read_whole(body, limit).await.map_err(|error| match error {
+        ReadError::TooLarge(limit) => ProxyError::BodyTooLarge { limit },
+        ReadError::Broken(_) => ProxyError::BadRequest("the request body broke off"),
+    })
 }
 
 /// Runs a whole request body through the request-body plugins, which may edit the head when
@@ -557,7 +529,7 @@ async fn read_whole(
 async fn whole_body(
     route: &Route,
     ex: &mut Box<Exchange>,
-    mut bytes: bytes::Bytes,
+    mut bytes: Bytes,
     head_open: bool,
 ) -> Result<Buffered, ProxyError> {
     for plugin in route.chain(Phase::RequestBody) {
@@ -571,28 +543,31 @@ async fn whole_body(
     Ok(Buffered::Body(bytes))
 }
 
-/// Counts the request (by route, method and status) and times it, when its body is done.
-fn counted(
+/// Sets the request's status and hands its outcome to the response body, which records it
+/// (metrics by route, method and status, the access log) when it is done.
+fn recorded(
     gw: &Served,
     route: Option<&Route>,
     method: &http::Method,
-    started: Instant,
+    mut outcome: Outcome,
     response: Response<ProxyBody>,
     access: Option<Box<AccessEntry>>,
 ) -> Response<ProxyBody> {
     static NO_ROUTE: std::sync::LazyLock<Arc<String>> = std::sync::LazyLock::new(|| Arc::new("-".to_owned()));
+    outcome.status = response.status().as_u16();
     let labels = RequestLabels {
         route: route.map_or_else(|| NO_ROUTE.clone(), |r| r.label.clone()),
         method: method_label(method),
-        status: response.status().as_u16(),
+        status: outcome.status,
     };
-    let done = Done {
-        started,
+    let record = Record {
+        outcome,
         requests: gw.metrics.requests.get_or_create(&labels).clone(),
         seconds: route.map(|r| r.seconds.clone()),
         access,
+        span: None,
     };
-    response.map(|body| body.done(done))
+    response.map(|body| body.recorded(Box::new(record)))
 }
 
 /// A copy of a response head without its extensions, for phases that read it later.
@@ -620,7 +595,7 @@ fn retry_slot(route: &Route, wanted: bool) -> Option<route::Active<'_>> {
 /// retry can send it again (an empty body, or one within the route's `retry_buffer`).
 enum Payload {
     Stream(Option<Timed<Incoming>>),
-    Kept(bytes::Bytes),
+    Kept(Bytes),
 }
 
 impl Payload {
@@ -630,19 +605,13 @@ impl Payload {
         retry: &RetryPolicy,
     ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
-            return Ok(Payload::Kept(bytes::Bytes::new()));
+            return Ok(Payload::Kept(Bytes::new()));
         }
-        let length = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if retry.retries == 0 || length.is_none_or(|n| n > retry.buffer) {
+        let length = head::content_length(headers);
+        if retry.retries == 0 || length.is_none_or(|n| n > retry.buffer as u64) {
             return Ok(Payload::Stream(Some(body)));
         }
-        match http_body_util::BodyExt::collect(body).await {
-            Ok(collected) => Ok(Payload::Kept(collected.to_bytes())),
-            Err(_) => Err(ProxyError::BadRequest("the request body broke off")),
-        }
+        Ok(Payload::Kept(read_whole(body, length, retry.buffer).await?))
     }
 
     fn replayable(&self) -> bool {
@@ -735,25 +704,17 @@ fn balance(group: &Arc<Group>, ex: &Exchange, client: std::net::IpAddr) -> Resul
 /// client's body streamed. The head is moved, not copied, unless a later phase reads it.
 fn upstream_request(
     ex: &mut Exchange,
-    scheme: &Scheme,
+    client: &UpstreamClient,
     backend: &Backend,
     body: UpstreamBody,
     keep_head: bool,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
     let path = ex.request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(scheme.clone());
-    target.authority = Some(backend.authority().clone());
-    target.path_and_query = Some(path);
-    let uri = http::Uri::from_parts(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     let headers =
         if keep_head { ex.request.headers.clone() } else { std::mem::take(&mut ex.request.headers) };
-    let mut request = Request::new(body);
-    *request.method_mut() = ex.request.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Ok(request)
+    client
+        .request(backend, ex.request.method.clone(), path, headers, body)
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
 }
 
 fn local_response(reply: LocalReply) -> Response<ProxyBody> {

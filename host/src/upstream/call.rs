@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http_body_util::BodyExt;
 
 use super::{Group, UpstreamBody, UpstreamClient};
+use crate::timed::{ReadError, read_whole};
 
 /// The largest response body an outbound call reads.
 pub const MAX_CALL_BODY: usize = 1 << 20;
@@ -55,16 +55,10 @@ pub async fn call(
             .await
             .map_err(|limit| CallError::Failed(format!("backend at its `{}` limit", limit.limit())))?;
         let backend = &group.backends()[index];
-        let uri = http::Uri::builder()
-            .scheme(client.scheme().clone())
-            .authority(backend.authority().clone())
-            .path_and_query(call.path)
-            .build()
+        let body = UpstreamBody::Full(http_body_util::Full::new(call.body));
+        let mut request = client
+            .request(backend, call.method, call.path, call.headers, body)
             .map_err(|e| CallError::Failed(e.to_string()))?;
-        let mut request = http::Request::new(UpstreamBody::Full(http_body_util::Full::new(call.body)));
-        *request.method_mut() = call.method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = call.headers;
         request.headers_mut().entry(http::header::HOST).or_insert_with(|| {
             http::HeaderValue::from_str(backend.address())
                 .unwrap_or(http::HeaderValue::from_static("localhost"))
@@ -76,17 +70,10 @@ pub async fn call(
             .map_err(|e| CallError::Failed(e.to_string()))?;
         group.record(index, response.status().is_server_error());
         let (parts, body) = response.into_parts();
-        let body = http_body_util::Limited::new(body, MAX_CALL_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    CallError::TooLarge
-                } else {
-                    CallError::Failed(e.to_string())
-                }
-            })?
-            .to_bytes();
+        let body = read_whole(body, MAX_CALL_BODY).await.map_err(|e| match e {
+            ReadError::TooLarge(_) => CallError::TooLarge,
+            ReadError::Broken(e) => CallError::Failed(e.to_string()),
+        })?;
         Ok((parts, body))
     };
     tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::MaybeHttpsStream;
@@ -19,8 +20,8 @@ use hyper_util::client::legacy::connect::{Connected, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::UpstreamError;
 use super::tls;
+use super::{Backend, UpstreamError};
 use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
 use crate::timed::{BoxError, Timed};
 
@@ -364,6 +365,27 @@ impl UpstreamClient {
     /// `https` for TLS groups, else `http`: the scheme of upstream request targets.
     pub fn scheme(&self) -> &http::uri::Scheme {
         &self.scheme
+    }
+
+    /// A request for `backend`: the target is its address with `path`, in this group's scheme.
+    pub fn request(
+        &self,
+        backend: &Backend,
+        method: http::Method,
+        path: PathAndQuery,
+        headers: http::HeaderMap,
+        body: UpstreamBody,
+    ) -> Result<Request<UpstreamBody>, http::Error> {
+        let uri = http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(backend.authority().clone())
+            .path_and_query(path)
+            .build()?;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
     }
 
     /// Requests sent and connections opened so far.

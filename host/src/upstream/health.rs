@@ -26,7 +26,8 @@ pub fn spawn_health_checks(tasks: &mut JoinSet<()>, group: &Arc<Group>, check: &
                 }
                 let backend = &group.backends()[index];
                 let outcome = tokio::time::timeout(check.timeout, probe(backend, &check)).await;
-                let result = outcome.unwrap_or_else(|_| Err(format!("no answer within {}ms", check.timeout.as_millis())));
+                let result = outcome
+                    .unwrap_or_else(|_| Err(format!("no answer within {}ms", check.timeout.as_millis())));
                 streak = match &result {
                     Ok(()) => (streak.0.saturating_add(1), 0),
                     Err(_) => (0, streak.1.saturating_add(1)),
@@ -41,11 +42,10 @@ pub fn spawn_health_checks(tasks: &mut JoinSet<()>, group: &Arc<Group>, check: &
                 if let Some(healthy) = verdict
                     && backend.set_healthy(healthy)
                 {
+                    let (group, backend) = (group.name(), backend.address());
                     match result {
-                        Ok(()) => tracing::info!(group = %group.name(), backend = %backend.address(), "backend healthy again"),
-                        Err(reason) => {
-                            tracing::warn!(group = %group.name(), backend = %backend.address(), %reason, "backend unhealthy")
-                        }
+                        Ok(()) => tracing::info!(%group, %backend, "backend healthy again"),
+                        Err(reason) => tracing::warn!(%group, %backend, %reason, "backend unhealthy"),
                     }
                 }
             }

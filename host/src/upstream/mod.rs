@@ -177,7 +177,13 @@ impl Group {
         let length = policy.base_ejection * n;
         backend.ejected_until.store(clock_ms() + length.as_millis() as u64, Ordering::Relaxed);
         backend.failures.store(0, Ordering::Relaxed);
-        tracing::warn!(group = %self.name, backend = %backend.address, failures, ejection_ms = length.as_millis() as u64, "backend ejected as an outlier");
+        tracing::warn!(
+            group = %self.name,
+            backend = %backend.address,
+            failures,
+            ejection_ms = length.as_millis() as u64,
+            "backend ejected as an outlier"
+        );
     }
 
     /// Where consistent hashing takes each request's key from.
