@@ -379,15 +379,15 @@ upstream = "origins"
         let err = with("balance = \"consistent-hash\"\nhash_key = \"header:bad name\"").expect_err("bad key");
         assert_eq!(
             err.to_string(),
-            "gw.toml:8: upstreams.origins.hash_key: `header:bad name` is not client-addr, path, header:NAME or \
-             cookie:NAME"
+            "gw.toml:8: upstreams.origins.hash_key: \
+             `header:bad name` is not client-addr, path, header:NAME or cookie:NAME"
         );
         let err = with("[upstreams.origins.health_check]\nexpected_status = [\"200-299\", \"700\"]")
             .expect_err("status");
         assert_eq!(
             err.to_string(),
-            "gw.toml:8: upstreams.origins.health_check.expected_status: `700` is not a status or a range like \
-             \"200-299\""
+            "gw.toml:8: upstreams.origins.health_check.expected_status: \
+             `700` is not a status or a range like \"200-299\""
         );
         let err = parse(&format!("{MINIMAL}methods = [\"GET\", \"G T\"]\n")).expect_err("method");
         assert_eq!(err.to_string(), "gw.toml:10: routes[0].methods: `G T` is not a method");

@@ -24,10 +24,10 @@ pub struct RouteConfig {
     /// Match only these methods; any if empty.
     #[serde(default, with = "methods")]
     pub methods: Vec<http::Method>,
-    /// Plugins, in the order their request phases run.
+    /// Plugins, in the order their request phases run (response phases run in reverse).
     #[serde(default)]
     pub plugins: Vec<Spanned<String>>,
-    /// The upstream group.
+    /// The group under `[upstreams]` that serves the route; its span locates a wrong name.
     pub upstream: Spanned<String>,
     /// Further attempts after a failed one, each on another backend where there is one. Only
     /// requests without a body are retried, and a non-idempotent one only when nothing was

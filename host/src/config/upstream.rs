@@ -163,7 +163,7 @@ pub struct ResolvedTls {
     pub sni: Option<String>,
     /// See [`UpstreamTlsConfig::ca`].
     pub ca: Option<PathBuf>,
-    /// Certificate chain and key.
+    /// The client certificate chain and its key, from `client_cert` and `client_key`.
     pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
@@ -264,7 +264,7 @@ impl From<HashKeySetting> for String {
     }
 }
 
-/// One backend.
+/// One backend of a group, as written: a bare address or a weighted table.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum BackendConfig {
@@ -281,7 +281,7 @@ pub enum BackendConfig {
 }
 
 impl BackendConfig {
-    /// `host:port`.
+    /// `host:port` as configured: resolved at build time, and the TLS name unless `sni` is set.
     pub fn address(&self) -> &str {
         match self {
             BackendConfig::Address(a) | BackendConfig::Weighted { address: a, .. } => a,

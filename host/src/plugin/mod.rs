@@ -663,11 +663,14 @@ mod tests {
 
     use super::*;
 
+    const ONE_PLUGIN: &str = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n\
+        [upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nupstream = \"o\"\n\
+        [plugins.p]\npath = \"p.wasm\"\n";
+
     #[test]
     fn a_spec_from_the_config_carries_its_json_config_and_path() {
-        let text = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n\
-                    [[routes]]\nupstream = \"o\"\n[plugins.p]\npath = \"p.wasm\"\nconfig = { a = 1 }\n";
-        let c = Config::parse(Path::new("gw.toml"), text).expect("valid");
+        let c = Config::parse(Path::new("gw.toml"), &format!("{ONE_PLUGIN}config = {{ a = 1 }}\n"))
+            .expect("valid");
         let spec = PluginSpec::from_config("p", &c.plugins["p"], &c);
         assert_eq!(spec.config_json, r#"{"a":1}"#);
         assert_eq!(spec.path, PathBuf::from("p.wasm"));
@@ -675,9 +678,7 @@ mod tests {
 
     #[test]
     fn code_and_config_get_the_same_defaults() {
-        let text = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n\
-                    [[routes]]\nupstream = \"o\"\n[plugins.p]\npath = \"p.wasm\"\n";
-        let c = Config::parse(Path::new("gw.toml"), text).expect("valid");
+        let c = Config::parse(Path::new("gw.toml"), ONE_PLUGIN).expect("valid");
         let (read, built) =
             (PluginSpec::from_config("p", &c.plugins["p"], &c), PluginSpec::new("p", "p.wasm"));
         assert_eq!(
