@@ -193,8 +193,8 @@ pub struct PluginSpec {
 }
 
 impl PluginSpec {
-    /// A spec with the defaults: 10 ms deadline, 64 MiB memory, 16 pooled instances, 10 ms pool
-    /// wait, fail-closed.
+    /// A spec with the defaults a config file gets ([`crate::config::defaults`]: 10 ms deadline,
+    /// 64 MiB memory, 16 pooled instances, 10 ms pool wait), fail-closed and pooled.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         PluginSpec {
             name: name.into(),
