@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Config, LogFormat};
 use crate::gateway::Gateway;
-use crate::plugin::{Phase, Runtime};
+use crate::plugin::{Phase, Runtime, RuntimeConfig};
 
 /// wasmgate: an HTTP gateway whose request logic runs in sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -103,7 +103,7 @@ async fn run(config: Config) -> ExitCode {
 }
 
 async fn check(config: Config) -> ExitCode {
-    let runtime = match Runtime::new(&config.runtime_config()) {
+    let runtime = match Runtime::new(&RuntimeConfig::from_config(&config)) {
         Ok(rt) => rt,
         Err(error) => return fail(&*error),
     };

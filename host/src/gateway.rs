@@ -12,11 +12,11 @@ use tokio::task::JoinSet;
 
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
 use crate::metrics::NameLabel;
-use crate::plugin::{Plugin, Runtime};
+use crate::plugin::{Plugin, PluginSpec, Runtime};
 use crate::proxy::{AccessLog, Route, Router, Served};
 use crate::telemetry::Telemetry;
 use crate::upstream::{
-    Backend, Group, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
+    Backend, Group, HashSource, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
 };
 
 /// A built, ready-to-serve gateway.
@@ -41,7 +41,7 @@ impl Gateway {
         let mut plugins = BTreeMap::new();
         for (name, p) in &config.plugins {
             let plugin = runtime
-                .load(&config.plugin_spec(name, p))
+                .load(&PluginSpec::from_config(name, p, &config))
                 .await
                 .map_err(|e| config.error(format!("plugins.{name}"), e.to_string()))?;
             plugins.insert(name.clone(), Arc::new(plugin));
@@ -89,9 +89,9 @@ impl Gateway {
                     }
                 }
             }
-            let mut group = Group::with_policy(name.as_str(), backends, u.balance.policy());
-            if let Some(source) = u.hash_key.as_deref().and_then(crate::upstream::HashSource::parse) {
-                group = group.with_hash_source(source);
+            let mut group = Group::with_policy(name.as_str(), backends, u.balance.into());
+            if let Some(key) = &u.hash_key {
+                group = group.with_hash_source(HashSource::from(key));
             }
             if let Some(o) = &u.outlier_detection {
                 group = group.with_outlier_detection(OutlierPolicy {

@@ -399,7 +399,7 @@ impl Running {
 /// until [`Running::stop`].
 pub async fn start(config: crate::config::Config) -> Result<Running, StartError> {
     let runtime = Arc::new(
-        crate::plugin::Runtime::new(&config.runtime_config())
+        crate::plugin::Runtime::new(&crate::plugin::RuntimeConfig::from_config(&config))
             .map_err(|e| StartError::Engine(format!("{e:#}")))?,
     );
     let mut addresses = Vec::with_capacity(config.listeners.len());

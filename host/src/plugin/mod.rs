@@ -21,17 +21,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use self::cache::{CacheOutcome, default_dir as default_cache_dir};
 pub use self::error::PluginError;
 pub use self::exchange::Exchange;
 pub use self::pool::PluginStats;
+// The two choices a config makes for a plugin are the config's own types.
+pub use crate::config::{FailurePolicy, Isolation};
 
 use self::bindings::{Handler, types};
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
+use crate::config::{Config, PluginConfig, defaults};
 use crate::metrics::{Metrics, PluginPhaseLabels, Timing};
 use crate::store::{MemoryStore, Store};
 use crate::telemetry::Span;
@@ -121,27 +124,6 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// What to do with a request when its plugin fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Fail the request: 500 for a plugin fault, 503 when the pool is exhausted.
-    #[default]
-    FailClosed,
-    /// Skip the plugin and carry on as if it had said "continue".
-    FailOpen,
-}
-
-/// How instances are shared between requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Isolation {
-    /// Instances are pooled and reused across calls.
-    #[default]
-    Pooled,
-    /// Every call gets a fresh instance, dropped after: nothing can leak between requests, at
-    /// the cost of an instantiation per call.
-    PerRequest,
-}
-
 /// Settings shared by every plugin.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -161,10 +143,29 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             cache_dir: cache::default_dir(),
-            instance_slots: 256,
-            max_memory: 256 << 20,
-            epoch_tick: Duration::from_millis(1),
-            store_max_entries: 100_000,
+            instance_slots: defaults::INSTANCE_SLOTS,
+            max_memory: defaults::MAX_MEMORY,
+            epoch_tick: defaults::EPOCH_TICK,
+            store_max_entries: defaults::STORE_MAX_ENTRIES,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The runtime's settings from the `[runtime]` section: an unset `cache_dir` means the
+    /// default directory, and `cache = false` means no cache at all.
+    pub fn from_config(config: &Config) -> Self {
+        let runtime = &config.runtime;
+        RuntimeConfig {
+            cache_dir: match (runtime.cache, &runtime.cache_dir) {
+                (false, _) => None,
+                (true, Some(dir)) => Some(config.resolve(dir)),
+                (true, None) => cache::default_dir(),
+            },
+            instance_slots: runtime.instance_slots,
+            max_memory: runtime.max_memory,
+            epoch_tick: defaults::EPOCH_TICK,
+            store_max_entries: runtime.store_max_entries,
         }
     }
 }
@@ -193,19 +194,36 @@ pub struct PluginSpec {
 }
 
 impl PluginSpec {
-    /// A spec with the defaults: 10 ms deadline, 64 MiB memory, 16 pooled instances, 10 ms pool
-    /// wait, fail-closed.
+    /// A spec with the defaults a config file gets ([`crate::config::defaults`]: 10 ms deadline,
+    /// 64 MiB memory, 16 pooled instances, 10 ms pool wait), fail-closed and pooled.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         PluginSpec {
             name: name.into(),
             path: path.into(),
             config_json: "{}".to_owned(),
-            deadline: Duration::from_millis(10),
-            memory_limit: 64 << 20,
-            instances: 16,
-            pool_wait: Duration::from_millis(10),
+            deadline: defaults::DEADLINE,
+            memory_limit: defaults::MEMORY_LIMIT,
+            instances: defaults::INSTANCES,
+            pool_wait: defaults::POOL_WAIT,
             failure: FailurePolicy::FailClosed,
             isolation: Isolation::Pooled,
+        }
+    }
+
+    /// Plugin `name` as `[plugins.NAME]` of `config` describes it, its path resolved against
+    /// the config file's folder.
+    pub fn from_config(name: &str, plugin: &PluginConfig, config: &Config) -> Self {
+        PluginSpec {
+            name: name.to_owned(),
+            path: config.resolve(&plugin.path),
+            // A TOML table always has a JSON form; an empty one is `{}`.
+            config_json: serde_json::to_string(&plugin.config).unwrap_or_else(|_| "{}".to_owned()),
+            deadline: plugin.deadline,
+            memory_limit: plugin.memory_limit,
+            instances: plugin.instances,
+            pool_wait: plugin.pool_wait,
+            failure: plugin.failure,
+            isolation: plugin.isolation,
         }
     }
 }
@@ -244,7 +262,7 @@ impl Runtime {
             .total_tables(slots * 4)
             .total_stacks(slots)
             .max_memory_size(config.max_memory);
-        let mut wasm = Config::new();
+        let mut wasm = wasmtime::Config::new();
         wasm.epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
             .max_wasm_stack(512 << 10)
@@ -723,5 +741,54 @@ impl Plugin {
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin").field("name", &self.name).field("sha256", &self.hash).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    const ONE_PLUGIN: &str = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n\
+        [upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nupstream = \"o\"\n\
+        [plugins.p]\npath = \"p.wasm\"\n";
+
+    #[test]
+    fn a_spec_from_the_config_carries_its_json_config_and_path() {
+        let c = Config::parse(Path::new("gw.toml"), &format!("{ONE_PLUGIN}config = {{ a = 1 }}\n"))
+            .expect("valid");
+        let spec = PluginSpec::from_config("p", &c.plugins["p"], &c);
+        assert_eq!(spec.config_json, r#"{"a":1}"#);
+        assert_eq!(spec.path, PathBuf::from("p.wasm"));
+    }
+
+    #[test]
+    fn code_and_config_get_the_same_defaults() {
+        let c = Config::parse(Path::new("gw.toml"), ONE_PLUGIN).expect("valid");
+        let (read, built) =
+            (PluginSpec::from_config("p", &c.plugins["p"], &c), PluginSpec::new("p", "p.wasm"));
+        assert_eq!(
+            (read.deadline, read.memory_limit, read.instances, read.pool_wait, read.failure, read.isolation),
+            (
+                built.deadline,
+                built.memory_limit,
+                built.instances,
+                built.pool_wait,
+                built.failure,
+                built.isolation
+            )
+        );
+        let (read, built) = (RuntimeConfig::from_config(&c), RuntimeConfig::default());
+        assert_eq!(
+            (read.cache_dir, read.instance_slots, read.max_memory, read.epoch_tick, read.store_max_entries),
+            (
+                built.cache_dir,
+                built.instance_slots,
+                built.max_memory,
+                built.epoch_tick,
+                built.store_max_entries
+            )
+        );
     }
 }

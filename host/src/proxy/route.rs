@@ -161,8 +161,7 @@ impl Route {
             seconds,
             host: HostMatch::new(config.host.as_deref()),
             path_prefix: config.path_prefix.clone(),
-            // Checked when the config was read.
-            methods: config.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+            methods: config.methods.clone(),
             group,
             client,
             retry: RetryPolicy::new(

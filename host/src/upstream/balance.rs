@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Backend;
+use crate::config::{BalanceSetting, HashKey, HashKeySetting};
 
 /// How a group spreads requests over its backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,6 +26,17 @@ pub enum Policy {
     ConsistentHash,
 }
 
+impl From<BalanceSetting> for Policy {
+    fn from(setting: BalanceSetting) -> Policy {
+        match setting {
+            BalanceSetting::RoundRobin => Policy::RoundRobin,
+            BalanceSetting::Random => Policy::Random,
+            BalanceSetting::LeastRequest => Policy::LeastRequest,
+            BalanceSetting::ConsistentHash => Policy::ConsistentHash,
+        }
+    }
+}
+
 /// Where a consistent-hashing group takes each request's key from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashSource {
@@ -38,18 +50,22 @@ pub enum HashSource {
     Cookie(String),
 }
 
-impl HashSource {
-    /// Parses `client-addr`, `path`, `header:NAME` or `cookie:NAME`.
-    pub fn parse(text: &str) -> Option<HashSource> {
-        match text.split_once(':') {
-            None if text == "client-addr" => Some(HashSource::ClientAddr),
-            None if text == "path" => Some(HashSource::Path),
-            Some(("header", name)) => {
-                http::HeaderName::from_bytes(name.as_bytes()).ok().map(HashSource::Header)
-            }
-            Some(("cookie", name)) if !name.is_empty() => Some(HashSource::Cookie(name.to_owned())),
-            _ => None,
+impl From<&HashKeySetting> for HashSource {
+    fn from(setting: &HashKeySetting) -> HashSource {
+        match setting.key() {
+            HashKey::ClientAddr => HashSource::ClientAddr,
+            HashKey::Path => HashSource::Path,
+            HashKey::Header(name) => HashSource::Header(name.clone()),
+            HashKey::Cookie(name) => HashSource::Cookie(name.clone()),
         }
+    }
+}
+
+impl HashSource {
+    /// Parses `client-addr`, `path`, `header:NAME` or `cookie:NAME` as the config does.
+    #[cfg(test)]
+    fn parse(text: &str) -> Option<HashSource> {
+        HashKeySetting::try_from(text.to_owned()).ok().map(|setting| HashSource::from(&setting))
     }
 
     /// The hashed key of a request; `None` when the request has no such key.

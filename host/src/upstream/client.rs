@@ -71,16 +71,43 @@ impl http_body::Body for UpstreamBody {
 /// The client for one upstream group.
 pub struct UpstreamClient {
     client: Client<Connector, UpstreamBody>,
-    /// What it was built from, to build variants for server names plugins choose.
-    config: UpstreamConfig,
+    /// What it was built from: its timeouts, and how variants for server names plugins
+    /// choose are built.
+    settings: ClientSettings,
     tls: Option<ResolvedTls>,
     /// One client (and pool) per server name a plugin chose: connections made for one name
     /// are never reused for another.
     by_sni: Mutex<HashMap<String, Arc<UpstreamClient>>>,
     scheme: http::uri::Scheme,
-    limits: ConnectLimits,
-    response_timeout: Duration,
     counts: Arc<Counts>,
+}
+
+/// The group settings a client is built from (the rest of the group's config is the
+/// balancer's and the health checks').
+#[derive(Debug, Clone, Copy)]
+struct ClientSettings {
+    protocol: UpstreamProtocol,
+    limits: ConnectLimits,
+    max_connections: u32,
+    pool_idle_timeout: Duration,
+    pool_max_idle: usize,
+    response_timeout: Duration,
+}
+
+impl From<&UpstreamConfig> for ClientSettings {
+    fn from(config: &UpstreamConfig) -> Self {
+        ClientSettings {
+            protocol: config.protocol,
+            limits: ConnectLimits {
+                connect: config.connect_timeout,
+                tls_handshake: config.tls_handshake_timeout,
+            },
+            max_connections: config.max_connections,
+            pool_idle_timeout: config.pool_idle_timeout,
+            pool_max_idle: config.pool_max_idle,
+            response_timeout: config.response_timeout,
+        }
+    }
 }
 
 /// Distinct plugin-chosen server names one group keeps clients for; bounds the memory a plugin
@@ -281,6 +308,14 @@ impl UpstreamClient {
         tls: Option<&ResolvedTls>,
         backends: &[(String, &str)],
     ) -> Result<Self, String> {
+        UpstreamClient::build(ClientSettings::from(config), tls, backends)
+    }
+
+    fn build(
+        settings: ClientSettings,
+        tls: Option<&ResolvedTls>,
+        backends: &[(String, &str)],
+    ) -> Result<Self, String> {
         let mut tcp = HttpConnector::new();
         // The connector bounds the connect itself, with the route's limit where it has one.
         tcp.set_connect_timeout(None);
@@ -294,7 +329,7 @@ impl UpstreamClient {
                     t.ca.as_deref(),
                     t.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
                 )?;
-                tls_config.alpn_protocols = match config.protocol {
+                tls_config.alpn_protocols = match settings.protocol {
                     UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
                     UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
                     UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -305,33 +340,29 @@ impl UpstreamClient {
             None => None,
         };
         let counts = Arc::new(Counts::default());
-        let limits =
-            ConnectLimits { connect: config.connect_timeout, tls_handshake: config.tls_handshake_timeout };
         let connector = Connector {
             tcp,
             tls: tls_connector,
-            limits,
-            slots: Arc::new(Slots { max: config.max_connections, by_authority: Mutex::default() }),
+            limits: settings.limits,
+            slots: Arc::new(Slots { max: settings.max_connections, by_authority: Mutex::default() }),
             counts: counts.clone(),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle)
             // Without TLS there is no ALPN: `http2` means prior knowledge (h2c).
-            .http2_only(config.protocol == UpstreamProtocol::Http2)
+            .http2_only(settings.protocol == UpstreamProtocol::Http2)
             // The proxy sets Host itself (the client's, or a plugin's choice).
             .set_host(false)
             .build(connector);
         Ok(UpstreamClient {
             client,
-            config: config.clone(),
+            settings,
             tls: tls.cloned(),
             by_sni: Mutex::new(HashMap::new()),
             scheme: if tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
-            limits,
-            response_timeout: config.response_timeout,
             counts,
         })
     }
@@ -352,14 +383,14 @@ impl UpstreamClient {
             return Err(format!("more than {MAX_SNI_VARIANTS} server names chosen for one group"));
         }
         let tls = ResolvedTls { sni: Some(sni.to_owned()), ..tls.clone() };
-        let client = Arc::new(UpstreamClient::new(&self.config, Some(&tls), &[])?);
+        let client = Arc::new(UpstreamClient::build(self.settings, Some(&tls), &[])?);
         by_sni.insert(sni.to_owned(), client.clone());
         Ok(client)
     }
 
     /// The group's response-header timeout.
     pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
+        self.settings.response_timeout
     }
 
     /// `https` for TLS groups, else `http`: the scheme of upstream request targets.
@@ -403,8 +434,8 @@ impl UpstreamClient {
         tls_handshake: Option<Duration>,
     ) -> ConnectLimits {
         ConnectLimits {
-            connect: connect.unwrap_or(self.limits.connect),
-            tls_handshake: tls_handshake.unwrap_or(self.limits.tls_handshake),
+            connect: connect.unwrap_or(self.settings.limits.connect),
+            tls_handshake: tls_handshake.unwrap_or(self.settings.limits.tls_handshake),
         }
     }
 
@@ -419,9 +450,9 @@ impl UpstreamClient {
         response_timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
-        let limit = response_timeout.unwrap_or(self.response_timeout);
+        let limit = response_timeout.unwrap_or(self.settings.response_timeout);
         let exchange = self.client.request(request);
-        let result = if limits == self.limits {
+        let result = if limits == self.settings.limits {
             tokio::time::timeout(limit, exchange).await
         } else {
             tokio::time::timeout(limit, ROUTE_LIMITS.scope(limits, exchange)).await

@@ -1,0 +1,126 @@
+//! Every default the config fills in, kept once. The plugin runtime's own defaults
+//! (`PluginSpec::new`, `RuntimeConfig::default`) read the constants here too, so a plugin
+//! built in code and one read from a file get the same limits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{RetryOn, StatusRange};
+
+/// How long one plugin call may run.
+pub const DEADLINE: Duration = Duration::from_millis(10);
+/// The memory limit of one plugin instance, in bytes (64 MiB).
+pub const MEMORY_LIMIT: usize = 64 << 20;
+/// Instances in a plugin's pool.
+pub const INSTANCES: usize = 16;
+/// How long a plugin call waits for a free instance.
+pub const POOL_WAIT: Duration = Duration::from_millis(10);
+/// Instance slots the pooling allocator reserves across all plugins.
+pub const INSTANCE_SLOTS: u32 = 256;
+/// The largest memory limit any plugin may set, in bytes (256 MiB).
+pub const MAX_MEMORY: usize = 256 << 20;
+/// How often the runtime's epoch advances: the granularity of plugin deadlines. Not
+/// configurable.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Entries the key-value store plugins share holds at most.
+pub const STORE_MAX_ENTRIES: usize = 100_000;
+
+pub(super) fn deadline() -> Duration {
+    DEADLINE
+}
+pub(super) fn memory_limit() -> usize {
+    MEMORY_LIMIT
+}
+pub(super) fn instances() -> usize {
+    INSTANCES
+}
+pub(super) fn pool_wait() -> Duration {
+    POOL_WAIT
+}
+pub(super) fn connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+pub(super) fn service_name() -> String {
+    "wasmgate".to_owned()
+}
+pub(super) fn sample_ratio() -> f64 {
+    1.0
+}
+pub(super) fn export_interval() -> Duration {
+    Duration::from_secs(5)
+}
+pub(super) fn export_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn admin_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+pub(super) fn handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+pub(super) fn yes() -> bool {
+    true
+}
+pub(super) fn tunnel_idle() -> Duration {
+    Duration::from_secs(300)
+}
+pub(super) fn tls_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+pub(super) fn max_pending() -> u32 {
+    1024
+}
+pub(super) fn response_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+pub(super) fn pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+pub(super) fn pool_max_idle() -> usize {
+    128
+}
+pub(super) fn weight() -> u32 {
+    1
+}
+pub(super) fn health_path() -> String {
+    "/".to_owned()
+}
+pub(super) fn health_interval() -> Duration {
+    Duration::from_secs(2)
+}
+pub(super) fn health_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+pub(super) fn threshold() -> u32 {
+    2
+}
+pub(super) fn path_prefix() -> String {
+    "/".to_owned()
+}
+pub(super) fn expected_status() -> Vec<StatusRange> {
+    vec![StatusRange::between(200, 399)]
+}
+pub(super) fn consecutive_failures() -> u32 {
+    5
+}
+pub(super) fn base_ejection() -> Duration {
+    Duration::from_secs(30)
+}
+pub(super) fn max_ejected_percent() -> u32 {
+    50
+}
+pub(super) fn retry_buffer() -> usize {
+    64 << 10
+}
+pub(super) fn retry_budget() -> u32 {
+    20
+}
+pub(super) fn retries() -> u32 {
+    1
+}
+pub(super) fn retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure, RetryOn::RefusedStream, RetryOn::Reset]
+}

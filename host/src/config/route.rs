@@ -1,0 +1,196 @@
+//! `[[routes]]`: what a route matches (host, path prefix, methods), its plugin chain and
+//! upstream group, and how its requests are retried ([`RetryOn`]) and timed
+//! ([`RouteTimeouts`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{Check, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Shown to plugins and in logs; default `route-N`.
+    pub name: Option<String>,
+    /// Match this host exactly, or any subdomain with `*.example.org`; any host if unset.
+    pub host: Option<String>,
+    /// Match paths starting with this; default `/`.
+    #[serde(default = "defaults::path_prefix")]
+    pub path_prefix: String,
+    /// Match only these methods; any if empty.
+    #[serde(default, with = "methods")]
+    pub methods: Vec<http::Method>,
+    /// Plugins, in the order their request phases run (response phases run in reverse).
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
+    /// The group under `[upstreams]` that serves the route; its span locates a wrong name.
+    pub upstream: Spanned<String>,
+    /// Further attempts after a failed one, each on another backend where there is one. Only
+    /// requests without a body are retried, and a non-idempotent one only when nothing was
+    /// sent (the connection failed).
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// What a retry may follow: `connect-failure`, `reset` (the exchange broke before a
+    /// response), `502`, `503`, `504`.
+    #[serde(default = "defaults::retry_on")]
+    pub retry_on: Vec<RetryOn>,
+    /// Request bodies up to this size (by Content-Length) are read whole before forwarding so
+    /// that a retry can send them again; larger or unsized ones stream and are not retried.
+    #[serde(default = "defaults::retry_buffer", with = "units::size")]
+    pub retry_buffer: usize,
+    /// Retries in progress at most, in percent of the route's requests in progress (at least 3
+    /// are always allowed): a failing backend cannot multiply the load.
+    #[serde(default = "defaults::retry_budget")]
+    pub retry_budget: u32,
+    /// How long the route's requests may take.
+    #[serde(default)]
+    pub timeouts: RouteTimeouts,
+    /// Request bodies are read whole, up to this size (413 beyond), before the upstream is
+    /// chosen; request-body plugins then see the whole body at once. Streamed if unset.
+    #[serde(default, with = "units::option_size")]
+    pub request_buffer: Option<usize>,
+    /// Requests that arrive over plain HTTP are answered 308 to `https://` on this port.
+    pub redirect_https: Option<u16>,
+    /// WebSocket upgrades are tunnelled to the upstream (true), or dropped.
+    #[serde(default = "defaults::yes")]
+    pub websocket: bool,
+    /// How long a WebSocket tunnel may carry no data in either direction before it is closed.
+    #[serde(default = "defaults::tunnel_idle", with = "units::duration")]
+    pub tunnel_idle: Duration,
+}
+
+impl RouteConfig {
+    /// Checks route `index`, whose upstream and plugins must be among those configured.
+    pub(super) fn validate(
+        &self,
+        index: usize,
+        upstreams: &BTreeMap<String, UpstreamConfig>,
+        plugins: &BTreeMap<String, PluginConfig>,
+        at: &Check<'_>,
+    ) -> Result<(), ConfigError> {
+        let field = |f: &str| format!("routes[{index}].{f}");
+        if !upstreams.contains_key(self.upstream.get_ref()) {
+            return Err(at.invalid_at(
+                field("upstream"),
+                self.upstream.span(),
+                format!("no upstream group `{}` is configured", self.upstream.get_ref()),
+            ));
+        }
+        for (j, p) in self.plugins.iter().enumerate() {
+            if !plugins.contains_key(p.get_ref()) {
+                return Err(at.invalid_at(
+                    field(&format!("plugins[{j}]")),
+                    p.span(),
+                    format!("no plugin `{}` is configured", p.get_ref()),
+                ));
+            }
+        }
+        if let Some(host) = &self.host
+            && (host.is_empty()
+                || (host.starts_with('*') && !host.starts_with("*."))
+                || host[1..].contains('*'))
+        {
+            return Err(
+                at.invalid(field("host"), format!("`{host}` is not a host name or a `*.suffix` pattern"))
+            );
+        }
+        let t = &self.timeouts;
+        if t.body_idle.is_zero()
+            || t.response.is_some_and(|d| d.is_zero())
+            || t.total.is_some_and(|d| d.is_zero())
+        {
+            return Err(at.invalid(field("timeouts"), "timeouts must be more than 0"));
+        }
+        if !self.path_prefix.starts_with('/') {
+            return Err(at.invalid(field("path_prefix"), "must start with `/`"));
+        }
+        // The methods were checked when they were read.
+        Ok(())
+    }
+}
+
+/// `methods = ["GET", "HEAD"]`: read as [`http::Method`]s, written back as their names.
+mod methods {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &[http::Method], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(value.iter().map(http::Method::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<http::Method>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|m| {
+                http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                    serde::de::Error::custom(super::super::typed_error(
+                        "methods",
+                        format!("`{m}` is not a method"),
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// `timeouts = { response = "5s", body_idle = "30s", total = "1m" }` on a route.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteTimeouts {
+    /// Time allowed to open a TCP connection to a backend; default: the group's
+    /// `connect_timeout`.
+    #[serde(with = "units::option_duration")]
+    pub connect: Option<Duration>,
+    /// Time allowed for the TLS handshake with a backend; default: the group's
+    /// `tls_handshake_timeout`.
+    #[serde(with = "units::option_duration")]
+    pub tls_handshake: Option<Duration>,
+    /// From sending the request to the response headers (each attempt); default: the
+    /// group's `response_timeout`.
+    #[serde(with = "units::option_duration")]
+    pub response: Option<Duration>,
+    /// How long a request or response body may go without data.
+    #[serde(with = "units::duration")]
+    pub body_idle: Duration,
+    /// From the request's arrival to the end of its response, across retries; none by default.
+    #[serde(with = "units::option_duration")]
+    pub total: Option<Duration>,
+}
+
+impl Default for RouteTimeouts {
+    fn default() -> Self {
+        RouteTimeouts {
+            connect: None,
+            tls_handshake: None,
+            response: None,
+            body_idle: Duration::from_secs(60),
+            total: None,
+        }
+    }
+}
+
+/// One condition a retry may follow.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RetryOn {
+    /// The connection was refused or timed out: nothing was sent.
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// The exchange broke before any response byte (idempotent requests only).
+    #[serde(rename = "reset")]
+    Reset,
+    /// An HTTP/2 backend refused the stream (`REFUSED_STREAM`): it did not process it.
+    #[serde(rename = "refused-stream")]
+    RefusedStream,
+    /// The backend answered 502.
+    #[serde(rename = "502")]
+    Status502,
+    /// The backend answered 503.
+    #[serde(rename = "503")]
+    Status503,
+    /// The backend answered 504.
+    #[serde(rename = "504")]
+    Status504,
+}

@@ -1,0 +1,184 @@
+//! The process-wide sections: `[server]` (workers, connection timeouts and limits),
+//! `[[listeners]]` with their TLS, and `[runtime]` (the plugin runtime's shared settings).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Check, ConfigError, PluginConfig, defaults, units};
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Tokio worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long a client has to send a complete request head (and its first byte).
+    #[serde(with = "units::duration")]
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, how long in-flight requests have to finish.
+    #[serde(with = "units::duration")]
+    pub grace_period: Duration,
+    /// Open client connections at most; past it the gateway stops accepting until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 0,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            grace_period: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(super) fn validate(&self, at: &Check<'_>) -> Result<(), ConfigError> {
+        for (field, value) in
+            [("header_read_timeout", self.header_read_timeout), ("idle_timeout", self.idle_timeout)]
+        {
+            if value.is_zero() {
+                return Err(at.invalid(format!("server.{field}"), "must be more than 0"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(at.invalid("server.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Where compiled plugins are cached; unset means the plugin runtime's default,
+    /// `$XDG_CACHE_HOME/wasmgate` (else `$HOME/.cache/wasmgate`).
+    pub cache_dir: Option<PathBuf>,
+    /// False compiles every plugin at every start.
+    pub cache: bool,
+    /// Instance slots the pooling allocator reserves across all plugins.
+    pub instance_slots: u32,
+    /// The largest memory limit any plugin may set.
+    #[serde(with = "units::size")]
+    pub max_memory: usize,
+    /// Entries the key-value store plugins share holds at most.
+    pub store_max_entries: usize,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            cache_dir: None,
+            cache: true,
+            instance_slots: defaults::INSTANCE_SLOTS,
+            max_memory: defaults::MAX_MEMORY,
+            store_max_entries: defaults::STORE_MAX_ENTRIES,
+        }
+    }
+}
+
+impl RuntimeSection {
+    pub(super) fn validate(
+        &self,
+        plugins: &BTreeMap<String, PluginConfig>,
+        at: &Check<'_>,
+    ) -> Result<(), ConfigError> {
+        // Every pooled instance holds a slot; each plugin may also be replacing one instance
+        // and making its per-request ones.
+        let needed: usize = plugins.values().map(|p| p.instances + 1).sum();
+        if needed > self.instance_slots as usize {
+            return Err(at.invalid(
+                "runtime.instance_slots",
+                format!(
+                    "{} is too few: the plugins need {needed} (their instances, plus one each)",
+                    self.instance_slots
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[[listeners]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind; HTTP/1.1 and HTTP/2 with prior knowledge (h2c) are both served.
+    pub address: SocketAddr,
+    /// TLS termination; plain TCP unless present.
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+impl ListenerConfig {
+    /// Checks listener `index`.
+    pub(super) fn validate(&self, index: usize, at: &Check<'_>) -> Result<(), ConfigError> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        if tls.certificates.is_empty() {
+            return Err(at.invalid(
+                format!("listeners[{index}].tls.certificates"),
+                "at least one certificate is needed",
+            ));
+        }
+        for (field, value) in
+            [("handshake_timeout", tls.handshake_timeout), ("reload_interval", tls.reload_interval)]
+        {
+            if value.is_zero() {
+                return Err(at.invalid(format!("listeners[{index}].tls.{field}"), "must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[listeners.tls]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificates chosen by the server name the client asks for; the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// A PEM file of CAs whose client certificates are accepted (mutual TLS); none by default.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` (default) or `optional` client certificates.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Time allowed for the handshake.
+    #[serde(default = "defaults::handshake_timeout", with = "units::duration")]
+    pub handshake_timeout: Duration,
+    /// How often the certificate and key files are checked for changes.
+    #[serde(default = "defaults::reload_interval", with = "units::duration")]
+    pub reload_interval: Duration,
+}
+
+/// One certificate of a TLS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Server names it is chosen for (`api.example.org`, `*.example.org`).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// Whether a TLS listener with a `client_ca` insists on a client certificate.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// Handshakes without a valid client certificate fail.
+    #[default]
+    Required,
+    /// A client may present none; one it presents must be valid.
+    Optional,
+}
