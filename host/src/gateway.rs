@@ -38,98 +38,15 @@ impl Gateway {
         runtime: &Runtime,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, ConfigError> {
-        let mut plugins = BTreeMap::new();
-        for (name, p) in &config.plugins {
-            let plugin = runtime
-                .load(&PluginSpec::from_config(name, p, &config))
-                .await
-                .map_err(|e| config.error(format!("plugins.{name}"), e.to_string()))?;
-            plugins.insert(name.clone(), Arc::new(plugin));
-        }
-
-        let mut groups = Vec::new();
-        let mut clients = HashMap::new();
-        for (name, u) in &config.upstreams {
-            let mut backends = Vec::with_capacity(u.backends.len());
-            for (i, b) in u.backends.iter().enumerate() {
-                let addr = tokio::net::lookup_host(b.address())
-                    .await
-                    .ok()
-                    .and_then(|mut addrs| addrs.next())
-                    .ok_or_else(|| {
-                        config.error(
-                            format!("upstreams.{name}.backends[{i}]"),
-                            format!("cannot resolve `{}`", b.address()),
-                        )
-                    })?;
-                backends.push(Backend::new(b.address(), addr, b.weight()));
-            }
-            let kept = previous.and_then(|p| {
-                let same = p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
-                same.then(|| p.served.upstreams.client(name)).flatten()
-            });
-            let client = match kept {
-                Some(client) => client,
-                None => {
-                    let names: Vec<(String, &str)> = backends
-                        .iter()
-                        .zip(&u.backends)
-                        .map(|(b, c)| (b.addr().to_string(), c.address()))
-                        .collect();
-                    let client = UpstreamClient::new(u, config.upstream_tls(u).as_ref(), &names)
-                        .map_err(|reason| config.error(format!("upstreams.{name}.tls"), reason))?;
-                    Arc::new(client)
-                }
-            };
-            clients.insert(Arc::from(name.as_str()), client);
-            if let Some(old) = previous.and_then(|p| p.served.upstreams.get(name)) {
-                for b in &backends {
-                    if let Some(same) = old.backends().iter().find(|o| o.address() == b.address()) {
-                        b.set_healthy(same.is_healthy());
-                    }
-                }
-            }
-            let mut group = Group::with_policy(name.as_str(), backends, u.balance.into());
-            if let Some(key) = &u.hash_key {
-                group = group.with_hash_source(HashSource::from(key));
-            }
-            if let Some(o) = &u.outlier_detection {
-                group = group.with_outlier_detection(OutlierPolicy {
-                    consecutive_failures: o.consecutive_failures,
-                    base_ejection: o.base_ejection,
-                    max_ejected_percent: o.max_ejected_percent,
-                });
-            }
-            group = group.with_route_to_all(u.when_all_unhealthy == AllUnhealthy::RouteToAll).with_limits(
-                Limits {
-                    max_requests: u.max_requests,
-                    queue: (u.max_connections != 0 && u.protocol == UpstreamProtocol::Http1)
-                        .then_some((u.max_connections, u.max_pending)),
-                },
-            );
-            groups.push(group);
-        }
-        let upstreams = Arc::new(Upstreams::new(groups).with_clients(clients));
-
+        let plugins = load_plugins(&config, runtime).await?;
+        let upstreams = Arc::new(build_upstreams(&config, previous).await?);
         let mut health = JoinSet::new();
         for (name, u) in &config.upstreams {
             if let (Some(check), Some(group)) = (&u.health_check, upstreams.get(name)) {
                 spawn_health_checks(&mut health, group, check);
             }
         }
-
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for (i, r) in config.routes.iter().enumerate() {
-            let group_name = r.upstream.get_ref().as_str();
-            let (Some(group), Some(client)) = (upstreams.get(group_name), upstreams.client(group_name))
-            else {
-                return Err(config
-                    .error(format!("routes[{i}].upstream"), format!("no upstream group `{group_name}`")));
-            };
-            let chain: Vec<Arc<Plugin>> =
-                r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
-            routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client, runtime.metrics())));
-        }
+        let routes = build_routes(&config, &plugins, &upstreams, runtime)?;
 
         let metrics = runtime.metrics().clone();
         let upstream_seconds = upstreams
@@ -187,4 +104,110 @@ impl Gateway {
     pub fn upstreams(&self) -> &Arc<Upstreams> {
         &self.served.upstreams
     }
+}
+
+/// Loads every plugin of `config`; each `init` must accept its config.
+async fn load_plugins(
+    config: &Config,
+    runtime: &Runtime,
+) -> Result<BTreeMap<String, Arc<Plugin>>, ConfigError> {
+    let mut plugins = BTreeMap::new();
+    for (name, p) in &config.plugins {
+        let plugin = runtime
+            .load(&PluginSpec::from_config(name, p, config))
+            .await
+            .map_err(|e| config.error(format!("plugins.{name}"), e.to_string()))?;
+        plugins.insert(name.clone(), Arc::new(plugin));
+    }
+    Ok(plugins)
+}
+
+/// Resolves every backend and builds the upstream groups with their clients. From the
+/// generation it replaces it keeps the client of a group whose client settings did not change
+/// (and so its pooled connections), and the health of backends that stay.
+async fn build_upstreams(config: &Config, previous: Option<&Gateway>) -> Result<Upstreams, ConfigError> {
+    let mut groups = Vec::new();
+    let mut clients = HashMap::new();
+    for (name, u) in &config.upstreams {
+        let mut backends = Vec::with_capacity(u.backends.len());
+        for (i, b) in u.backends.iter().enumerate() {
+            let addr = tokio::net::lookup_host(b.address())
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    config.error(
+                        format!("upstreams.{name}.backends[{i}]"),
+                        format!("cannot resolve `{}`", b.address()),
+                    )
+                })?;
+            backends.push(Backend::new(b.address(), addr, b.weight()));
+        }
+        let kept = previous.and_then(|p| {
+            let same = p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
+            same.then(|| p.served.upstreams.client(name)).flatten()
+        });
+        let client = match kept {
+            Some(client) => client,
+            None => {
+                let names: Vec<(String, &str)> = backends
+                    .iter()
+                    .zip(&u.backends)
+                    .map(|(b, c)| (b.addr().to_string(), c.address()))
+                    .collect();
+                let client = UpstreamClient::new(u, config.upstream_tls(u).as_ref(), &names)
+                    .map_err(|reason| config.error(format!("upstreams.{name}.tls"), reason))?;
+                Arc::new(client)
+            }
+        };
+        clients.insert(Arc::from(name.as_str()), client);
+        if let Some(old) = previous.and_then(|p| p.served.upstreams.get(name)) {
+            for b in &backends {
+                if let Some(same) = old.backends().iter().find(|o| o.address() == b.address()) {
+                    b.set_healthy(same.is_healthy());
+                }
+            }
+        }
+        let mut group = Group::with_policy(name.as_str(), backends, u.balance.into());
+        if let Some(key) = &u.hash_key {
+            group = group.with_hash_source(HashSource::from(key));
+        }
+        if let Some(o) = &u.outlier_detection {
+            group = group.with_outlier_detection(OutlierPolicy {
+                consecutive_failures: o.consecutive_failures,
+                base_ejection: o.base_ejection,
+                max_ejected_percent: o.max_ejected_percent,
+            });
+        }
+        group =
+            group.with_route_to_all(u.when_all_unhealthy == AllUnhealthy::RouteToAll).with_limits(Limits {
+                max_requests: u.max_requests,
+                queue: (u.max_connections != 0 && u.protocol == UpstreamProtocol::Http1)
+                    .then_some((u.max_connections, u.max_pending)),
+            });
+        groups.push(group);
+    }
+    Ok(Upstreams::new(groups).with_clients(clients))
+}
+
+/// The routes, in config order, each with its group, client and plugin chain.
+fn build_routes(
+    config: &Config,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    upstreams: &Upstreams,
+    runtime: &Runtime,
+) -> Result<Vec<Arc<Route>>, ConfigError> {
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, r) in config.routes.iter().enumerate() {
+        let group_name = r.upstream.get_ref().as_str();
+        let (Some(group), Some(client)) = (upstreams.get(group_name), upstreams.client(group_name)) else {
+            return Err(
+                config.error(format!("routes[{i}].upstream"), format!("no upstream group `{group_name}`"))
+            );
+        };
+        let chain: Vec<Arc<Plugin>> =
+            r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
+        routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client, runtime.metrics())));
+    }
+    Ok(routes)
 }

@@ -37,7 +37,7 @@ const MAX_LABEL_VALUE: usize = 128;
 pub struct RequestLabels {
     /// The route's name (`-` when none matched).
     pub route: Arc<String>,
-    /// The method.
+    /// Borrowed for the standard methods; only an extension method allocates.
     pub method: Cow<'static, str>,
     /// The status sent.
     pub status: u16,
@@ -46,14 +46,14 @@ pub struct RequestLabels {
 /// One label: a route, a group.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameLabel {
-    /// The name.
+    /// As the config names it.
     pub name: Arc<String>,
 }
 
 /// A plugin and a phase.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginPhaseLabels {
-    /// The plugin.
+    /// The plugin's name in the config.
     pub plugin: Arc<String>,
     /// The phase, as the WIT names it.
     pub phase: &'static str,
@@ -263,7 +263,7 @@ pub enum MetricError {
     /// The name is in use as another kind.
     #[error("metric `{name}` is a {existing:?}")]
     Kind {
-        /// The metric.
+        /// The metric's name, as the plugin gave it.
         name: String,
         /// The kind it has.
         existing: Kind,

@@ -40,9 +40,9 @@ use crate::tls::ServerTls;
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {address}: {source}")]
 pub struct BindError {
-    /// The address.
+    /// The listener's `address`.
     pub address: SocketAddr,
-    /// Why.
+    /// What the OS said.
     pub source: std::io::Error,
 }
 

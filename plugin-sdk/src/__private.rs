@@ -7,7 +7,8 @@ use std::marker::PhantomData;
 use std::thread::LocalKey;
 
 use crate::{
-    Action, BodyAction, ErrorAction, LocalResponse, Plugin, Request, Response, Upstream, UpstreamChoice,
+    Action, BodyAction, ErrorAction, LocalResponse, Plugin, Request, Response, Trailers, Upstream,
+    UpstreamChoice,
 };
 
 pub mod bindings {
@@ -101,7 +102,7 @@ impl<P: Exported> Guest for Handler<P> {
     }
 
     fn on_response_trailers() {
-        Self::with(|plugin| plugin.on_response_trailers(&mut Response::handle()));
+        Self::with(|plugin| plugin.on_response_trailers(&mut Trailers::handle()));
     }
 
     fn on_log(entry: wit::LogEntry) {
@@ -294,7 +295,7 @@ mod tests {
         fn on_response_body(&mut self, _req: &Request, _chunk: Vec<u8>, end: bool) -> BodyAction {
             if end { BodyAction::Respond(LocalResponse::new(500)) } else { BodyAction::Continue }
         }
-        fn on_response_trailers(&mut self, _resp: &mut Response) {}
+        fn on_response_trailers(&mut self, _trailers: &mut Trailers) {}
         fn on_log(&mut self, _req: &Request, _entry: &LogEntry) {}
     }
 

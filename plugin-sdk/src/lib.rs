@@ -73,7 +73,7 @@ pub use config::NoConfig;
 pub use edit::EditError;
 pub use log::LogEntry;
 pub use request::Request;
-pub use response::Response;
+pub use response::{Response, Trailers};
 pub use upstream::{Backend, FailureKind, Upstream, UpstreamFailure};
 
 /// Exports a [`Plugin`] impl as the component's `handler`.
@@ -204,9 +204,9 @@ pub trait Plugin: Sized + 'static {
         BodyAction::Continue
     }
 
-    /// The upstream sent trailers: `resp` reads and edits them (not the response head).
-    fn on_response_trailers(&mut self, resp: &mut Response) {
-        let _ = resp;
+    /// The upstream sent trailers after the response body: read and edit them.
+    fn on_response_trailers(&mut self, trailers: &mut Trailers) {
+        let _ = trailers;
     }
 
     /// The request is over; `entry` says how it went. Nothing can be edited any more.

@@ -1,4 +1,5 @@
-//! [`Response`]: the response head as the host holds it, read and edited through host calls.
+//! [`Response`]: the response head as the host holds it, read and edited through host calls;
+//! [`Trailers`]: the trailer fields after the response body, the same way.
 
 use crate::__private::bindings::wasmgate::plugin::response as host;
 use crate::EditError;
@@ -131,5 +132,66 @@ impl Response {
     /// ```
     pub fn remove_header(&mut self, name: &str) -> Result<bool, EditError> {
         host::remove_header(name).map_err(EditError::from)
+    }
+}
+
+/// The trailer fields the upstream sent after the response body (gRPC's `grpc-status`, for
+/// one), lent to [`on_response_trailers`](crate::Plugin::on_response_trailers), which may read
+/// and edit them. Like [`Response`], a handle that asks the host for everything.
+///
+/// ```no_run
+/// use wasmgate_sdk::Trailers;
+///
+/// fn mark(trailers: &mut Trailers) {
+///     if trailers.header("grpc-status").as_deref() != Some("0") {
+///         let _ = trailers.set_header("x-failed", "1");
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Trailers {
+    // During `on-response-trailers` the host's response functions read and edit the trailers.
+    fields: Response,
+}
+
+impl Trailers {
+    /// The handle the glue lends to `on_response_trailers`.
+    pub(crate) fn handle() -> Self {
+        Self { fields: Response::handle() }
+    }
+
+    /// The first value of trailer `name` as text (invalid UTF-8 replaced by U+FFFD), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.fields.header(name)
+    }
+
+    /// The first value of trailer `name` as bytes, if present.
+    pub fn header_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        self.fields.header_bytes(name)
+    }
+
+    /// Every value of trailer `name`, in order (empty if absent).
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.fields.header_all(name)
+    }
+
+    /// The names of all trailers present, lowercased, each once.
+    pub fn header_names(&self) -> Vec<String> {
+        self.fields.header_names()
+    }
+
+    /// Replaces every value of trailer `name` with `value`.
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.fields.set_header(name, value)
+    }
+
+    /// Adds a value to trailer `name`, keeping the ones present.
+    pub fn add_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.fields.add_header(name, value)
+    }
+
+    /// Removes every value of trailer `name`; `Ok(true)` if there was one.
+    pub fn remove_header(&mut self, name: &str) -> Result<bool, EditError> {
+        self.fields.remove_header(name)
     }
 }

@@ -14,9 +14,9 @@ pub enum PluginError {
     Read {
         /// The plugin's name.
         plugin: String,
-        /// The file.
+        /// The `.wasm` file, as the config names it.
         path: PathBuf,
-        /// Why.
+        /// What the OS said.
         source: std::io::Error,
     },
     /// The file is not a component that fits the `wasmgate:plugin` world.
@@ -24,7 +24,7 @@ pub enum PluginError {
     Invalid {
         /// The plugin's name.
         plugin: String,
-        /// The file.
+        /// The `.wasm` file, as the config names it.
         path: PathBuf,
         /// The compiler's or linker's complaint.
         reason: String,
@@ -42,7 +42,7 @@ pub enum PluginError {
     Instantiate {
         /// The plugin's name.
         plugin: String,
-        /// Why.
+        /// What wasmtime said.
         reason: String,
     },
     /// The guest trapped (a panic, an out-of-bounds access, a stack overflow…).
@@ -52,7 +52,7 @@ pub enum PluginError {
         plugin: String,
         /// The phase being called.
         phase: Phase,
-        /// The trap.
+        /// The trap, as wasmtime describes it.
         reason: String,
     },
     /// The guest ran past its epoch deadline and was stopped.
@@ -62,7 +62,7 @@ pub enum PluginError {
         plugin: String,
         /// The phase being called.
         phase: Phase,
-        /// The deadline.
+        /// The plugin's `deadline` setting.
         deadline: Duration,
     },
     /// The guest asked for more memory than its limit.

@@ -359,11 +359,11 @@ fn spawn_ticker(engine: EngineWeak, tick: Duration) {
 /// A response a plugin wrote itself, checked and ready to send.
 #[derive(Debug)]
 pub struct LocalReply {
-    /// The status.
+    /// Checked to be in 200..=599.
     pub status: StatusCode,
-    /// The headers.
+    /// Checked like client input: valid names and values, no reserved header.
     pub headers: HeaderMap,
-    /// The body.
+    /// Sent whole, with its length.
     pub body: Bytes,
 }
 

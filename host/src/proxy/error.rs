@@ -19,11 +19,11 @@ pub enum ProxyError {
     /// No route matches the request.
     #[error("no route matches {method} {host}{path}")]
     NoRoute {
-        /// The method.
+        /// As the client sent it.
         method: http::Method,
         /// The host asked for.
         host: String,
-        /// The path.
+        /// The path in its canonical form, as routes see it.
         path: String,
     },
     /// A fail-closed plugin failed.
@@ -32,7 +32,7 @@ pub enum ProxyError {
     /// Every backend of the group is held out by health checks.
     #[error("no healthy backend in group `{group}`")]
     NoHealthyBackend {
-        /// The group.
+        /// The route's group, or the one a plugin chose.
         group: String,
     },
     /// The upstream failed; [`UpstreamError::class`] says how the client is answered.
@@ -47,7 +47,7 @@ pub enum ProxyError {
     /// The route's total timeout passed before the response headers.
     #[error("no response within the route's total timeout of {}ms", after.as_millis())]
     TotalTimeout {
-        /// The timeout.
+        /// The route's `timeouts.total`.
         after: std::time::Duration,
     },
     /// A bug in the gateway: an invariant did not hold.

@@ -17,13 +17,13 @@ pub const MAX_CALL_BODY: usize = 1 << 20;
 /// A request to send.
 #[derive(Debug)]
 pub struct Call {
-    /// The method.
+    /// The method the plugin chose.
     pub method: http::Method,
-    /// The path and query.
+    /// The target on the backend; the scheme and authority are the backend's.
     pub path: PathAndQuery,
     /// Header fields (already checked).
     pub headers: http::HeaderMap,
-    /// The body.
+    /// Sent whole, with its length.
     pub body: Bytes,
 }
 

@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    Action, BodyAction, ErrorAction, LocalResponse, LogEntry, Plugin, Request, Response, Upstream,
+    Action, BodyAction, ErrorAction, LocalResponse, LogEntry, Plugin, Request, Response, Trailers, Upstream,
     UpstreamChoice, UpstreamFailure, log, state, store,
 };
 
@@ -138,12 +138,12 @@ impl Plugin for Tracer {
         upper(req, chunk)
     }
 
-    fn on_response_trailers(&mut self, resp: &mut Response) {
+    fn on_response_trailers(&mut self, trailers: &mut Trailers) {
         if self.quiet {
             return;
         }
         mark("response-trailers");
-        if let Err(error) = resp.set_header("x-traced", "1") {
+        if let Err(error) = trailers.set_header("x-traced", "1") {
             log::warn(&format!("tracer: trailer refused: {error}"));
         }
     }
