@@ -11,7 +11,7 @@
 //! 3. A request body streamed through request-body plugins takes it along: `proxy::send` lends
 //!    it to the body's `Filter` (`proxy/filter.rs`), leaving a placeholder, and gets it back
 //!    over a oneshot as `ExchangeBack` when the body ends or is dropped, with a plugin's local
-//!    answer, if one came, in `reply`.
+//!    answer if one came.
 //! 4. On a route with response-body, trailer or log plugins, the `ProxyBody` (`proxy/body.rs`)
 //!    takes it for good.
 //! 5. When that body is dropped, it moves into the task that runs `on-log`, and ends there.
@@ -53,9 +53,6 @@ pub struct Exchange {
     request_id: Option<Arc<str>>,
     /// The backend that answered, once one did.
     pub backend: Option<Arc<str>>,
-    /// A local answer a plugin gave while the request body streamed upstream; the proxy sends
-    /// it once the exchange is back in its hands.
-    pub(crate) reply: Option<super::LocalReply>,
     pub(crate) state: PluginState,
 }
 
@@ -82,7 +79,6 @@ impl Exchange {
             backend: None,
             request_id: None,
             trace: None,
-            reply: None,
             state: PluginState::default(),
         }
     }

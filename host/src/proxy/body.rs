@@ -233,7 +233,7 @@ impl Drop for ProxyBody {
         let back = filter.into_exchange();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let Some(mut ex) = back.get().await else { return };
+                let Some(super::filter::Back { mut ex, .. }) = back.get().await else { return };
                 for plugin in route.chain(Phase::Log) {
                     if let Err(error) = plugin.on_log(&mut ex, &entry).await {
                         tracing::warn!(plugin = plugin.name(), %error, "log phase failed");

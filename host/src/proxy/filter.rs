@@ -3,8 +3,8 @@
 //!
 //! A plugin call needs the request's [`Exchange`], so the filter owns it while the body
 //! streams: each call moves it into a future and back. A request-body filter hands it back
-//! to the proxy through a channel when the body ends or is dropped; a response-body filter
-//! keeps it for the log phase.
+//! to the proxy through a channel when the body ends or is dropped, with the answer a plugin
+//! gave instead, if one did; a response-body filter keeps it for the log phase.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +16,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 
 use super::route::Route;
-use crate::plugin::{BodyVerdict, Exchange, Phase, Plugin, PluginError};
+use crate::plugin::{BodyVerdict, Exchange, LocalReply, Phase, Plugin, PluginError};
 use crate::timed::BoxError;
 
 /// Which body a filter works on.
@@ -26,7 +26,19 @@ pub(crate) enum Direction {
     Response,
 }
 
-type Step = (Box<Exchange>, Result<Option<Frame<Bytes>>, BoxError>);
+/// One plugin call's end: the exchange back, the frame to pass on (`None`: the chunk was
+/// dropped), and a request-body plugin's local answer.
+struct Step {
+    ex: Box<Exchange>,
+    frame: Result<Option<Frame<Bytes>>, BoxError>,
+    answered: Option<LocalReply>,
+}
+
+impl Step {
+    fn frame(ex: Box<Exchange>, frame: Result<Option<Frame<Bytes>>, BoxError>) -> Self {
+        Step { ex, frame, answered: None }
+    }
+}
 
 /// The filter state of one body; see the module docs.
 pub(crate) struct Filter {
@@ -36,6 +48,8 @@ pub(crate) struct Filter {
     pending: Option<Pin<Box<dyn Future<Output = Step> + Send>>>,
     /// The call with `end` set has been made (or started).
     end_sent: bool,
+    /// A request-body plugin's local answer, for the proxy.
+    answered: Option<LocalReply>,
 }
 
 /// Why a filter stopped a body.
@@ -49,7 +63,7 @@ enum Stopped {
 
 impl Filter {
     pub(crate) fn new(route: Arc<Route>, direction: Direction, ex: Box<Exchange>) -> Self {
-        Filter { route, direction, ex: Some(ex), pending: None, end_sent: false }
+        Filter { route, direction, ex: Some(ex), pending: None, end_sent: false, answered: None }
     }
 
     /// The route whose plugins the filter runs.
@@ -73,9 +87,9 @@ impl Filter {
     /// Gives the exchange back: at once, or once the plugin call in progress ends.
     pub(crate) fn into_exchange(mut self) -> ExchangeBack {
         match (self.ex.take(), self.pending.take()) {
-            (Some(ex), _) => ExchangeBack::Ready(ex),
-            (None, Some(pending)) => ExchangeBack::Pending(pending),
-            (None, None) => ExchangeBack::Lost,
+            (Some(ex), _) => ExchangeBack(Returning::Ready(Back { ex, answered: self.answered.take() })),
+            (None, Some(pending)) => ExchangeBack(Returning::Pending(pending)),
+            (None, None) => ExchangeBack(Returning::Lost),
         }
     }
 
@@ -91,10 +105,11 @@ impl Filter {
         let mut source = source;
         loop {
             if let Some(pending) = &mut self.pending {
-                let (ex, result) = ready!(pending.as_mut().poll(cx));
+                let step = ready!(pending.as_mut().poll(cx));
                 self.pending = None;
-                self.ex = Some(ex);
-                match result {
+                self.ex = Some(step.ex);
+                self.answered = step.answered;
+                match step.frame {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                     // A dropped chunk: on to the next.
                     Ok(None) => continue,
@@ -149,20 +164,31 @@ impl Filter {
     }
 }
 
-/// The exchange a filter gives back.
-pub(crate) enum ExchangeBack {
-    Ready(Box<Exchange>),
+/// The exchange a filter gives back, with a request-body plugin's local answer if one came.
+pub(crate) struct Back {
+    pub(crate) ex: Box<Exchange>,
+    pub(crate) answered: Option<LocalReply>,
+}
+
+/// The exchange a filter gives back: now, or once the plugin call in progress ends.
+pub(crate) struct ExchangeBack(Returning);
+
+enum Returning {
+    Ready(Back),
     Pending(Pin<Box<dyn Future<Output = Step> + Send>>),
     Lost,
 }
 
 impl ExchangeBack {
     /// Waits for the plugin call in progress, if any.
-    pub(crate) async fn get(self) -> Option<Box<Exchange>> {
-        match self {
-            ExchangeBack::Ready(ex) => Some(ex),
-            ExchangeBack::Pending(pending) => Some(pending.await.0),
-            ExchangeBack::Lost => None,
+    pub(crate) async fn get(self) -> Option<Back> {
+        match self.0 {
+            Returning::Ready(back) => Some(back),
+            Returning::Pending(pending) => {
+                let step = pending.await;
+                Some(Back { ex: step.ex, answered: step.answered })
+            }
+            Returning::Lost => None,
         }
     }
 }
@@ -189,23 +215,24 @@ async fn filter_chunk(
             Ok(None | Some(BodyVerdict::Continue)) => {}
             Ok(Some(BodyVerdict::Replace(bytes))) => chunk = bytes,
             Ok(Some(BodyVerdict::Respond(reply))) => {
-                ex.reply = Some(reply);
-                return (ex, Err(Stopped::Answered.into()));
+                return Step { ex, frame: Err(Stopped::Answered.into()), answered: Some(reply) };
             }
             Err(error) => {
                 tracing::warn!(plugin = plugin.name(), %error, "body plugin failed; body stopped");
-                return (ex, Err(Stopped::Plugin(error).into()));
+                return Step::frame(ex, Err(Stopped::Plugin(error).into()));
             }
         }
     }
     let frame = (!chunk.is_empty()).then(|| Frame::data(chunk));
-    (ex, Ok(frame))
+    Step::frame(ex, Ok(frame))
 }
 
 /// Runs the trailers through the trailer plugins, which see them through the response
 /// functions while they run.
 async fn filter_trailers(route: Arc<Route>, mut ex: Box<Exchange>, trailers: HeaderMap) -> Step {
-    let Some(response) = ex.response.as_mut() else { return (ex, Ok(Some(Frame::trailers(trailers)))) };
+    let Some(response) = ex.response.as_mut() else {
+        return Step::frame(ex, Ok(Some(Frame::trailers(trailers))));
+    };
     let head = std::mem::replace(&mut response.headers, trailers);
     let mut failed = None;
     for plugin in route.chain(Phase::ResponseTrailers) {
@@ -219,8 +246,8 @@ async fn filter_trailers(route: Arc<Route>, mut ex: Box<Exchange>, trailers: Hea
         None => HeaderMap::new(),
     };
     match failed {
-        Some(error) => (ex, Err(Stopped::Plugin(error).into())),
-        None => (ex, Ok(Some(Frame::trailers(trailers)))),
+        Some(error) => Step::frame(ex, Err(Stopped::Plugin(error).into())),
+        None => Step::frame(ex, Ok(Some(Frame::trailers(trailers)))),
     }
 }
 

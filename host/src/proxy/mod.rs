@@ -465,8 +465,9 @@ async fn send(
             Ok(back) => back.get().await,
             Err(_) => None,
         };
-        *ex = returned.ok_or(ProxyError::Internal("the request body kept the exchange"))?;
-        if let Some(reply) = ex.reply.take() {
+        let back = returned.ok_or(ProxyError::Internal("the request body kept the exchange"))?;
+        *ex = back.ex;
+        if let Some(reply) = back.answered {
             return Ok(Sent::Answer(reply));
         }
     }
