@@ -332,6 +332,122 @@ async fn run_route(
     }
 }
 
+enum Buffered {
+    Body(Bytes),
+    Respond(LocalReply),
+}
+
+/// Reads the request body whole; 413 past `limit`.
+async fn read_whole(body: Timed<Incoming>, declared: Option<u64>, limit: usize) -> Result<Bytes, ProxyError> {
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    timed::read_whole(body, limit).await.map_err(|error| match error {
+        ReadError::TooLarge(limit) => ProxyError::BodyTooLarge { limit },
+        ReadError::Broken(_) => ProxyError::BadRequest("the request body broke off"),
+    })
+}
+
+/// Runs a whole request body through the request-body plugins, which may edit the head when
+/// `head_open`; the body then goes upstream with its length.
+async fn whole_body(
+    route: &Route,
+    ex: &mut Box<Exchange>,
+    mut bytes: Bytes,
+    head_open: bool,
+) -> Result<Buffered, ProxyError> {
+    for plugin in route.chain(Phase::RequestBody) {
+        match plugin.by_policy(plugin.on_request_body(ex, &bytes, true, head_open).await)? {
+            None | Some(BodyVerdict::Continue) => {}
+            Some(BodyVerdict::Replace(replaced)) => bytes = replaced,
+            Some(BodyVerdict::Respond(reply)) => return Ok(Buffered::Respond(reply)),
+        }
+    }
+    ex.request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+    Ok(Buffered::Body(bytes))
+}
+
+/// The request body as the forward step sends it: streamed once, or kept whole so that a
+/// retry can send it again (an empty body, or one within the route's `retry_buffer`).
+enum Payload {
+    Stream(Option<Timed<Incoming>>),
+    Kept(Bytes),
+}
+
+impl Payload {
+    async fn new(
+        body: Timed<Incoming>,
+        headers: &http::HeaderMap,
+        retry: &RetryPolicy,
+    ) -> Result<Payload, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(Payload::Kept(Bytes::new()));
+        }
+        let length = head::content_length(headers);
+        if retry.retries == 0 || length.is_none_or(|n| n > retry.buffer as u64) {
+            return Ok(Payload::Stream(Some(body)));
+        }
+        Ok(Payload::Kept(read_whole(body, length, retry.buffer).await?))
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Payload::Kept(_))
+    }
+
+    /// A streamed body goes through the route's request-body plugins chunk by chunk.
+    fn is_filtered(&self, route: &Route) -> bool {
+        route.has(Phase::RequestBody) && !self.replayable()
+    }
+
+    /// No attempt follows attempt number `attempt` (from 0).
+    fn is_last(&self, route: &Route, attempt: u32) -> bool {
+        attempt >= route.retry.retries || !self.replayable()
+    }
+
+    fn next_attempt(&mut self) -> UpstreamBody {
+        match self {
+            Payload::Stream(body) => {
+                body.take().map_or(UpstreamBody::Full(Default::default()), UpstreamBody::Stream)
+            }
+            Payload::Kept(bytes) => UpstreamBody::Full(http_body_util::Full::new(bytes.clone())),
+        }
+    }
+}
+
+enum Selected {
+    Backend(Arc<Group>, usize),
+    Respond(LocalReply),
+}
+
+/// The first plugin with an opinion decides; otherwise the route group's balancer.
+async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Selected, ProxyError> {
+    let client = ex.client_addr.ip();
+    for plugin in route.chain(Phase::SelectUpstream) {
+        match plugin.by_policy(plugin.select_upstream(ex).await)? {
+            None | Some(Choice::Default) => continue,
+            Some(Choice::Backend(group, index)) => return Ok(Selected::Backend(group, index)),
+            Some(Choice::Group(group)) => return balance(&group, ex, client),
+            Some(Choice::HashKey(key)) => {
+                let group = &route.group;
+                return group
+                    .pick_hashed(hash_key(key.as_bytes()))
+                    .map(|index| Selected::Backend(group.clone(), index))
+                    .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() });
+            }
+            Some(Choice::Respond(reply)) => return Ok(Selected::Respond(reply)),
+        }
+    }
+    balance(&route.group, ex, client)
+}
+
+/// The group's balancer picks, with the request's hash key when the group hashes.
+fn balance(group: &Arc<Group>, ex: &Exchange, client: std::net::IpAddr) -> Result<Selected, ProxyError> {
+    let key = group.hash_source().and_then(|source| source.key(&ex.request, client));
+    let index =
+        group.pick(key).ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
+    Ok(Selected::Backend(group.clone(), index))
+}
+
 /// How the forward step ended: the response to pass on (and the backend that gave it), or an
 /// answer a plugin gave instead.
 enum Forwarded {
@@ -488,6 +604,44 @@ async fn send(
     })
 }
 
+/// The request for the backend: its address as the target, the (possibly edited) head, the
+/// client's body streamed. The head is moved, not copied, unless a later phase reads it.
+fn upstream_request(
+    ex: &mut Exchange,
+    client: &UpstreamClient,
+    backend: &Backend,
+    body: UpstreamBody,
+    keep_head: bool,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let path = ex.request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let headers =
+        if keep_head { ex.request.headers.clone() } else { std::mem::take(&mut ex.request.headers) };
+    client
+        .request(backend, ex.request.method.clone(), path, headers, body)
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
+/// The client of `group` (the route's own, or that of the group a plugin chose), for the
+/// server name a plugin chose, if any.
+fn client_for(
+    gw: &Served,
+    route: &Route,
+    group: &Arc<Group>,
+    sni: Option<&str>,
+) -> Result<Arc<UpstreamClient>, ProxyError> {
+    let client = if Arc::ptr_eq(group, &route.group) {
+        route.client.clone()
+    } else {
+        gw.upstreams.client(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
+    };
+    match sni {
+        None => Ok(client),
+        Some(sni) => client.for_sni(sni).map_err(|reason| {
+            ProxyError::Upstream(UpstreamError::Connect { backend: group.name().to_string(), reason })
+        }),
+    }
+}
+
 /// Asks the route's error-phase plugins about a failed attempt; the first with an opinion
 /// decides.
 async fn on_upstream_error(
@@ -509,39 +663,23 @@ async fn on_upstream_error(
     Ok(OnError::Default)
 }
 
-enum Buffered {
-    Body(Bytes),
-    Respond(LocalReply),
+/// A place in the route's retry budget for a retry that is `wanted`, if one is left.
+fn retry_slot(route: &Route, wanted: bool) -> Option<route::Active<'_>> {
+    if !wanted {
+        return None;
+    }
+    let slot = route.retry.try_retry();
+    if slot.is_none() {
+        tracing::warn!(route = %route.name, "retry budget spent; not retrying");
+    }
+    slot
 }
 
-/// Reads the request body whole; 413 past `limit`.
-async fn read_whole(body: Timed<Incoming>, declared: Option<u64>, limit: usize) -> Result<Bytes, ProxyError> {
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
-    timed::read_whole(body, limit).await.map_err(|error| match error {
-        ReadError::TooLarge(limit) => ProxyError::BodyTooLarge { limit },
-        ReadError::Broken(_) => ProxyError::BadRequest("the request body broke off"),
-    })
-}
-
-/// Runs a whole request body through the request-body plugins, which may edit the head when
-/// `head_open`; the body then goes upstream with its length.
-async fn whole_body(
-    route: &Route,
-    ex: &mut Box<Exchange>,
-    mut bytes: Bytes,
-    head_open: bool,
-) -> Result<Buffered, ProxyError> {
-    for plugin in route.chain(Phase::RequestBody) {
-        match plugin.by_policy(plugin.on_request_body(ex, &bytes, true, head_open).await)? {
-            None | Some(BodyVerdict::Continue) => {}
-            Some(BodyVerdict::Replace(replaced)) => bytes = replaced,
-            Some(BodyVerdict::Respond(reply)) => return Ok(Buffered::Respond(reply)),
-        }
-    }
-    ex.request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
-    Ok(Buffered::Body(bytes))
+/// For a retry: the balancer's next pick, avoiding the backend that just failed when the group
+/// has another.
+fn another_backend(group: &Group, failed: usize, ex: &Exchange, conn: &Conn) -> usize {
+    let key = group.hash_source().and_then(|source| source.key(&ex.request, conn.client.ip()));
+    (0..4).filter_map(|_| group.pick(key)).find(|&i| i != failed).unwrap_or(failed)
 }
 
 /// Sets the request's status and hands its outcome to the response body, which records it
@@ -578,144 +716,6 @@ fn head_copy(parts: &http::response::Parts) -> http::response::Parts {
     *response.version_mut() = parts.version;
     *response.headers_mut() = parts.headers.clone();
     response.into_parts().0
-}
-
-/// A place in the route's retry budget for a retry that is `wanted`, if one is left.
-fn retry_slot(route: &Route, wanted: bool) -> Option<route::Active<'_>> {
-    if !wanted {
-        return None;
-    }
-    let slot = route.retry.try_retry();
-    if slot.is_none() {
-        tracing::warn!(route = %route.name, "retry budget spent; not retrying");
-    }
-    slot
-}
-
-/// The request body as the forward step sends it: streamed once, or kept whole so that a
-/// retry can send it again (an empty body, or one within the route's `retry_buffer`).
-enum Payload {
-    Stream(Option<Timed<Incoming>>),
-    Kept(Bytes),
-}
-
-impl Payload {
-    async fn new(
-        body: Timed<Incoming>,
-        headers: &http::HeaderMap,
-        retry: &RetryPolicy,
-    ) -> Result<Payload, ProxyError> {
-        if body.is_end_stream() {
-            return Ok(Payload::Kept(Bytes::new()));
-        }
-        let length = head::content_length(headers);
-        if retry.retries == 0 || length.is_none_or(|n| n > retry.buffer as u64) {
-            return Ok(Payload::Stream(Some(body)));
-        }
-        Ok(Payload::Kept(read_whole(body, length, retry.buffer).await?))
-    }
-
-    fn replayable(&self) -> bool {
-        matches!(self, Payload::Kept(_))
-    }
-
-    /// A streamed body goes through the route's request-body plugins chunk by chunk.
-    fn is_filtered(&self, route: &Route) -> bool {
-        route.has(Phase::RequestBody) && !self.replayable()
-    }
-
-    /// No attempt follows attempt number `attempt` (from 0).
-    fn is_last(&self, route: &Route, attempt: u32) -> bool {
-        attempt >= route.retry.retries || !self.replayable()
-    }
-
-    fn next_attempt(&mut self) -> UpstreamBody {
-        match self {
-            Payload::Stream(body) => {
-                body.take().map_or(UpstreamBody::Full(Default::default()), UpstreamBody::Stream)
-            }
-            Payload::Kept(bytes) => UpstreamBody::Full(http_body_util::Full::new(bytes.clone())),
-        }
-    }
-}
-
-/// The client of `group` (the route's own, or that of the group a plugin chose), for the
-/// server name a plugin chose, if any.
-fn client_for(
-    gw: &Served,
-    route: &Route,
-    group: &Arc<Group>,
-    sni: Option<&str>,
-) -> Result<Arc<UpstreamClient>, ProxyError> {
-    let client = if Arc::ptr_eq(group, &route.group) {
-        route.client.clone()
-    } else {
-        gw.upstreams.client(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
-    };
-    match sni {
-        None => Ok(client),
-        Some(sni) => client.for_sni(sni).map_err(|reason| {
-            ProxyError::Upstream(UpstreamError::Connect { backend: group.name().to_string(), reason })
-        }),
-    }
-}
-
-/// For a retry: the balancer's next pick, avoiding the backend that just failed when the group
-/// has another.
-fn another_backend(group: &Group, failed: usize, ex: &Exchange, conn: &Conn) -> usize {
-    let key = group.hash_source().and_then(|source| source.key(&ex.request, conn.client.ip()));
-    (0..4).filter_map(|_| group.pick(key)).find(|&i| i != failed).unwrap_or(failed)
-}
-
-enum Selected {
-    Backend(Arc<Group>, usize),
-    Respond(LocalReply),
-}
-
-/// The first plugin with an opinion decides; otherwise the route group's balancer.
-async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Selected, ProxyError> {
-    let client = ex.client_addr.ip();
-    for plugin in route.chain(Phase::SelectUpstream) {
-        match plugin.by_policy(plugin.select_upstream(ex).await)? {
-            None | Some(Choice::Default) => continue,
-            Some(Choice::Backend(group, index)) => return Ok(Selected::Backend(group, index)),
-            Some(Choice::Group(group)) => return balance(&group, ex, client),
-            Some(Choice::HashKey(key)) => {
-                let group = &route.group;
-                return group
-                    .pick_hashed(hash_key(key.as_bytes()))
-                    .map(|index| Selected::Backend(group.clone(), index))
-                    .ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() });
-            }
-            Some(Choice::Respond(reply)) => return Ok(Selected::Respond(reply)),
-        }
-    }
-    balance(&route.group, ex, client)
-}
-
-/// The group's balancer picks, with the request's hash key when the group hashes.
-fn balance(group: &Arc<Group>, ex: &Exchange, client: std::net::IpAddr) -> Result<Selected, ProxyError> {
-    let key = group.hash_source().and_then(|source| source.key(&ex.request, client));
-    let index =
-        group.pick(key).ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
-    Ok(Selected::Backend(group.clone(), index))
-}
-
-/// The request for the backend: its address as the target, the (possibly edited) head, the
-/// client's body streamed. The head is moved, not copied, unless a later phase reads it.
-fn upstream_request(
-    ex: &mut Exchange,
-    client: &UpstreamClient,
-    backend: &Backend,
-    body: UpstreamBody,
-    keep_head: bool,
-) -> Result<Request<UpstreamBody>, ProxyError> {
-    let path = ex.request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let headers =
-        if keep_head { ex.request.headers.clone() } else { std::mem::take(&mut ex.request.headers) };
-    client
-        .request(backend, ex.request.method.clone(), path, headers, body)
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))
 }
 
 fn local_response(reply: LocalReply) -> Response<ProxyBody> {
