@@ -239,7 +239,7 @@ pub fn closed_port() -> std::net::SocketAddr {
 /// The `tracer` guest's record of the request it saw with `x-trace-id: id`, once that
 /// request's log phase has stored it in the gateway's shared store.
 pub async fn tracer_record(gateway: &Running, id: &str) -> String {
-    let key = format!("tracer\0trace:{id}").into_bytes();
+    let key = wasmgate::store::store_key("tracer", &format!("trace:{id}"));
     let store = gateway.runtime().store().clone();
     let mut found = None;
     wait_until(&format!("the log phase of request {id}"), || {
