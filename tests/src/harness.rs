@@ -44,8 +44,8 @@ pub fn runtime_section() -> String {
 /// assert!(toml.contains("[[routes]]\nupstream = \"o\"\nplugins = [\"deny\"]\n"));
 /// ```
 ///
-/// Each method but [`raw`](Toml::raw) opens a table; `raw` text goes in the table opened last
-/// (or, when it starts with a `[header]`, opens its own). Routes are matched in the order they
+/// `listener`, `upstream`, `route` and `plugin` each open a table; [`raw`](Toml::raw) text goes
+/// in the table opened last (or, when it starts with a `[header]`, opens its own). Routes are matched in the order they
 /// are added. The `[runtime]` section is added by [`start`], [`config`] and [`GatewayProcess`].
 #[derive(Clone, Debug, Default)]
 pub struct Toml(String);
@@ -58,28 +58,31 @@ impl Toml {
 
     /// A plain HTTP listener on a free port of 127.0.0.1.
     pub fn listener(self) -> Toml {
-        self.table("[[listeners]]").raw(r#"address = "127.0.0.1:0""#)
+        self.raw("[[listeners]]").raw(r#"address = "127.0.0.1:0""#)
     }
 
     /// The upstream group `name` of `backends`.
     pub fn upstream(self, name: &str, backends: &[std::net::SocketAddr]) -> Toml {
         let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-        self.table(&format!("[upstreams.{name}]")).raw(&format!("backends = [{}]", backends.join(", ")))
+        self.raw(&format!("[upstreams.{name}]")).raw(&format!("backends = [{}]", backends.join(", ")))
     }
 
     /// A route to the group `upstream`.
     pub fn route(self, upstream: &str) -> Toml {
-        self.table("[[routes]]").raw(&format!("upstream = \"{upstream}\""))
+        self.raw("[[routes]]").raw(&format!("upstream = \"{upstream}\""))
     }
 
     /// The plugin `name` loaded from `path`, with `config` (a TOML inline table; `""` for none).
     pub fn plugin(self, name: &str, path: &str, config: &str) -> Toml {
-        let toml = self.table(&format!("[plugins.{name}]")).raw(&format!("path = \"{path}\""));
+        let toml = self.raw(&format!("[plugins.{name}]")).raw(&format!("path = \"{path}\""));
         if config.is_empty() { toml } else { toml.raw(&format!("config = {config}")) }
     }
 
     /// `text` as it is: keys of the table opened last, or tables of its own.
     pub fn raw(mut self, text: &str) -> Toml {
+        if text.starts_with('[') && !self.0.is_empty() && !self.0.ends_with("\n\n") {
+            self.0.push('\n');
+        }
         if !text.is_empty() {
             self.0.push_str(text);
             if !text.ends_with('\n') {
@@ -87,13 +90,6 @@ impl Toml {
             }
         }
         self
-    }
-
-    fn table(mut self, header: &str) -> Toml {
-        if !self.0.is_empty() {
-            self.0.push('\n');
-        }
-        self.raw(header)
     }
 }
 
