@@ -56,6 +56,16 @@ pub trait Store: Send + Sync {
     ) -> StoreFuture<'a, bool>;
 }
 
+/// The key under which `plugin`'s `key` is stored: the plugin's name, a NUL, then the key, so
+/// that no plugin can reach another's entries.
+pub fn store_key(plugin: &str, key: &str) -> Vec<u8> {
+    let mut scoped = Vec::with_capacity(plugin.len() + 1 + key.len());
+    scoped.extend_from_slice(plugin.as_bytes());
+    scoped.push(0);
+    scoped.extend_from_slice(key.as_bytes());
+    scoped
+}
+
 /// Checks the sizes every backend enforces.
 pub fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
     if key.len() > MAX_KEY || value.is_some_and(|v| v.len() > MAX_VALUE) {

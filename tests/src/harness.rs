@@ -31,12 +31,86 @@ pub fn runtime_section() -> String {
     format!("[runtime]\ncache_dir = \"{}\"\ninstance_slots = 64\n", cache_dir().display())
 }
 
+/// A test config, built table by table into TOML text (which it derefs to):
+///
+/// ```
+/// # let backend: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+/// let toml = wasmgate_tests::harness::Toml::new()
+///     .listener()
+///     .upstream("o", &[backend])
+///     .route("o")
+///     .raw(r#"plugins = ["deny"]"#)
+///     .plugin("deny", "/plugins/deny.wasm", r#"{ prefixes = ["/admin"] }"#);
+/// assert!(toml.contains("[[routes]]\nupstream = \"o\"\nplugins = [\"deny\"]\n"));
+/// ```
+///
+/// `listener`, `upstream`, `route` and `plugin` each open a table; [`raw`](Toml::raw) text goes
+/// in the table opened last (or, when it starts with a `[header]`, opens its own). Routes are matched in the order they
+/// are added. The `[runtime]` section is added by [`start`], [`config`] and [`GatewayProcess`].
+#[derive(Clone, Debug, Default)]
+pub struct Toml(String);
+
+impl Toml {
+    /// An empty config.
+    pub fn new() -> Toml {
+        Toml::default()
+    }
+
+    /// A plain HTTP listener on a free port of 127.0.0.1.
+    pub fn listener(self) -> Toml {
+        self.raw("[[listeners]]").raw(r#"address = "127.0.0.1:0""#)
+    }
+
+    /// The upstream group `name` of `backends`.
+    pub fn upstream(self, name: &str, backends: &[std::net::SocketAddr]) -> Toml {
+        let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        self.raw(&format!("[upstreams.{name}]")).raw(&format!("backends = [{}]", backends.join(", ")))
+    }
+
+    /// A route to the group `upstream`.
+    pub fn route(self, upstream: &str) -> Toml {
+        self.raw("[[routes]]").raw(&format!("upstream = \"{upstream}\""))
+    }
+
+    /// The plugin `name` loaded from `path`, with `config` (a TOML inline table; `""` for none).
+    pub fn plugin(self, name: &str, path: &str, config: &str) -> Toml {
+        let toml = self.raw(&format!("[plugins.{name}]")).raw(&format!("path = \"{path}\""));
+        if config.is_empty() { toml } else { toml.raw(&format!("config = {config}")) }
+    }
+
+    /// `text` as it is: keys of the table opened last, or tables of its own.
+    pub fn raw(mut self, text: &str) -> Toml {
+        if text.starts_with('[') && !self.0.is_empty() && !self.0.ends_with("\n\n") {
+            self.0.push('\n');
+        }
+        if !text.is_empty() {
+            self.0.push_str(text);
+            if !text.ends_with('\n') {
+                self.0.push('\n');
+            }
+        }
+        self
+    }
+}
+
+impl std::ops::Deref for Toml {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Toml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A config with one listener on a free port, one upstream group `o` of `backend`, and one
-/// route to it; `route_extra` is appended to the route's table (`"retries = 0\n"`).
-pub fn one_backend(backend: std::net::SocketAddr, route_extra: &str) -> String {
-    format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.o]\nbackends = [\"{backend}\"]\n\n[[routes]]\nupstream = \"o\"\n{route_extra}"
-    )
+/// route to it; `route_extra` goes in the route's table (`"retries = 0"`).
+pub fn one_backend(backend: std::net::SocketAddr, route_extra: &str) -> Toml {
+    Toml::new().listener().upstream("o", &[backend]).route("o").raw(route_extra)
 }
 
 /// An exchange for `GET path` with `headers`, on route `r` whose group `pair` has two
@@ -239,7 +313,7 @@ pub fn closed_port() -> std::net::SocketAddr {
 /// The `tracer` guest's record of the request it saw with `x-trace-id: id`, once that
 /// request's log phase has stored it in the gateway's shared store.
 pub async fn tracer_record(gateway: &Running, id: &str) -> String {
-    let key = format!("tracer\0trace:{id}").into_bytes();
+    let key = wasmgate::store::store_key("tracer", &format!("trace:{id}"));
     let store = gateway.runtime().store().clone();
     let mut found = None;
     wait_until(&format!("the log phase of request {id}"), || {
@@ -252,4 +326,44 @@ pub async fn tracer_record(gateway: &Running, id: &str) -> String {
     })
     .await;
     found.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_puts_each_table_after_a_blank_line_and_raw_text_in_the_last_one() {
+        let backend: std::net::SocketAddr = ([127, 0, 0, 1], 8080).into();
+        let toml = Toml::new()
+            .listener()
+            .plugin("p", "/p.wasm", "")
+            .plugin("q", "/q.wasm", "{ a = 1 }")
+            .raw("failure = \"fail-open\"")
+            .upstream("o", &[backend, backend])
+            .route("o")
+            .raw("retries = 0\n");
+        assert_eq!(
+            &*toml,
+            r#"[[listeners]]
+address = "127.0.0.1:0"
+
+[plugins.p]
+path = "/p.wasm"
+
+[plugins.q]
+path = "/q.wasm"
+config = { a = 1 }
+failure = "fail-open"
+
+[upstreams.o]
+backends = ["127.0.0.1:8080", "127.0.0.1:8080"]
+
+[[routes]]
+upstream = "o"
+retries = 0
+"#
+        );
+        assert!(config(&toml).is_ok(), "{toml}");
+    }
 }

@@ -10,18 +10,11 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmgate_example_origin::Origin;
 use wasmgate_tests::client::{self, Reply};
-use wasmgate_tests::{harness, wasm};
+use wasmgate_tests::harness::{self, Toml};
+use wasmgate_tests::wasm;
 
 async fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
-}
-
-fn listener() -> &'static str {
-    "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
-}
-
-fn plugin(name: &str, path: &str, config: &str) -> String {
-    format!("[plugins.{name}]\npath = \"{path}\"\nconfig = {config}\n")
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -33,26 +26,22 @@ async fn round_robin_alternates_and_health_checks_follow_a_stopped_origin() {
     let a = origin("a").await;
     let b = origin("b").await;
     let b_addr = b.addr();
-    let gw = harness::start(&format!(
-        "{}{}
-[upstreams.pair]
-backends = [\"{}\", \"{}\"]
-[upstreams.pair.health_check]
-path = \"/health\"
-interval = \"100ms\"
-timeout = \"500ms\"
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .plugin("rr", wasm::ROUND_ROBIN, "{}")
+            .upstream("pair", &[a.addr(), b.addr()])
+            .raw(
+                r#"[upstreams.pair.health_check]
+path = "/health"
+interval = "100ms"
+timeout = "500ms"
 healthy_threshold = 2
-unhealthy_threshold = 2
-
-[[routes]]
-plugins = [\"rr\"]
-upstream = \"pair\"
-",
-        listener(),
-        plugin("rr", wasm::ROUND_ROBIN, "{}"),
-        a.addr(),
-        b.addr()
-    ))
+unhealthy_threshold = 2"#,
+            )
+            .route("pair")
+            .raw(r#"plugins = ["rr"]"#),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -97,31 +86,30 @@ async fn set_host_add_header_and_deny_each_show_their_effect() {
         Origin::start("strict", "127.0.0.1:0".parse().expect("addr"), Some("one.one.one.one".into()))
             .await
             .expect("origin");
-    let gw = harness::start(&format!(
-        "{}{}{}{}
-[upstreams.strict]
-backends = [\"{}\"]
-
-[[routes]]
-name = \"with-set-host\"
-path_prefix = \"/with\"
-plugins = [\"deny\", \"add\", \"set-host\"]
-upstream = \"strict\"
-
-[[routes]]
-name = \"without\"
-upstream = \"strict\"
-",
-        listener(),
-        plugin("set-host", wasm::SET_HOST, "{ host = \"one.one.one.one\" }"),
-        plugin(
-            "add",
-            wasm::ADD_HEADER,
-            "{ request = { x-added = \"to-origin\" }, response = { x-seen = \"by-client\" } }"
-        ),
-        plugin("deny", wasm::DENY, "{ prefixes = [\"/with/admin\"], status = 403, body = \"denied here\" }"),
-        strict.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .plugin("set-host", wasm::SET_HOST, r#"{ host = "one.one.one.one" }"#)
+            .plugin(
+                "add",
+                wasm::ADD_HEADER,
+                r#"{ request = { x-added = "to-origin" }, response = { x-seen = "by-client" } }"#,
+            )
+            .plugin(
+                "deny",
+                wasm::DENY,
+                r#"{ prefixes = ["/with/admin"], status = 403, body = "denied here" }"#,
+            )
+            .upstream("strict", &[strict.addr()])
+            .route("strict")
+            .raw(
+                r#"name = "with-set-host"
+path_prefix = "/with"
+plugins = ["deny", "add", "set-host"]"#,
+            )
+            .route("strict")
+            .raw(r#"name = "without""#),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -200,24 +188,16 @@ async fn h2c_client_to_http1_origin_with_forwarding_headers_and_hop_by_hop_strip
 #[tokio::test]
 async fn upstream_failures_become_502_and_504() {
     let o = origin("slow").await;
-    let gw = harness::start(&format!(
-        "{}
-[upstreams.dead]
-backends = [\"{}\"]
-[upstreams.slow]
-backends = [\"{}\"]
-response_timeout = \"300ms\"
-
-[[routes]]
-path_prefix = \"/dead\"
-upstream = \"dead\"
-[[routes]]
-upstream = \"slow\"
-",
-        listener(),
-        harness::closed_port(),
-        o.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("dead", &[harness::closed_port()])
+            .upstream("slow", &[o.addr()])
+            .raw(r#"response_timeout = "300ms""#)
+            .route("dead")
+            .raw(r#"path_prefix = "/dead""#)
+            .route("slow"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -233,24 +213,19 @@ upstream = \"slow\"
 #[tokio::test]
 async fn a_trapping_plugin_fails_its_request_per_policy_and_the_next_succeeds() {
     let o = origin("a").await;
-    let gw = harness::start(&format!(
-        "{}{}{}failure = \"fail-open\"
-[upstreams.o]
-backends = [\"{}\"]
-
-[[routes]]
-path_prefix = \"/open\"
-plugins = [\"trap-open\"]
-upstream = \"o\"
-[[routes]]
-plugins = [\"trap\"]
-upstream = \"o\"
-",
-        listener(),
-        plugin("trap", wasm::MISBEHAVE, "{ mode = \"trap\" }"),
-        plugin("trap-open", wasm::MISBEHAVE, "{ mode = \"trap\" }"),
-        o.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .plugin("trap", wasm::MISBEHAVE, r#"{ mode = "trap" }"#)
+            .plugin("trap-open", wasm::MISBEHAVE, r#"{ mode = "trap" }"#)
+            .raw(r#"failure = "fail-open""#)
+            .upstream("o", &[o.addr()])
+            .route("o")
+            .raw(r#"path_prefix = "/open""#)
+            .raw(r#"plugins = ["trap-open"]"#)
+            .route("o")
+            .raw(r#"plugins = ["trap"]"#),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -266,13 +241,10 @@ upstream = \"o\"
 #[tokio::test]
 async fn silent_and_slow_clients_are_cut_off_and_bad_requests_get_400() {
     let o = origin("a").await;
-    let gw = harness::start(&format!(
-        "{}[server]\nheader_read_timeout = \"300ms\"\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\n",
-        listener(),
-        o.addr()
-    ))
-    .await
-    .expect("gateway");
+    let gw =
+        harness::start(&harness::one_backend(o.addr(), "").raw("[server]\nheader_read_timeout = \"300ms\""))
+            .await
+            .expect("gateway");
     let addr = gw.addrs()[0];
 
     for first_bytes in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n"] {
@@ -347,11 +319,23 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 #[test]
 fn check_names_the_file_field_and_plugin_of_each_mistake() {
     let dir = harness::TempDir::new("check").expect("dir");
+    // The line numbers the errors name are those of this text.
     let base = |extra: &str| {
         format!(
-            "{}{}\n[upstreams.o]\nbackends = [\"127.0.0.1:9\"]\n\n[[routes]]\nplugins = [\"deny\"]\nupstream = \"o\"\n{extra}",
-            listener(),
-            plugin("deny", wasm::DENY, "{}")
+            r#"[[listeners]]
+address = "127.0.0.1:0"
+[plugins.deny]
+path = "{deny}"
+config = {{}}
+
+[upstreams.o]
+backends = ["127.0.0.1:9"]
+
+[[routes]]
+plugins = ["deny"]
+upstream = "o"
+{extra}"#,
+            deny = wasm::DENY
         )
     };
     let (ok, stdout, stderr) = harness::check(dir.path(), &base("")).expect("check");
@@ -386,21 +370,14 @@ fn check_names_the_file_field_and_plugin_of_each_mistake() {
 #[tokio::test]
 async fn consistent_hashing_keeps_a_key_on_one_backend() {
     let (a, b, c) = (origin("a").await, origin("b").await, origin("c").await);
-    let gw = harness::start(&format!(
-        "{}
-[upstreams.trio]
-backends = [\"{}\", \"{}\", \"{}\"]
-balance = \"consistent-hash\"
-hash_key = \"header:x-user\"
-
-[[routes]]
-upstream = \"trio\"
-",
-        listener(),
-        a.addr(),
-        b.addr(),
-        c.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("trio", &[a.addr(), b.addr(), c.addr()])
+            .raw(r#"balance = "consistent-hash""#)
+            .raw(r#"hash_key = "header:x-user""#)
+            .route("trio"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -436,8 +413,7 @@ async fn a_reload_swaps_backends_whole_and_a_bad_one_changes_nothing() {
     assert_eq!((reply.status.as_u16(), reply.header("x-origin")), (200, "a"));
 
     // A config whose plugin cannot load is refused; the current one keeps serving.
-    let broken =
-        format!("{}{}", harness::one_backend(a.addr(), ""), plugin("p", "/nonexistent/p.wasm", "{}"));
+    let broken = harness::one_backend(a.addr(), "").plugin("p", "/nonexistent/p.wasm", "{}");
     let err = gw.reload(harness::config(&broken).expect("parses")).await.expect_err("refused");
     assert!(err.to_string().contains("plugins.p"), "{err}");
     assert_eq!(get(addr, "/").await.header("x-origin"), "b");

@@ -12,7 +12,8 @@ use http_body_util::Full;
 use wasmgate::server::Running;
 use wasmgate_example_origin::Origin;
 use wasmgate_tests::client::{self, Reply};
-use wasmgate_tests::{harness, wasm};
+use wasmgate_tests::harness::{self, Toml};
+use wasmgate_tests::wasm;
 
 async fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
@@ -21,47 +22,40 @@ async fn origin(name: &str) -> Origin {
 /// A gateway with the tracer on every route: `/down` goes to a closed port, `PUT` requests
 /// have their bodies buffered up to 1 KiB, the rest goes to `backend`.
 async fn traced(backend: SocketAddr) -> Running {
-    harness::start(&format!(
-        "[[listeners]]
-address = \"127.0.0.1:0\"
-
-[plugins.tracer]
-path = \"{tracer}\"
-
-[upstreams.o]
-backends = [\"{backend}\"]
-[upstreams.down]
-backends = [\"{down}\"]
-
-[[routes]]
-path_prefix = \"/down\"
-upstream = \"down\"
-plugins = [\"tracer\"]
-retries = 0
-[[routes]]
-methods = [\"PUT\"]
-upstream = \"o\"
-plugins = [\"tracer\"]
-request_buffer = \"1KiB\"
-[[routes]]
-upstream = \"o\"
-plugins = [\"tracer\"]
-",
-        tracer = wasm::TRACER,
-        down = harness::closed_port(),
-    ))
+    harness::start(
+        &Toml::new()
+            .listener()
+            .plugin("tracer", wasm::TRACER, "")
+            .upstream("o", &[backend])
+            .upstream("down", &[harness::closed_port()])
+            .route("down")
+            .raw(r#"path_prefix = "/down""#)
+            .raw(r#"plugins = ["tracer"]"#)
+            .raw("retries = 0")
+            .route("o")
+            .raw(r#"methods = ["PUT"]"#)
+            .raw(r#"plugins = ["tracer"]"#)
+            .raw(r#"request_buffer = "1KiB""#)
+            .route("o")
+            .raw(r#"plugins = ["tracer"]"#),
+    )
     .await
     .expect("gateway")
 }
 
-/// A gateway with one route through the tracer to group `o`, whose table is `group` (its
-/// backends and settings); `route_extra` goes in the route's table.
-async fn tracer_in_front_of(group: &str, route_extra: &str) -> Running {
-    harness::start(&format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins.tracer]\npath = \"{}\"\n\n[upstreams.o]\n{group}\n\n\
-         [[routes]]\nupstream = \"o\"\nplugins = [\"tracer\"]\n{route_extra}",
-        wasm::TRACER
-    ))
+/// A gateway with one route through the tracer to group `o` of `backends`; `group_extra` goes
+/// in the group's table and `route_extra` in the route's.
+async fn tracer_in_front_of(backends: &[SocketAddr], group_extra: &str, route_extra: &str) -> Running {
+    harness::start(
+        &Toml::new()
+            .listener()
+            .plugin("tracer", wasm::TRACER, "")
+            .upstream("o", backends)
+            .raw(group_extra)
+            .route("o")
+            .raw(r#"plugins = ["tracer"]"#)
+            .raw(route_extra),
+    )
     .await
     .expect("gateway")
 }
@@ -200,8 +194,7 @@ async fn a_buffered_body_is_bounded_and_opens_the_head_to_body_plugins() {
 #[tokio::test]
 async fn the_error_phase_can_answer_or_ask_for_a_retry() {
     let o = origin("o").await;
-    let backends = format!("backends = [\"{}\", \"{}\"]", harness::closed_port(), o.addr());
-    let gw = tracer_in_front_of(&backends, "retry_on = []\n").await;
+    let gw = tracer_in_front_of(&[harness::closed_port(), o.addr()], "", "retry_on = []").await;
     // Round robin alternates; with `retry_on` empty only the plugin's request retries.
     let mut plain = Vec::new();
     for _ in 0..4 {
@@ -218,7 +211,7 @@ async fn the_error_phase_can_answer_or_ask_for_a_retry() {
 #[tokio::test]
 async fn trailers_go_through_the_trailer_phase() {
     let o = origin("o").await;
-    let gw = tracer_in_front_of(&format!("backends = [\"{}\"]\nprotocol = \"http2\"", o.addr()), "").await;
+    let gw = tracer_in_front_of(&[o.addr()], r#"protocol = "http2""#, "").await;
     let request = Request::post(format!("http://{}/echo.Echo/Unary", gw.addrs()[0]))
         .header("content-type", "application/grpc")
         .header("te", "trailers")

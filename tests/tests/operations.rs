@@ -7,40 +7,28 @@ use std::net::SocketAddr;
 use wasmgate::server::Running;
 use wasmgate_example_origin::Origin;
 use wasmgate_tests::client::{self, Reply};
-use wasmgate_tests::{harness, wasm};
+use wasmgate_tests::harness::{self, Toml};
+use wasmgate_tests::wasm;
 
 async fn origin() -> Origin {
     Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
 }
 
 async fn with_admin(backend: SocketAddr) -> Running {
-    harness::start(&format!(
-        "[[listeners]]
-address = \"127.0.0.1:0\"
-
-[admin]
-address = \"127.0.0.1:0\"
-token = \"t0k3n\"
-
-[plugins.tag]
-path = \"{add_header}\"
-config = {{ request = {{ x-tag = \"1\" }} }}
-[plugins.jwt]
-path = \"{jwt}\"
-config = {{ hs256_secret = \"do-not-show\" }}
-
-[upstreams.o]
-backends = [\"{backend}\"]
-
-[[routes]]
-name = \"api\"
-path_prefix = \"/api\"
-upstream = \"o\"
-plugins = [\"tag\"]
-",
-        add_header = wasm::ADD_HEADER,
-        jwt = wasm::JWT_AUTH,
-    ))
+    harness::start(
+        &Toml::new()
+            .listener()
+            .raw("[admin]")
+            .raw(r#"address = "127.0.0.1:0""#)
+            .raw(r#"token = "t0k3n""#)
+            .plugin("tag", wasm::ADD_HEADER, r#"{ request = { x-tag = "1" } }"#)
+            .plugin("jwt", wasm::JWT_AUTH, r#"{ hs256_secret = "do-not-show" }"#)
+            .upstream("o", &[backend])
+            .route("o")
+            .raw(r#"name = "api""#)
+            .raw(r#"path_prefix = "/api""#)
+            .raw(r#"plugins = ["tag"]"#),
+    )
     .await
     .expect("gateway")
 }
@@ -142,10 +130,11 @@ async fn json_access_log_lines_carry_the_configured_fields() {
     let dir = harness::TempDir::new("access-log").expect("dir");
     let gw = harness::GatewayProcess::start(
         dir.path(),
-        &format!(
-            "[log]\nformat = \"json\"\naccess = true\naccess_fields = [\"method\", \"path\", \"status\", \"route\", \"request_id\", \"duration_ms\", \"backend\"]\n\n{}",
-            harness::one_backend(o.addr(), "name = \"main\"\n")
-        ),
+        &harness::one_backend(o.addr(), r#"name = "main""#)
+            .raw("[log]")
+            .raw(r#"format = "json""#)
+            .raw("access = true")
+            .raw(r#"access_fields = ["method", "path", "status", "route", "request_id", "duration_ms", "backend"]"#),
     )
     .expect("gateway");
     let reply =
@@ -225,30 +214,19 @@ fn attribute<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde_jso
 async fn spans_reach_an_otlp_receiver_with_the_parent_from_traceparent() {
     let o = origin().await;
     let (receiver, received) = otlp_receiver().await;
-    let gw = harness::start(&format!(
-        "[[listeners]]
-address = \"127.0.0.1:0\"
-
-[traces]
-endpoint = \"http://{receiver}/v1/traces\"
-protocol = \"http-json\"
-export_interval = \"100ms\"
-
-[plugins.tag]
-path = \"{add_header}\"
-config = {{ request = {{ x-tag = \"1\" }} }}
-
-[upstreams.o]
-backends = [\"{backend}\"]
-
-[[routes]]
-name = \"api\"
-upstream = \"o\"
-plugins = [\"tag\"]
-",
-        add_header = wasm::ADD_HEADER,
-        backend = o.addr(),
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .raw("[traces]")
+            .raw(&format!(r#"endpoint = "http://{receiver}/v1/traces""#))
+            .raw(r#"protocol = "http-json""#)
+            .raw(r#"export_interval = "100ms""#)
+            .plugin("tag", wasm::ADD_HEADER, r#"{ request = { x-tag = "1" } }"#)
+            .upstream("o", &[o.addr()])
+            .route("o")
+            .raw(r#"name = "api""#)
+            .raw(r#"plugins = ["tag"]"#),
+    )
     .await
     .expect("gateway");
     let (trace_id, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");

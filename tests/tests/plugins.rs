@@ -9,21 +9,18 @@ use http_body_util::Full;
 use wasmgate::server::Running;
 use wasmgate_example_origin::Origin;
 use wasmgate_tests::client::{self, Reply};
-use wasmgate_tests::{harness, wasm};
+use wasmgate_tests::harness::{self, Toml};
+use wasmgate_tests::wasm;
 
 async fn origin() -> Origin {
     Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
 }
 
-/// A gateway in front of `backend` whose one route runs `plugins` (TOML `[plugins.*]` tables
-/// follow `extra`).
-async fn gateway(backend: SocketAddr, chain: &str, plugins: &str) -> Running {
-    harness::start(&format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.o]\nbackends = [\"{backend}\"]\n\n\
-         [[routes]]\nupstream = \"o\"\nplugins = [{chain}]\n\n{plugins}"
-    ))
-    .await
-    .expect("gateway")
+/// A gateway in front of `backend` whose one route runs the plugins of `chain` (a TOML list),
+/// which `plugins` declares.
+async fn gateway(backend: SocketAddr, chain: &str, plugins: impl FnOnce(Toml) -> Toml) -> Running {
+    let toml = harness::one_backend(backend, &format!("plugins = [{chain}]"));
+    harness::start(&plugins(toml)).await.expect("gateway")
 }
 
 async fn send(gw: &Running, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
@@ -39,15 +36,11 @@ async fn send(gw: &Running, method: &str, path: &str, headers: &[(&str, &str)], 
 async fn rate_limit_answers_429_past_the_burst_and_shares_the_count_across_instances() {
     let o = origin().await;
     // A fresh instance for every call: the count can only live in the shared store.
-    let gw = gateway(
-        o.addr(),
-        "\"limit\"",
-        &format!(
-            "[plugins.limit]\npath = \"{}\"\nisolation = \"per-request\"\ninstances = 4\n\
-             config = {{ rate = 0.01, burst = 3, key = \"header:x-api-key\" }}\n",
-            wasm::RATE_LIMIT
-        ),
-    )
+    let gw = gateway(o.addr(), r#""limit""#, |toml| {
+        toml.plugin("limit", wasm::RATE_LIMIT, r#"{ rate = 0.01, burst = 3, key = "header:x-api-key" }"#)
+            .raw(r#"isolation = "per-request""#)
+            .raw("instances = 4")
+    })
     .await;
     for i in 0..3 {
         assert_eq!(send(&gw, "GET", "/", &[("x-api-key", "alpha")], b"").await.status, 200, "request {i}");
@@ -64,14 +57,9 @@ async fn rate_limit_answers_429_past_the_burst_and_shares_the_count_across_insta
 #[tokio::test]
 async fn cors_answers_preflights_and_marks_allowed_responses() {
     let o = origin().await;
-    let gw = gateway(
-        o.addr(),
-        "\"cors\"",
-        &format!(
-            "[plugins.cors]\npath = \"{}\"\nconfig = {{ allow_origins = [\"https://app.test\"], max_age = 600 }}\n",
-            wasm::CORS
-        ),
-    )
+    let gw = gateway(o.addr(), r#""cors""#, |toml| {
+        toml.plugin("cors", wasm::CORS, r#"{ allow_origins = ["https://app.test"], max_age = 600 }"#)
+    })
     .await;
     let preflight = [("origin", "https://app.test"), ("access-control-request-method", "POST")];
     let reply = send(&gw, "OPTIONS", "/items", &preflight, b"").await;
@@ -95,15 +83,9 @@ async fn cors_answers_preflights_and_marks_allowed_responses() {
 #[tokio::test]
 async fn request_id_is_propagated_or_made_and_visible_in_the_log_phase() {
     let o = origin().await;
-    let gw = gateway(
-        o.addr(),
-        "\"request-id\", \"tracer\"",
-        &format!(
-            "[plugins.request-id]\npath = \"{}\"\n[plugins.tracer]\npath = \"{}\"\n",
-            wasm::REQUEST_ID,
-            wasm::TRACER
-        ),
-    )
+    let gw = gateway(o.addr(), r#""request-id", "tracer""#, |toml| {
+        toml.plugin("request-id", wasm::REQUEST_ID, "").plugin("tracer", wasm::TRACER, "")
+    })
     .await;
     let reply =
         send(&gw, "GET", "/echo-headers", &[("x-request-id", "abc-123"), ("x-trace-id", "kept")], b"").await;
@@ -181,13 +163,13 @@ async fn jwt_auth_accepts_valid_hs256_and_rs256_tokens_and_says_why_it_refuses()
     let pem = key.public_pem().replace('\n', "\\n");
     let gw = gateway(
         o.addr(),
-        "\"jwt\"",
-        &format!(
-            "[plugins.jwt]\npath = \"{}\"\n\
-             config = {{ hs256_secret = \"s3cret\", rs256_public_key = \"{pem}\", audience = \"api\", \
-             claims_to_headers = {{ sub = \"x-user\" }} }}\n",
-            wasm::JWT_AUTH
-        ),
+        r#""jwt""#,
+        |toml| {
+            let config = format!(
+                r#"{{ hs256_secret = "s3cret", rs256_public_key = "{pem}", audience = "api", claims_to_headers = {{ sub = "x-user" }} }}"#
+            );
+            toml.plugin("jwt", wasm::JWT_AUTH, &config)
+        },
     )
     .await;
     let now = jwt::now();
@@ -225,14 +207,9 @@ async fn jwt_auth_accepts_valid_hs256_and_rs256_tokens_and_says_why_it_refuses()
 #[tokio::test]
 async fn body_redact_replaces_fields_even_when_they_span_chunks() {
     let o = origin().await;
-    let gw = gateway(
-        o.addr(),
-        "\"redact\"",
-        &format!(
-            "[plugins.redact]\npath = \"{}\"\nconfig = {{ fields = [\"password\", \"ssn\"] }}\n",
-            wasm::BODY_REDACT
-        ),
-    )
+    let gw = gateway(o.addr(), r#""redact""#, |toml| {
+        toml.plugin("redact", wasm::BODY_REDACT, r#"{ fields = ["password", "ssn"] }"#)
+    })
     .await;
     // The origin sends the body in pieces split at each `|`: a key and a value span chunks.
     let body = br#"{"user":"ann","pass|word":"hun|ter2","nested":{"ssn":12|3456789},"note":"password"}"#;
@@ -281,35 +258,24 @@ async fn ext_authz_allows_and_denies_by_asking_a_real_service() {
     let o = origin().await;
     let authz = authz_service().await;
     let closed = harness::closed_port();
-    let gw = harness::start(&format!(
-        "[[listeners]]
-address = \"127.0.0.1:0\"
-
-[upstreams.o]
-backends = [\"{o}\"]
-[upstreams.authz]
-backends = [\"{authz}\"]
-[upstreams.gone]
-backends = [\"{closed}\"]
-
-[plugins.authz]
-path = \"{plugin}\"
-config = {{ group = \"authz\", path = \"/check\", forward_headers = [\"authorization\"], allow_headers_from_authz = [\"x-user\"] }}
-[plugins.authz-down]
-path = \"{plugin}\"
-config = {{ group = \"gone\", path = \"/check\" }}
-
-[[routes]]
-path_prefix = \"/down\"
-upstream = \"o\"
-plugins = [\"authz-down\"]
-[[routes]]
-upstream = \"o\"
-plugins = [\"authz\"]
-",
-        o = o.addr(),
-        plugin = wasm::EXT_AUTHZ,
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("o", &[o.addr()])
+            .upstream("authz", &[authz])
+            .upstream("gone", &[closed])
+            .plugin(
+                "authz",
+                wasm::EXT_AUTHZ,
+                r#"{ group = "authz", path = "/check", forward_headers = ["authorization"], allow_headers_from_authz = ["x-user"] }"#,
+            )
+            .plugin("authz-down", wasm::EXT_AUTHZ, r#"{ group = "gone", path = "/check" }"#)
+            .route("o")
+            .raw(r#"path_prefix = "/down""#)
+            .raw(r#"plugins = ["authz-down"]"#)
+            .route("o")
+            .raw(r#"plugins = ["authz"]"#),
+    )
     .await
     .expect("gateway");
     let reply = send(&gw, "GET", "/echo-headers", &[("authorization", "Bearer good")], b"").await;

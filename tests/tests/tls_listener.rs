@@ -14,8 +14,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use wasmgate::server::Running;
 use wasmgate_example_origin::Origin;
+use wasmgate_tests::harness::{self, Toml};
 use wasmgate_tests::tls::TestCa;
-use wasmgate_tests::{harness, wasm};
+use wasmgate_tests::wasm;
 
 async fn origin() -> Origin {
     Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
@@ -64,22 +65,26 @@ async fn get(
     Ok((status, version, response.into_body().collect().await?.to_bytes()))
 }
 
-fn tls_listener(dir: &Path, extra: &str) -> String {
-    format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\nreload_interval = \"100ms\"\n{extra}\
-         certificates = [\n  {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\", names = [\"a.test\"] }},\n  \
-         {{ cert = \"{d}/b.pem\", key = \"{d}/b.key\", names = [\"b.test\", \"*.b.test\"] }},\n]\n",
+/// A config with a TLS listener serving the certificates of `a.test` and of `b.test` and
+/// `*.b.test` from `dir`; `extra` goes in its `[listeners.tls]` table.
+fn tls_listener(dir: &Path, extra: &str) -> Toml {
+    let certificates = format!(
+        r#"certificates = [
+  {{ cert = "{d}/a.pem", key = "{d}/a.key", names = ["a.test"] }},
+  {{ cert = "{d}/b.pem", key = "{d}/b.key", names = ["b.test", "*.b.test"] }},
+]"#,
         d = dir.display()
-    )
+    );
+    Toml::new()
+        .listener()
+        .raw("[listeners.tls]")
+        .raw(r#"reload_interval = "100ms""#)
+        .raw(extra)
+        .raw(&certificates)
 }
 
-async fn start(dir: &Path, backend: SocketAddr, extra_tls: &str, route: &str) -> Running {
-    harness::start(&format!(
-        "{}\n[upstreams.o]\nbackends = [\"{backend}\"]\n\n[[routes]]\nupstream = \"o\"\n{route}",
-        tls_listener(dir, extra_tls)
-    ))
-    .await
-    .expect("gateway")
+async fn start(dir: &Path, backend: SocketAddr) -> Running {
+    harness::start(&tls_listener(dir, "").upstream("o", &[backend]).route("o")).await.expect("gateway")
 }
 
 #[tokio::test]
@@ -89,7 +94,7 @@ async fn certificates_are_chosen_by_sni_and_alpn_picks_h2() {
     let (a, _) = ca.write_named(dir.path(), "a", &["a.test"]).expect("a");
     let (b, _) = ca.write_named(dir.path(), "b", &["b.test", "*.b.test"]).expect("b");
     let o = origin().await;
-    let gw = start(dir.path(), o.addr(), "", "").await;
+    let gw = start(dir.path(), o.addr()).await;
     let addr = gw.addrs()[0];
     let config = ca.client_config(&[b"h2", b"http/1.1"], None).expect("client");
     for (name, expected) in [("a.test", &a), ("b.test", &b), ("api.b.test", &b)] {
@@ -118,7 +123,7 @@ async fn a_certificate_replaced_on_disk_is_served_on_the_next_handshake() {
     let (a, _) = ca.write_named(dir.path(), "a", &["a.test"]).expect("a");
     ca.write_named(dir.path(), "b", &["b.test"]).expect("b");
     let o = origin().await;
-    let gw = start(dir.path(), o.addr(), "", "").await;
+    let gw = start(dir.path(), o.addr()).await;
     let config = ca.client_config(&[b"http/1.1"], None).expect("client");
     let before = handshake(gw.addrs()[0], config.clone(), "a.test").await.expect("handshake");
     assert_eq!(leaf_served(&before), der_of(&a));
@@ -149,12 +154,13 @@ async fn client_certificates_are_required_and_their_identity_reaches_plugins() {
     ca.write_named(dir.path(), "a", &["a.test"]).expect("a");
     ca.write_named(dir.path(), "b", &["b.test"]).expect("b");
     let o = origin().await;
-    let gw = harness::start(&format!(
-        "{}\n[plugins.tracer]\npath = \"{}\"\n\n[upstreams.o]\nbackends = [\"{}\"]\n\n[[routes]]\nupstream = \"o\"\nplugins = [\"tracer\"]\n",
-        tls_listener(dir.path(), &format!("client_ca = \"{}\"\n", ca_pem.display())),
-        wasm::TRACER,
-        o.addr()
-    ))
+    let gw = harness::start(
+        &tls_listener(dir.path(), &format!("client_ca = \"{}\"", ca_pem.display()))
+            .plugin("tracer", wasm::TRACER, "")
+            .upstream("o", &[o.addr()])
+            .route("o")
+            .raw(r#"plugins = ["tracer"]"#),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];

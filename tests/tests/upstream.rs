@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use wasmgate_example_origin::Origin;
 use wasmgate_tests::client::{self, Reply};
-use wasmgate_tests::harness;
+use wasmgate_tests::harness::{self, Toml};
 
 async fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
@@ -19,26 +19,18 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
     client::get(addr, path, &[]).await.expect("request")
 }
 
-const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
-
 #[tokio::test]
 async fn retries_go_to_another_backend_only_when_it_is_safe() {
     let a = origin("a").await;
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.half]
-backends = [\"{}\", \"{}\"]
-
-[[routes]]
-path_prefix = \"/big\"
-upstream = \"half\"
-retry_buffer = \"4\"
-[[routes]]
-upstream = \"half\"
-",
-        harness::closed_port(),
-        a.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("half", &[harness::closed_port(), a.addr()])
+            .route("half")
+            .raw(r#"path_prefix = "/big""#)
+            .raw(r#"retry_buffer = "4""#)
+            .route("half"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -70,11 +62,13 @@ async fn a_post_that_reached_a_failing_backend_is_not_sent_again() {
     let bad = Origin::start_failing("bad", "127.0.0.1:0".parse().expect("addr"), StatusCode::BAD_GATEWAY)
         .await
         .expect("origin");
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.pair]\nbackends = [\"{}\", \"{}\"]\n\n[[routes]]\nupstream = \"pair\"\nretry_on = [\"502\"]\n",
-        bad.addr(),
-        a.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("pair", &[bad.addr(), a.addr()])
+            .route("pair")
+            .raw(r#"retry_on = ["502"]"#),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -110,19 +104,14 @@ async fn a_failing_backend_is_ejected_then_comes_back() {
     )
     .await
     .expect("origin");
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.pair]
-backends = [\"{}\", \"{}\"]
-outlier_detection = {{ consecutive_failures = 2, base_ejection = \"500ms\" }}
-
-[[routes]]
-upstream = \"pair\"
-retries = 0
-",
-        sick.addr(),
-        a.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("pair", &[sick.addr(), a.addr()])
+            .raw(r#"outlier_detection = { consecutive_failures = 2, base_ejection = "500ms" }"#)
+            .route("pair")
+            .raw("retries = 0"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -151,23 +140,19 @@ async fn futures(addr: SocketAddr, n: usize) -> Vec<u16> {
 #[tokio::test]
 async fn with_every_backend_down_the_policy_decides_between_503_and_trying_anyway() {
     let dead = harness::closed_port();
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.strict]
-backends = [\"{dead}\"]
-health_check = {{ kind = \"tcp\", interval = \"50ms\", unhealthy_threshold = 1 }}
-[upstreams.lenient]
-backends = [\"{dead}\"]
-health_check = {{ kind = \"tcp\", interval = \"50ms\", unhealthy_threshold = 1 }}
-when_all_unhealthy = \"route-to-all\"
-
-[[routes]]
-path_prefix = \"/strict\"
-upstream = \"strict\"
-[[routes]]
-upstream = \"lenient\"
-"
-    ))
+    let health_check = r#"health_check = { kind = "tcp", interval = "50ms", unhealthy_threshold = 1 }"#;
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("strict", &[dead])
+            .raw(health_check)
+            .upstream("lenient", &[dead])
+            .raw(health_check)
+            .raw(r#"when_all_unhealthy = "route-to-all""#)
+            .route("strict")
+            .raw(r#"path_prefix = "/strict""#)
+            .route("lenient"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -185,10 +170,9 @@ upstream = \"lenient\"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_breaker_answers_503_at_once() {
     let a = origin("a").await;
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.one]\nbackends = [\"{}\"]\nmax_requests = 1\n\n[[routes]]\nupstream = \"one\"\n",
-        a.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new().listener().upstream("one", &[a.addr()]).raw("max_requests = 1").route("one"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -276,29 +260,22 @@ async fn stalled_bodies_and_slow_exchanges_are_cut_off_by_the_route_timeouts() {
     use http_body_util::BodyExt;
     let a = origin("a").await;
     let (mute_addr, mute) = harness::mute_server().await.expect("mute server");
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.o]
-backends = [\"{}\"]
-[upstreams.mute]
-backends = [\"{mute_addr}\"]
-tls_handshake_timeout = \"300ms\"
-tls = {{ sni = \"mute.test\" }}
-
-[[routes]]
-path_prefix = \"/delay\"
-upstream = \"o\"
-timeouts = {{ total = \"300ms\" }}
-[[routes]]
-path_prefix = \"/mute\"
-upstream = \"mute\"
-retries = 0
-[[routes]]
-upstream = \"o\"
-timeouts = {{ body_idle = \"300ms\" }}
-",
-        a.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("o", &[a.addr()])
+            .upstream("mute", &[mute_addr])
+            .raw(r#"tls_handshake_timeout = "300ms""#)
+            .raw(r#"tls = { sni = "mute.test" }"#)
+            .route("o")
+            .raw(r#"path_prefix = "/delay""#)
+            .raw(r#"timeouts = { total = "300ms" }"#)
+            .route("mute")
+            .raw(r#"path_prefix = "/mute""#)
+            .raw("retries = 0")
+            .route("o")
+            .raw(r#"timeouts = { body_idle = "300ms" }"#),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -360,25 +337,17 @@ async fn health_checks_send_the_configured_host_and_accept_the_configured_status
             "health_check = {{ path = \"/health\", interval = \"50ms\", unhealthy_threshold = 1, jitter = \"10ms\"{extra} }}"
         )
     };
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.with-host]
-backends = [\"{b}\"]
-{}
-[upstreams.without-host]
-backends = [\"{b}\"]
-{}
-[upstreams.forbidden-is-fine]
-backends = [\"{b}\"]
-{}
-
-[[routes]]
-upstream = \"with-host\"
-",
-        check(", host = \"health.test\""),
-        check(""),
-        check(", expected_status = [\"403\"]")
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("with-host", &[b])
+            .raw(&check(r#", host = "health.test""#))
+            .upstream("without-host", &[b])
+            .raw(&check(""))
+            .upstream("forbidden-is-fine", &[b])
+            .raw(&check(r#", expected_status = ["403"]"#))
+            .route("with-host"),
+    )
     .await
     .expect("gateway");
     let gateway = gw.gateway();
@@ -394,10 +363,8 @@ upstream = \"with-host\"
 #[tokio::test]
 async fn a_backend_added_by_reload_keeps_the_connections_to_the_others() {
     let (a, b) = (origin("a").await, origin("b").await);
-    let config = |backends: &str| {
-        format!("{LISTENER}\n[upstreams.o]\nbackends = [{backends}]\n\n[[routes]]\nupstream = \"o\"\n")
-    };
-    let gw = harness::start(&config(&format!("\"{}\"", a.addr()))).await.expect("gateway");
+    let config = |backends: &[SocketAddr]| Toml::new().listener().upstream("o", backends).route("o");
+    let gw = harness::start(&config(&[a.addr()])).await.expect("gateway");
     let addr = gw.addrs()[0];
     let client = client::http1();
     let request = || Request::get(format!("http://{addr}/")).body(Full::default()).expect("req");
@@ -407,9 +374,7 @@ async fn a_backend_added_by_reload_keeps_the_connections_to_the_others() {
     let before = gw.gateway().client("o").expect("client").clone();
     assert_eq!(before.stats().new_connections, 1);
 
-    gw.reload(harness::config(&config(&format!("\"{}\", \"{}\"", a.addr(), b.addr()))).expect("config"))
-        .await
-        .expect("reload");
+    gw.reload(harness::config(&config(&[a.addr(), b.addr()])).expect("config")).await.expect("reload");
     let mut origins = Vec::new();
     for _ in 0..4 {
         origins.push(client::send(&client, request()).await.expect("request").header("x-origin").to_owned());
@@ -424,10 +389,14 @@ async fn a_backend_added_by_reload_keeps_the_connections_to_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_connections_requests_wait_and_past_max_pending_they_get_503() {
     let a = origin("a").await;
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.one]\nbackends = [\"{}\"]\nmax_connections = 1\nmax_pending = 1\n\n[[routes]]\nupstream = \"one\"\n",
-        a.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("one", &[a.addr()])
+            .raw("max_connections = 1")
+            .raw("max_pending = 1")
+            .route("one"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -470,18 +439,15 @@ fn stalled_listener() -> (SocketAddr, tokio::net::TcpListener, Vec<std::net::Tcp
 #[tokio::test]
 async fn a_route_can_shorten_the_connect_timeout_of_its_group() {
     let (stalled, _listener, _held) = stalled_listener();
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.slow]
-backends = [\"{stalled}\"]
-connect_timeout = \"30s\"
-
-[[routes]]
-upstream = \"slow\"
-retries = 0
-timeouts = {{ connect = \"200ms\" }}
-"
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("slow", &[stalled])
+            .raw(r#"connect_timeout = "30s""#)
+            .route("slow")
+            .raw("retries = 0")
+            .raw(r#"timeouts = { connect = "200ms" }"#),
+    )
     .await
     .expect("gateway");
     let started = Instant::now();

@@ -2,15 +2,19 @@
 //! origins, verification on, ALPN, and h2c with prior knowledge.
 
 use wasmgate_example_origin::Origin;
+use wasmgate_tests::client;
+use wasmgate_tests::harness::{self, Toml};
 use wasmgate_tests::tls::{TestCa, TlsOrigin};
-use wasmgate_tests::{client, harness};
 
-const LISTENER: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
-
-fn tls_group(backend: std::net::SocketAddr, tls: &str, protocol: &str) -> String {
-    format!(
-        "{LISTENER}\n[upstreams.secure]\nbackends = [\"{backend}\"]\nprotocol = \"{protocol}\"\ntls = {tls}\n\n[[routes]]\nupstream = \"secure\"\n"
-    )
+/// A config whose one route goes to the group `secure` of `backend`, spoken to with
+/// `protocol` over TLS with the settings `tls` (an inline table).
+fn tls_group(backend: std::net::SocketAddr, tls: &str, protocol: &str) -> Toml {
+    Toml::new()
+        .listener()
+        .upstream("secure", &[backend])
+        .raw(&format!(r#"protocol = "{protocol}""#))
+        .raw(&format!("tls = {tls}"))
+        .route("secure")
 }
 
 #[tokio::test]
@@ -57,10 +61,9 @@ async fn alpn_picks_http2_over_tls_and_h2c_works_with_prior_knowledge() {
 
     // h2c: the example origin speaks HTTP/2 with prior knowledge too.
     let plain = Origin::start("h2c", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.h2c]\nbackends = [\"{}\"]\nprotocol = \"http2\"\n\n[[routes]]\nupstream = \"h2c\"\n",
-        plain.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new().listener().upstream("h2c", &[plain.addr()]).raw(r#"protocol = "http2""#).route("h2c"),
+    )
     .await
     .expect("gateway");
     let reply = client::get(gw.addrs()[0], "/", &[]).await.expect("request");
@@ -95,10 +98,9 @@ async fn grpc_call(addr: std::net::SocketAddr, method: &str, message: &[u8]) -> 
 #[tokio::test]
 async fn grpc_unary_and_server_streaming_calls_pass_with_their_trailers() {
     let origin = Origin::start("grpc", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
-    let gw = harness::start(&format!(
-        "{LISTENER}\n[upstreams.grpc]\nbackends = [\"{}\"]\nprotocol = \"http2\"\n\n[[routes]]\nupstream = \"grpc\"\n",
-        origin.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new().listener().upstream("grpc", &[origin.addr()]).raw(r#"protocol = "http2""#).route("grpc"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -124,27 +126,17 @@ async fn a_plugin_can_choose_the_server_name_of_the_upstream_connection() {
     let ca = TestCa::new().expect("ca");
     let ca_pem = ca.write_pem(dir.path()).expect("pem");
     let origin = TlsOrigin::start(&ca, &["api.test"], &[b"http/1.1"]).await.expect("origin");
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[plugins.sni]
-path = \"{}\"
-config = {{ mode = \"sni\" }}
-
-[upstreams.secure]
-backends = [\"{}\"]
-tls = {{ sni = \"wrong.test\", ca = \"{}\" }}
-
-[[routes]]
-path_prefix = \"/chosen\"
-plugins = [\"sni\"]
-upstream = \"secure\"
-[[routes]]
-upstream = \"secure\"
-",
-        wasmgate_tests::wasm::MISBEHAVE,
-        origin.addr,
-        ca_pem.display()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .plugin("sni", wasmgate_tests::wasm::MISBEHAVE, r#"{ mode = "sni" }"#)
+            .upstream("secure", &[origin.addr])
+            .raw(&format!(r#"tls = {{ sni = "wrong.test", ca = "{}" }}"#, ca_pem.display()))
+            .route("secure")
+            .raw(r#"path_prefix = "/chosen""#)
+            .raw(r#"plugins = ["sni"]"#)
+            .route("secure"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];
@@ -185,19 +177,16 @@ async fn a_backend_that_asks_for_a_client_certificate_gets_the_configured_one() 
 #[tokio::test]
 async fn a_route_can_shorten_the_tls_handshake_timeout_of_its_group() {
     let (backend, mute) = harness::mute_server().await.expect("mute server");
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.secure]
-backends = [\"{backend}\"]
-tls = {{ sni = \"api.test\" }}
-tls_handshake_timeout = \"30s\"
-
-[[routes]]
-upstream = \"secure\"
-retries = 0
-timeouts = {{ tls_handshake = \"200ms\" }}
-"
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("secure", &[backend])
+            .raw(r#"tls = { sni = "api.test" }"#)
+            .raw(r#"tls_handshake_timeout = "30s""#)
+            .route("secure")
+            .raw("retries = 0")
+            .raw(r#"timeouts = { tls_handshake = "200ms" }"#),
+    )
     .await
     .expect("gateway");
     let started = std::time::Instant::now();
@@ -238,21 +227,16 @@ async fn a_refused_stream_is_retried_on_another_backend_even_for_a_post() {
     use std::sync::atomic::Ordering;
     let (refusing, refused) = refusing_h2_server().await;
     let good = Origin::start("good", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
-    let gw = harness::start(&format!(
-        "{LISTENER}
-[upstreams.h2c]
-backends = [\"{refusing}\", \"{}\"]
-protocol = \"http2\"
-
-[[routes]]
-path_prefix = \"/strict\"
-upstream = \"h2c\"
-retry_on = [\"connect-failure\"]
-[[routes]]
-upstream = \"h2c\"
-",
-        good.addr()
-    ))
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .upstream("h2c", &[refusing, good.addr()])
+            .raw(r#"protocol = "http2""#)
+            .route("h2c")
+            .raw(r#"path_prefix = "/strict""#)
+            .raw(r#"retry_on = ["connect-failure"]"#)
+            .route("h2c"),
+    )
     .await
     .expect("gateway");
     let addr = gw.addrs()[0];

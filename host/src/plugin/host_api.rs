@@ -386,11 +386,7 @@ impl InstanceState {
         if key.len() > crate::store::MAX_KEY {
             return Err(WitStoreError::TooLarge);
         }
-        let mut scoped = Vec::with_capacity(self.plugin.len() + 1 + key.len());
-        scoped.extend_from_slice(self.plugin.as_bytes());
-        scoped.push(0);
-        scoped.extend_from_slice(key.as_bytes());
-        Ok(scoped)
+        Ok(crate::store::store_key(&self.plugin, key))
     }
 
     fn record(&mut self, kind: Kind, name: String, labels: Vec<(String, String)>, value: f64) -> bool {
