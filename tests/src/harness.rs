@@ -45,8 +45,9 @@ pub fn runtime_section() -> String {
 /// ```
 ///
 /// `listener`, `upstream`, `route` and `plugin` each open a table; [`raw`](Toml::raw) text goes
-/// in the table opened last (or, when it starts with a `[header]`, opens its own). Routes are matched in the order they
-/// are added. The `[runtime]` section is added by [`start`], [`config`] and [`GatewayProcess`].
+/// in the table opened last (or, when it starts with a `[header]`, opens its own). Routes are
+/// matched in the order they are added. The `[runtime]` section is added by [`start`],
+/// [`config`] and [`GatewayProcess`].
 #[derive(Clone, Debug, Default)]
 pub struct Toml(String);
 
