@@ -74,7 +74,7 @@ fn phase_calls(c: &mut Criterion) {
 }
 
 fn body_error_and_log_phases(c: &mut Criterion) {
-    use wasmgate::plugin::{FailureKind, LogEntry, UpstreamFailure};
+    use wasmgate::plugin::{FailureKind, LogEntry, Logged, UpstreamFailure};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let engine = runtime(16);
     let mut spec = PluginSpec::new("tracer", wasm::TRACER);
@@ -92,7 +92,7 @@ fn body_error_and_log_phases(c: &mut Criterion) {
         attempt: 1,
         message: "connection refused".into(),
     };
-    let entry = LogEntry {
+    let entry = Logged::from(LogEntry {
         status: 200,
         duration_us: 1200,
         upstream_us: Some(900),
@@ -100,7 +100,7 @@ fn body_error_and_log_phases(c: &mut Criterion) {
         bytes_out: 5120,
         backend: Some("127.0.0.1:8080".into()),
         error: None,
-    };
+    });
     let mut group = c.benchmark_group("phases");
     macro_rules! phase {
         ($name:expr, |$ex:ident| $call:expr) => {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmgate::plugin::{
-    Action, Choice, Exchange, Isolation, LogEntry, Plugin, PluginError, PluginSpec, Runtime, RuntimeConfig,
+    Action, Choice, Exchange, Isolation, LogEntry, Logged, Plugin, PluginError, PluginSpec, Runtime,
+    RuntimeConfig,
 };
 use wasmgate_tests::{harness, wasm};
 
@@ -74,7 +75,7 @@ async fn every_phase_is_called_with_state_kept_between_phases() {
         backend: Some("127.0.0.1:9002".into()),
         error: None,
     };
-    plugin.on_log(&mut ex, &entry).await.expect("log");
+    plugin.on_log(&mut ex, &Logged::from(entry)).await.expect("log");
 }
 
 #[tokio::test]

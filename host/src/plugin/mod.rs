@@ -473,17 +473,14 @@ pub struct LogEntry {
     pub error: Option<String>,
 }
 
-impl LogEntry {
-    fn to_wit(&self) -> types::LogEntry {
-        types::LogEntry {
-            status: self.status,
-            duration_us: self.duration_us,
-            upstream_us: self.upstream_us,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            backend: self.backend.clone(),
-            error: self.error.clone(),
-        }
+/// A [`LogEntry`] in the form log plugins are called with: made once per request (moving,
+/// not copying, its strings) and lent to each log plugin in turn.
+pub struct Logged(types::LogEntry);
+
+impl From<LogEntry> for Logged {
+    fn from(entry: LogEntry) -> Self {
+        let LogEntry { status, duration_us, upstream_us, bytes_in, bytes_out, backend, error } = entry;
+        Logged(types::LogEntry { status, duration_us, upstream_us, bytes_in, bytes_out, backend, error })
     }
 }
 
@@ -695,9 +692,8 @@ impl Plugin {
     }
 
     /// The request is over.
-    pub async fn on_log(&self, ex: &mut Box<Exchange>, entry: &LogEntry) -> Result<(), PluginError> {
-        let entry = entry.to_wit();
-        self.call(Phase::Log, false, ex, async |h, s| h.call_on_log(s, &entry).await).await?;
+    pub async fn on_log(&self, ex: &mut Box<Exchange>, entry: &Logged) -> Result<(), PluginError> {
+        self.call(Phase::Log, false, ex, async |h, s| h.call_on_log(s, &entry.0).await).await?;
         Ok(())
     }
 

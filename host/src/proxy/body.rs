@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use super::filter::{Direction, Filter};
 use super::route::Route;
 use crate::metrics::Timing;
-use crate::plugin::{Exchange, LogEntry, Phase};
+use crate::plugin::{Exchange, LogEntry, Logged, Phase};
 use crate::timed::{BoxError, Timed};
 use crate::upstream::InFlight;
 use prometheus_client::metrics::counter::Counter;
@@ -227,7 +227,7 @@ impl Drop for ProxyBody {
             return;
         }
         let route = filter.route().clone();
-        let entry = outcome.log_entry(self.sent, ended);
+        let entry = Logged::from(outcome.log_entry(self.sent, ended));
         // Log plugins run after the response, off the response's own path (and after a body
         // plugin call the client's departure interrupted).
         let back = filter.into_exchange();
