@@ -16,7 +16,7 @@ use crate::plugin::{Plugin, PluginSpec, Runtime};
 use crate::proxy::{AccessLog, Route, Router, Served};
 use crate::telemetry::Telemetry;
 use crate::upstream::{
-    Backend, Group, HashSource, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
+    Backend, Group, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
 };
 
 /// A built, ready-to-serve gateway.
@@ -170,7 +170,7 @@ async fn build_upstreams(config: &Config, previous: Option<&Gateway>) -> Result<
         }
         let mut group = Group::with_policy(name.as_str(), backends, u.balance.into());
         if let Some(key) = &u.hash_key {
-            group = group.with_hash_source(HashSource::from(key));
+            group = group.with_hash_source(key.key().clone());
         }
         if let Some(o) = &u.outlier_detection {
             group = group.with_outlier_detection(OutlierPolicy {

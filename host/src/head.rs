@@ -105,7 +105,7 @@ pub(crate) fn request_host(request: &http::request::Parts) -> Option<&str> {
     Some(strip_port(authority))
 }
 
-pub(crate) fn strip_port(authority: &str) -> &str {
+fn strip_port(authority: &str) -> &str {
     // An IPv6 literal keeps its brackets; only a trailing `:digits` is a port.
     match authority.rfind(':') {
         Some(i)

@@ -174,7 +174,7 @@ impl RequestTrace {
 
 /// A child span of a traced request (or nothing, for a request that is not traced). It ends
 /// when dropped, so an attempt or call that is cancelled still closes its span.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Span(Option<Context>);
 
 impl Span {

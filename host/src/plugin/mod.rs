@@ -512,11 +512,6 @@ impl Plugin {
         self.outcome
     }
 
-    /// What a failure does to the request.
-    pub fn failure_policy(&self) -> FailurePolicy {
-        self.failure
-    }
-
     /// True if the plugin implements `phase`; the proxy calls no other.
     pub fn has(&self, phase: Phase) -> bool {
         self.phases.contains(phase.flag())

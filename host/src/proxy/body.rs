@@ -35,7 +35,7 @@ pub struct ProxyBody {
     /// The exchange, once the proxy hands it over: for body plugins and the log phase.
     follow: Option<Box<Follow>>,
     /// What happened, recorded when the body is done.
-    record: Option<Box<Record>>,
+    record: Option<Record>,
     _in_flight: Option<InFlight>,
 }
 
@@ -49,22 +49,32 @@ pub(crate) struct Outcome {
     pub(crate) backend: Option<Arc<str>>,
     /// How long the upstream took to send its response head, if the request went upstream.
     pub(crate) upstream: Option<Duration>,
-    /// The failure's kind (`x-wasmgate-error`) and message, if the request failed.
-    pub(crate) error: Option<(&'static str, String)>,
+    /// The failure's kind (`x-wasmgate-error`), if the request failed.
+    pub(crate) error: Option<&'static str>,
+    /// What failed, in words; made only for routes with log plugins, the only readers.
+    pub(crate) message: Option<String>,
     /// Request body bytes, counted as they go upstream when the log phase wants them.
     pub(crate) bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Outcome {
     pub(crate) fn new(started: Instant) -> Self {
-        Outcome { started, status: 0, backend: None, upstream: None, error: None, bytes_in: None }
+        Outcome {
+            started,
+            status: 0,
+            backend: None,
+            upstream: None,
+            error: None,
+            message: None,
+            bytes_in: None,
+        }
     }
 
     /// The log phase's view of it, once the body sent `bytes_out` (and `ended`, or not).
-    fn log_entry(&self, bytes_out: u64, ended: bool) -> LogEntry {
+    fn into_log_entry(self, bytes_out: u64, ended: bool) -> LogEntry {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let error = match &self.error {
-            Some((_, message)) => Some(message.clone()),
+        let error = match self.message {
+            Some(message) => Some(message),
             None if !ended => {
                 Some("the response did not finish: the client or upstream went away".to_owned())
             }
@@ -127,7 +137,7 @@ impl ProxyBody {
     }
 
     /// Records what happened when the body is done.
-    pub(crate) fn recorded(mut self, record: Box<Record>) -> Self {
+    pub(crate) fn recorded(mut self, record: Record) -> Self {
         self.record = Some(record);
         self
     }
@@ -207,7 +217,7 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         let ended = self.is_end_stream();
         let Some(record) = self.record.take() else { return };
-        let Record { outcome, requests, seconds, access, span } = *record;
+        let Record { outcome, requests, seconds, access, span } = record;
         let elapsed = outcome.started.elapsed();
         requests.inc();
         if let Some(seconds) = &seconds {
@@ -217,8 +227,7 @@ impl Drop for ProxyBody {
             access.write(&outcome, elapsed, self.sent);
         }
         if let Some(cx) = &span {
-            let error =
-                outcome.error.as_ref().map(|(kind, _)| *kind).or((!ended).then_some("response-incomplete"));
+            let error = outcome.error.or((!ended).then_some("response-incomplete"));
             crate::telemetry::finish(cx, outcome.status, error);
         }
         let Some(follow) = self.follow.take() else { return };
@@ -227,7 +236,7 @@ impl Drop for ProxyBody {
             return;
         }
         let route = filter.route().clone();
-        let entry = Logged::from(outcome.log_entry(self.sent, ended));
+        let entry = Logged::from(outcome.into_log_entry(self.sent, ended));
         // Log plugins run after the response, off the response's own path (and after a body
         // plugin call the client's departure interrupted).
         let back = filter.into_exchange();

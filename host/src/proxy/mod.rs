@@ -183,7 +183,8 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     let response = match result {
         Ok(response) => response,
         Err(error) => {
-            outcome.error = Some((error.kind(), error.to_string()));
+            outcome.error = Some(error.kind());
+            outcome.message = route.has(Phase::Log).then(|| error.to_string());
             refuse(&error, &conn, Some(&route))
         }
     };
@@ -442,7 +443,7 @@ async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Select
 
 /// The group's balancer picks, with the request's hash key when the group hashes.
 fn balance(group: &Arc<Group>, ex: &Exchange, client: std::net::IpAddr) -> Result<Selected, ProxyError> {
-    let key = group.hash_source().and_then(|source| source.key(&ex.request, client));
+    let key = group.hash_source().and_then(|source| source.hash(&ex.request, client));
     let index =
         group.pick(key).ok_or_else(|| ProxyError::NoHealthyBackend { group: group.name().to_string() })?;
     Ok(Selected::Backend(group.clone(), index))
@@ -678,7 +679,7 @@ fn retry_slot(route: &Route, wanted: bool) -> Option<route::Active<'_>> {
 /// For a retry: the balancer's next pick, avoiding the backend that just failed when the group
 /// has another.
 fn another_backend(group: &Group, failed: usize, ex: &Exchange, conn: &Conn) -> usize {
-    let key = group.hash_source().and_then(|source| source.key(&ex.request, conn.client.ip()));
+    let key = group.hash_source().and_then(|source| source.hash(&ex.request, conn.client.ip()));
     (0..4).filter_map(|_| group.pick(key)).find(|&i| i != failed).unwrap_or(failed)
 }
 
@@ -706,7 +707,7 @@ fn recorded(
         access,
         span: None,
     };
-    response.map(|body| body.recorded(Box::new(record)))
+    response.map(|body| body.recorded(record))
 }
 
 /// A copy of a response head without its extensions, for phases that read it later.

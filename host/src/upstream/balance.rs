@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Backend;
-use crate::config::{BalanceSetting, HashKey, HashKeySetting};
+use crate::config::{BalanceSetting, HashKey};
 
 /// How a group spreads requests over its backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,47 +37,19 @@ impl From<BalanceSetting> for Policy {
     }
 }
 
-/// Where a consistent-hashing group takes each request's key from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashSource {
-    /// The client's IP address.
-    ClientAddr,
-    /// The request path (without the query).
-    Path,
-    /// The first value of a header.
-    Header(http::HeaderName),
-    /// The value of a cookie.
-    Cookie(String),
-}
-
-impl From<&HashKeySetting> for HashSource {
-    fn from(setting: &HashKeySetting) -> HashSource {
-        match setting.key() {
-            HashKey::ClientAddr => HashSource::ClientAddr,
-            HashKey::Path => HashSource::Path,
-            HashKey::Header(name) => HashSource::Header(name.clone()),
-            HashKey::Cookie(name) => HashSource::Cookie(name.clone()),
-        }
-    }
-}
-
-impl HashSource {
-    /// Parses `client-addr`, `path`, `header:NAME` or `cookie:NAME` as the config does.
-    #[cfg(test)]
-    fn parse(text: &str) -> Option<HashSource> {
-        HashKeySetting::try_from(text.to_owned()).ok().map(|setting| HashSource::from(&setting))
-    }
-
+// The config names the part of a request a consistent-hashing group hashes; reading it from
+// a request is the balancer's.
+impl HashKey {
     /// The hashed key of a request; `None` when the request has no such key.
-    pub fn key(&self, request: &http::request::Parts, client: std::net::IpAddr) -> Option<u64> {
+    pub fn hash(&self, request: &http::request::Parts, client: std::net::IpAddr) -> Option<u64> {
         match self {
-            HashSource::ClientAddr => Some(match client {
+            HashKey::ClientAddr => Some(match client {
                 std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
                 std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
             }),
-            HashSource::Path => Some(hash_key(request.uri.path().as_bytes())),
-            HashSource::Header(name) => request.headers.get(name).map(|v| hash_key(v.as_bytes())),
-            HashSource::Cookie(name) => request
+            HashKey::Path => Some(hash_key(request.uri.path().as_bytes())),
+            HashKey::Header(name) => request.headers.get(name).map(|v| hash_key(v.as_bytes())),
+            HashKey::Cookie(name) => request
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
@@ -287,6 +259,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+    use crate::config::HashKeySetting;
 
     fn backends(weights: &[u32]) -> Vec<Backend> {
         weights
@@ -383,13 +356,14 @@ mod tests {
             .expect("request")
             .into_parts();
         let ip = "192.0.2.1".parse().expect("ip");
-        let key = |src: &str| HashSource::parse(src).expect("source").key(&parts, ip);
+        let parse = |src: &str| HashKeySetting::try_from(src.to_owned()).ok().map(|s| s.key().clone());
+        let key = |src: &str| parse(src).expect("source").hash(&parts, ip);
         assert_eq!(key("header:x-user"), Some(hash_key(b"alice")));
         assert_eq!(key("cookie:session"), Some(hash_key(b"xyz")));
         assert_eq!(key("path"), Some(hash_key(b"/p")));
         assert_eq!(key("client-addr"), Some(hash_key(&[192, 0, 2, 1])));
         assert_eq!(key("header:x-missing"), None);
-        assert_eq!(HashSource::parse("body"), None);
+        assert_eq!(parse("body"), None);
     }
 
     #[test]

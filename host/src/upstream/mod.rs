@@ -11,11 +11,12 @@ mod error;
 mod health;
 mod tls;
 
-pub use self::balance::{HashSource, Policy, hash_key};
+pub use self::balance::{Policy, hash_key};
 pub use self::call::{Call, CallError, MAX_CALL_BODY, call};
 pub use self::client::{ClientStats, ConnectLimits, UpstreamBody, UpstreamClient};
 pub use self::error::{Class, FailureKind, UpstreamError, retry_on_status};
 pub use self::health::spawn_health_checks;
+pub use crate::config::HashKey;
 
 use self::balance::Balancer;
 
@@ -74,7 +75,7 @@ pub struct Group {
     name: Arc<str>,
     backends: Vec<Backend>,
     balancer: Balancer,
-    hash_source: Option<HashSource>,
+    hash_source: Option<HashKey>,
     outlier: Option<OutlierPolicy>,
     /// When no backend is available: pick among all of them anyway (true), or fail (false).
     route_to_all: bool,
@@ -187,13 +188,13 @@ impl Group {
     }
 
     /// Where consistent hashing takes each request's key from.
-    pub fn with_hash_source(mut self, source: HashSource) -> Self {
+    pub fn with_hash_source(mut self, source: HashKey) -> Self {
         self.hash_source = Some(source);
         self
     }
 
     /// The request key's source, for consistent hashing.
-    pub fn hash_source(&self) -> Option<&HashSource> {
+    pub fn hash_source(&self) -> Option<&HashKey> {
         self.hash_source.as_ref()
     }
 
