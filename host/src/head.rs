@@ -138,17 +138,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let mut te = headers.get_all(header::TE).iter();
         matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     };
-    // Names listed in Connection are collected first: removing while reading the list would
-    // borrow the map twice. Most requests carry no Connection header and allocate nothing.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| name != header::HOST)
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    // The Connection values are taken out of the map first (a cheap clone of shared bytes),
+    // so the names they list can be removed while they are read, without allocating.
+    let mut connection = headers.get_all(header::CONNECTION).iter().cloned();
+    let (first, more) = (connection.next(), connection.next());
+    let remaining: Vec<HeaderValue> = match more {
+        Some(second) => std::iter::once(second).chain(connection).collect(),
+        None => Vec::new(),
+    };
+    for value in first.iter().chain(&remaining) {
+        for name in value.to_str().into_iter().flat_map(|v| v.split(',')).map(str::trim) {
+            if !name.eq_ignore_ascii_case("host") {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if te_trailers {

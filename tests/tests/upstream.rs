@@ -456,3 +456,65 @@ async fn a_route_can_shorten_the_connect_timeout_of_its_group() {
     assert!(started.elapsed() < Duration::from_secs(10), "the route's 200ms applies, not the group's 30s");
     gw.stop().await;
 }
+
+/// An HTTP/1.1 origin that closes every connection right after its one response, without
+/// saying so (no `Connection: close`), as a backend restarting or timing out idle clients does.
+async fn closing_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closed_is_replaced_without_failing_a_request() {
+    let (backend, origin) = closing_origin().await;
+    let gw = harness::start(&harness::one_backend(backend, "")).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    for i in 0..20 {
+        let reply = get(addr, "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}: {:?}", reply.header("x-wasmgate-error"));
+        assert_eq!(reply.body, Bytes::from_static(b"ok"));
+        // Sometimes before the gateway has seen the close, sometimes after.
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let stats = gw.gateway().client("o").expect("client").stats();
+    assert_eq!(stats.new_connections, 20, "every request needed a new connection: {stats:?}");
+    gw.stop().await;
+    origin.abort();
+}
+
+#[tokio::test]
+async fn upstream_connections_idle_past_the_pool_timeout_are_closed() {
+    let a = origin("a").await;
+    let config =
+        Toml::new().listener().upstream("o", &[a.addr()]).raw("pool_idle_timeout = \"1s\"").route("o");
+    let gw = harness::start(&config).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    assert_eq!(get(addr, "/").await.status, StatusCode::OK);
+    assert_eq!(get(addr, "/").await.status, StatusCode::OK);
+    let client = gw.gateway().client("o").expect("client");
+    assert_eq!(client.stats().new_connections, 1, "the second request reused the connection");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get(addr, "/").await.status, StatusCode::OK);
+    let stats = client.stats();
+    assert_eq!((stats.requests, stats.new_connections), (3, 2), "the idle connection was closed");
+    gw.stop().await;
+}

@@ -341,7 +341,7 @@ impl upstream::Host for InstanceState {
                 .backends()
                 .iter()
                 .map(|b| WitBackend {
-                    address: b.address().to_string(),
+                    address: String::from(&**b.address()),
                     weight: b.weight(),
                     healthy: b.is_available(),
                     ejected: b.is_ejected(),

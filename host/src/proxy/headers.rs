@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Version};
 
@@ -145,12 +145,16 @@ pub(super) fn bodiless(method: &Method, status: http::StatusCode) -> bool {
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (replacing whatever the client sent: a client's
 /// own claims are not to be trusted) and appends this hop to `Via`.
 pub(super) fn add_forwarding(parts: &mut Parts, conn: &Conn) {
+    // Names made once: a `&'static str` name is copied into a new allocation on every insert.
+    const FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
     let headers = &mut parts.headers;
-    headers.insert("x-forwarded-for", conn.forwarded_for.clone());
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    headers.insert(FOR, conn.forwarded_for.clone());
+    headers.insert(PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     match headers.get(header::HOST).cloned() {
-        Some(host) => headers.insert("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
+        Some(host) => headers.insert(HOST, host),
+        None => headers.remove(HOST),
     };
     append_via(headers, parts.version);
 }

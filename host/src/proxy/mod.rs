@@ -572,7 +572,7 @@ async fn send(
         None
     };
     let limits = client.connect_limits(route.timeouts.connect, route.timeouts.tls_handshake);
-    let result = client.send(backend.address(), request, limits, route.timeouts.response).await;
+    let result = client.send(backend, request, limits, route.timeouts.response).await;
     match &result {
         Ok(response) => span.end(response.status().as_u16(), None),
         Err(error) => span.end(0, Some(error.class().name)),

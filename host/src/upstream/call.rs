@@ -65,7 +65,7 @@ pub async fn call(
         });
         let limits = client.connect_limits(None, None);
         let response = client
-            .send(backend.address(), request, limits, Some(timeout))
+            .send(backend, request, limits, Some(timeout))
             .await
             .map_err(|e| CallError::Failed(e.to_string()))?;
         group.record(index, response.status().is_server_error());

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,10 @@ use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::pool::{Pool, SendFailure};
 use super::tls;
 use super::{Backend, UpstreamError};
 use crate::config::{ResolvedTls, UpstreamConfig, UpstreamProtocol};
@@ -70,7 +73,7 @@ impl http_body::Body for UpstreamBody {
 
 /// The client for one upstream group.
 pub struct UpstreamClient {
-    client: Client<Connector, UpstreamBody>,
+    transport: Transport,
     /// What it was built from: its timeouts, and how variants for server names plugins
     /// choose are built.
     settings: ClientSettings,
@@ -80,6 +83,13 @@ pub struct UpstreamClient {
     by_sni: Mutex<HashMap<String, Arc<UpstreamClient>>>,
     scheme: http::uri::Scheme,
     counts: Arc<Counts>,
+}
+
+/// How requests reach the backends: HTTP/1.1 groups through the gateway's own pool, HTTP/2
+/// (and ALPN-negotiated) groups through hyper-util's client, which multiplexes.
+enum Transport {
+    Http1 { pool: Arc<Pool>, dialer: Dialer },
+    Pooled(Box<Client<Connector, UpstreamBody>>),
 }
 
 /// The group settings a client is built from (the rest of the group's config is the
@@ -146,9 +156,9 @@ tokio::task_local! {
     static ROUTE_LIMITS: ConnectLimits;
 }
 
-/// Why the connector failed, beyond plain I/O errors.
+/// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-enum ConnectFailure {
+pub(super) enum ConnectFailure {
     #[error("TCP connect timed out after {}ms", .0.as_millis())]
     Timeout(Duration),
     #[error("TLS handshake timed out after {}ms", .0.as_millis())]
@@ -157,6 +167,70 @@ enum ConnectFailure {
     NoSlot(Duration),
     #[error("{0}")]
     ServerName(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP/1.1 handshake: {0}")]
+    Handshake(hyper::Error),
+}
+
+impl ConnectFailure {
+    /// The upstream error this failure is, toward `backend`.
+    fn upstream_error(&self, backend: String, reason: impl FnOnce() -> String) -> UpstreamError {
+        match *self {
+            ConnectFailure::Timeout(after) | ConnectFailure::NoSlot(after) => {
+                UpstreamError::ConnectTimeout { backend, after }
+            }
+            ConnectFailure::HandshakeTimeout(after) => UpstreamError::HandshakeTimeout { backend, after },
+            _ => UpstreamError::Connect { backend, reason: reason() },
+        }
+    }
+}
+
+/// The TLS step over an open TCP connection, for TLS groups, within its timeout.
+async fn secure(
+    tcp: Tcp,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    limit: Duration,
+) -> Result<Stream, ConnectFailure> {
+    let Some((tls, name)) = tls else { return Ok(MaybeHttpsStream::Http(tcp)) };
+    let handshake = tls.connect(name, TokioIo::new(tcp));
+    let stream = tokio::time::timeout(limit, handshake)
+        .await
+        .map_err(|_| ConnectFailure::HandshakeTimeout(limit))??;
+    Ok(MaybeHttpsStream::from(stream))
+}
+
+/// Opens connections for the HTTP/1.1 pool: TCP, then TLS for TLS groups, each step within its
+/// timeout, counting the connections it opens.
+pub(super) struct Dialer {
+    tls: Option<(tokio_rustls::TlsConnector, Arc<tls::ServerNames>)>,
+    counts: Arc<Counts>,
+}
+
+impl Dialer {
+    /// A connection to `backend` (`authority` is its `ip:port`, which names its TLS server
+    /// name), holding `slot` until it closes.
+    pub(super) async fn dial(
+        &self,
+        backend: SocketAddr,
+        authority: &str,
+        limits: ConnectLimits,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Connection, ConnectFailure> {
+        let tls = match &self.tls {
+            Some((connector, names)) => {
+                Some((connector.clone(), names.for_authority(authority).map_err(ConnectFailure::ServerName)?))
+            }
+            None => None,
+        };
+        let tcp = tokio::time::timeout(limits.connect, tokio::net::TcpStream::connect(backend))
+            .await
+            .map_err(|_| ConnectFailure::Timeout(limits.connect))??;
+        tcp.set_nodelay(true)?;
+        let stream = secure(TokioIo::new(tcp), tls, limits.tls_handshake).await?;
+        self.counts.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(Connection { stream, _slot: slot })
+    }
 }
 
 type Tcp = TokioIo<tokio::net::TcpStream>;
@@ -216,7 +290,7 @@ impl tower_service::Service<http::Uri> for Connector {
             },
             None => None,
         };
-        let tls = self.tls.as_ref().map(|(connector, _)| connector.clone());
+        let tls = self.tls.as_ref().map(|(connector, _)| connector.clone()).zip(name);
         let connecting = self.tcp.call(uri);
         let counts = self.counts.clone();
         Box::pin(async move {
@@ -231,16 +305,7 @@ impl tower_service::Service<http::Uri> for Connector {
             let tcp = tokio::time::timeout(limits.connect, connecting)
                 .await
                 .map_err(|_| ConnectFailure::Timeout(limits.connect))??;
-            let stream = match (tls, name) {
-                (Some(tls), Some(name)) => {
-                    let handshake = tls.connect(name, TokioIo::new(tcp));
-                    let tls = tokio::time::timeout(limits.tls_handshake, handshake)
-                        .await
-                        .map_err(|_| ConnectFailure::HandshakeTimeout(limits.tls_handshake))??;
-                    MaybeHttpsStream::from(tls)
-                }
-                _ => MaybeHttpsStream::Http(tcp),
-            };
+            let stream = secure(tcp, tls, limits.tls_handshake).await?;
             counts.connections.fetch_add(1, Ordering::Relaxed);
             Ok(Connection { stream, _slot: permit })
         })
@@ -248,7 +313,7 @@ impl tower_service::Service<http::Uri> for Connector {
 }
 
 /// An upstream connection, holding its place under `max_connections` until it closes.
-struct Connection {
+pub(super) struct Connection {
     stream: Stream,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -340,25 +405,32 @@ impl UpstreamClient {
             None => None,
         };
         let counts = Arc::new(Counts::default());
-        let connector = Connector {
-            tcp,
-            tls: tls_connector,
-            limits: settings.limits,
-            slots: Arc::new(Slots { max: settings.max_connections, by_authority: Mutex::default() }),
-            counts: counts.clone(),
+        let transport = if settings.protocol == UpstreamProtocol::Http1 {
+            let pool =
+                Pool::new(settings.max_connections, settings.pool_max_idle, settings.pool_idle_timeout);
+            Transport::Http1 { pool, dialer: Dialer { tls: tls_connector, counts: counts.clone() } }
+        } else {
+            let connector = Connector {
+                tcp,
+                tls: tls_connector,
+                limits: settings.limits,
+                slots: Arc::new(Slots { max: settings.max_connections, by_authority: Mutex::default() }),
+                counts: counts.clone(),
+            };
+            let client = Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(settings.pool_idle_timeout)
+                .pool_max_idle_per_host(settings.pool_max_idle)
+                // Without TLS there is no ALPN: `http2` means prior knowledge (h2c).
+                .http2_only(settings.protocol == UpstreamProtocol::Http2)
+                // The proxy sets Host itself (the client's, or a plugin's choice).
+                .set_host(false)
+                .build(connector);
+            Transport::Pooled(Box::new(client))
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle)
-            // Without TLS there is no ALPN: `http2` means prior knowledge (h2c).
-            .http2_only(settings.protocol == UpstreamProtocol::Http2)
-            // The proxy sets Host itself (the client's, or a plugin's choice).
-            .set_host(false)
-            .build(connector);
         Ok(UpstreamClient {
-            client,
+            transport,
             settings,
             tls: tls.cloned(),
             by_sni: Mutex::new(HashMap::new()),
@@ -398,7 +470,9 @@ impl UpstreamClient {
         &self.scheme
     }
 
-    /// A request for `backend`: the target is its address with `path`, in this group's scheme.
+    /// A request for `backend` with target `path`: in origin form for the HTTP/1.1 pool, which
+    /// writes the target as it is; with the backend's address and this group's scheme for
+    /// hyper-util's client, which finds its pooled connection by them.
     pub fn request(
         &self,
         backend: &Backend,
@@ -407,11 +481,14 @@ impl UpstreamClient {
         headers: http::HeaderMap,
         body: UpstreamBody,
     ) -> Result<Request<UpstreamBody>, http::Error> {
-        let uri = http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(backend.authority().clone())
-            .path_and_query(path)
-            .build()?;
+        let uri = match self.transport {
+            Transport::Http1 { .. } => http::Uri::from(path),
+            Transport::Pooled(_) => http::Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(backend.authority().clone())
+                .path_and_query(path)
+                .build()?,
+        };
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -444,40 +521,54 @@ impl UpstreamClient {
     /// `limits`.
     pub async fn send(
         &self,
-        backend: &str,
+        backend: &Backend,
         request: Request<UpstreamBody>,
         limits: ConnectLimits,
         response_timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
         let limit = response_timeout.unwrap_or(self.settings.response_timeout);
-        let exchange = self.client.request(request);
-        let result = if limits == self.settings.limits {
-            tokio::time::timeout(limit, exchange).await
-        } else {
-            tokio::time::timeout(limit, ROUTE_LIMITS.scope(limits, exchange)).await
-        };
-        match result {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(classify(backend, &error)),
-            Err(_) => Err(UpstreamError::ResponseTimeout { backend: backend.to_owned(), after: limit }),
+        let address = || backend.address().to_string();
+        match &self.transport {
+            Transport::Http1 { pool, dialer } => {
+                let exchange =
+                    pool.send(dialer, backend.addr(), backend.authority().as_str(), request, limits);
+                match tokio::time::timeout(limit, exchange).await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(failure)) => Err(match failure {
+                        SendFailure::Connect(failure) => {
+                            failure.upstream_error(address(), || chain(&failure))
+                        }
+                        SendFailure::Exchange(error) => {
+                            UpstreamError::Exchange { backend: address(), reason: chain(&error) }
+                        }
+                    }),
+                    Err(_) => Err(UpstreamError::ResponseTimeout { backend: address(), after: limit }),
+                }
+            }
+            Transport::Pooled(client) => {
+                let exchange = client.request(request);
+                let result = if limits == self.settings.limits {
+                    tokio::time::timeout(limit, exchange).await
+                } else {
+                    tokio::time::timeout(limit, ROUTE_LIMITS.scope(limits, exchange)).await
+                };
+                match result {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(error)) => Err(classify(address(), &error)),
+                    Err(_) => Err(UpstreamError::ResponseTimeout { backend: address(), after: limit }),
+                }
+            }
         }
     }
 }
 
 /// The [`UpstreamError`] for a failed exchange, from the causes hyper and the connector give.
-fn classify(backend: &str, error: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let backend = backend.to_owned();
+fn classify(backend: String, error: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
         if let Some(failure) = e.downcast_ref::<ConnectFailure>() {
-            return match *failure {
-                ConnectFailure::Timeout(after) | ConnectFailure::NoSlot(after) => {
-                    UpstreamError::ConnectTimeout { backend, after }
-                }
-                ConnectFailure::HandshakeTimeout(after) => UpstreamError::HandshakeTimeout { backend, after },
-                ConnectFailure::ServerName(_) => UpstreamError::Connect { backend, reason: chain(error) },
-            };
+            return failure.upstream_error(backend, || chain(error));
         }
         if let Some(h2) = e.downcast_ref::<h2::Error>()
             && h2.reason() == Some(h2::Reason::REFUSED_STREAM)

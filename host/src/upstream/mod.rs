@@ -9,6 +9,7 @@ mod call;
 mod client;
 mod error;
 mod health;
+mod pool;
 mod tls;
 
 pub use self::balance::{Policy, hash_key};
