@@ -134,6 +134,17 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
 /// client cannot declare hop-by-hop). `TE: trailers` stays: gRPC needs it to reach the
 /// backend, and it is the one TE value HTTP/2 allows.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds which hop-by-hop headers are there, so only those are
+    // looked up again to be removed: most heads carry none, or only Connection.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     let te_trailers = {
         let mut te = headers.get_all(header::TE).iter();
         matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
@@ -153,8 +164,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -201,10 +201,12 @@ where
             let gateway = gateway.load_full();
             let active = ActiveRequest::begin(activity.clone());
             let conn = conn.clone();
-            async move {
+            // Boxed: hyper keeps the service's future inside the connection's, so unboxed an
+            // idle keep-alive connection would hold room for the largest request in flight.
+            Box::pin(async move {
                 let response = proxy::handle(gateway.served(), conn, request).await;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
-            }
+            })
         })
     };
     // With upgrades: a WebSocket handshake hands the connection to its tunnel.

@@ -71,6 +71,12 @@ async fn serve(listen: SocketAddr, backends: Rc<Vec<SocketAddr>>, pooled: bool) 
                 async move {
                     let (mut parts, body) = request.into_parts();
                     parts.version = http::Version::HTTP_11;
+                    // An h2c request names its host in `:authority`; HTTP/1.1 needs Host.
+                    if let Some(authority) = parts.uri.authority()
+                        && !parts.headers.contains_key(http::header::HOST)
+                    {
+                        parts.headers.insert(http::header::HOST, authority.as_str().parse()?);
+                    }
                     let path = parts.uri.path_and_query().cloned().unwrap_or(PathAndQuery::from_static("/"));
                     let response = match client {
                         Some(client) => {
