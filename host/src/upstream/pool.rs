@@ -7,8 +7,8 @@
 //! request (measured in `docs/performance.md`). HTTP/2 groups keep hyper-util's client, which
 //! multiplexes.
 //!
-//! Limits: at most `max_connections` open per backend (a request past it waits for one to be
-//! ready, or for one to close, within the connect timeout); connections idle longer than
+//! Limits: at most `max_connections` open per backend (a request past it waits, within the
+//! connect timeout, for one to be ready or to close); connections idle longer than
 //! `pool_idle_timeout` close, and at most `pool_max_idle` stay idle per backend.
 
 use std::collections::HashMap;
@@ -74,7 +74,9 @@ impl Pool {
             let reused = ready.is_some();
             let mut sender = match ready {
                 Some(sender) => sender,
-                None => match self.open(&lane, dialer, backend, authority, limits).await {
+                // Boxed: the connect and handshake state is large and rarely needed, and every
+                // request's future would otherwise carry room for it.
+                None => match Box::pin(self.open(&lane, dialer, backend, authority, limits)).await {
                     Ok(sender) => sender,
                     Err(failure) => return Err(SendFailure::Connect(failure)),
                 },
@@ -129,8 +131,8 @@ impl Pool {
         None
     }
 
-    /// A new connection; at `max_connections`, the first of a slot freeing up (a connection
-    /// closing) or a busy connection becoming ready.
+    /// A new connection, or at `max_connections` whichever comes first of a slot and a ready
+    /// connection.
     async fn open(
         &self,
         lane: &Lane,
@@ -160,29 +162,28 @@ impl Pool {
         Ok(sender)
     }
 
+    /// At the cap: the first of a slot (a connection closed) and a connection of the lane
+    /// coming ready, looked for every millisecond (hyper says when a connection is ready only
+    /// to the one holding it, and any of the busy ones may be first).
     async fn wait(
         &self,
         lane: &Lane,
         slots: &Arc<Semaphore>,
         limit: Duration,
     ) -> Result<Waited, ConnectFailure> {
-        let busy = {
-            let mut open = lane.lock();
-            open.iter().position(|k| !k.sender.is_closed()).map(|i| open.swap_remove(i).sender)
-        };
         let waited = async {
-            match busy {
-                Some(mut sender) => tokio::select! {
-                    ready = sender.ready() => match ready {
-                        Ok(()) => Ok(Waited::Ready(sender)),
-                        Err(_) => slots.clone().acquire_owned().await.map(Waited::Slot),
-                    },
-                    permit = slots.clone().acquire_owned() => {
-                        lane.keep(sender);
-                        permit.map(Waited::Slot)
+            let acquire = slots.clone().acquire_owned();
+            tokio::pin!(acquire);
+            let mut look = tokio::time::interval(Duration::from_millis(1));
+            loop {
+                tokio::select! {
+                    permit = &mut acquire => return permit.map(Waited::Slot),
+                    _ = look.tick() => {
+                        if let Some(sender) = self.take_ready(lane) {
+                            return Ok(Waited::Ready(sender));
+                        }
                     }
-                },
-                None => slots.clone().acquire_owned().await.map(Waited::Slot),
+                }
             }
         };
         match tokio::time::timeout(limit, waited).await {
