@@ -20,10 +20,11 @@ use super::bindings::{self, types::Phases};
 use super::host_api::InstanceState;
 use super::{Isolation, Phase, PluginError, PluginSpec, Shared};
 
-/// One live instance and its store.
+/// One live instance and its store. The export table is boxed: an instance moves in and out
+/// of its pool on every call, and a pointer moves cheaper than the table.
 pub(crate) struct Instance {
     pub(crate) store: Store<InstanceState>,
-    pub(crate) bindings: bindings::Plugin,
+    pub(crate) bindings: Box<bindings::Plugin>,
 }
 
 /// Makes instances of one plugin: instantiation, limits and `init`.
@@ -86,7 +87,7 @@ impl Factory {
             }
             Err(error) => return Err(self.fault(Phase::Init, &error, store.data())),
         };
-        Ok((Instance { store, bindings }, phases))
+        Ok((Instance { store, bindings: Box::new(bindings) }, phases))
     }
 
     /// Gives the next call its phase, what it may edit and its full deadline.
