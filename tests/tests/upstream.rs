@@ -518,3 +518,31 @@ async fn upstream_connections_idle_past_the_pool_timeout_are_closed() {
     assert_eq!((stats.requests, stats.new_connections), (3, 2), "the idle connection was closed");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn idle_upstream_connections_beyond_pool_max_idle_are_closed() {
+    let a = origin("a").await;
+    let config = Toml::new()
+        .listener()
+        .upstream("o", &[a.addr()])
+        .raw("pool_idle_timeout = \"4s\"")
+        .raw("pool_max_idle = 1")
+        .route("o");
+    let gw = harness::start(&config).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let burst = |n: usize| async move {
+        let replies = (0..n).map(|_| tokio::spawn(async move { get(addr, "/delay/300").await.status }));
+        for reply in replies.collect::<Vec<_>>() {
+            assert_eq!(reply.await.expect("task"), StatusCode::OK);
+        }
+    };
+    burst(5).await;
+    let client = gw.gateway().client("o").expect("client");
+    assert_eq!(client.stats().new_connections, 5, "five requests at once need five connections");
+    // The reaper runs every 2 s here (half the idle timeout): four of the five idle
+    // connections go, and the one kept is still within its idle timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    burst(3).await;
+    assert_eq!(client.stats().new_connections, 7, "one connection was kept, two were opened again");
+    gw.stop().await;
+}

@@ -240,10 +240,11 @@ impl Lane {
     }
 }
 
-/// Trims the pool every half idle timeout (at least every second) for as long as it exists.
+/// Trims the pool every half idle timeout, between every second and every 5 s (so that the
+/// connections a burst left beyond `pool_max_idle` close soon), for as long as it exists.
 async fn reap(pool: Weak<Pool>) {
     let every = match pool.upgrade() {
-        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_secs(1)),
+        Some(pool) => (pool.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
         None => return,
     };
     loop {
