@@ -17,7 +17,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, HttpConnector};
+use hyper_util::client::legacy::connect::Connected;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -200,8 +200,8 @@ async fn secure(
     Ok(MaybeHttpsStream::from(stream))
 }
 
-/// Opens connections for the HTTP/1.1 pool: TCP, then TLS for TLS groups, each step within its
-/// timeout, counting the connections it opens.
+/// Opens connections to backends, for the HTTP/1.1 pool and for hyper-util's client: TCP, then
+/// TLS for TLS groups, each step within its timeout, counting the connections it opens.
 pub(super) struct Dialer {
     tls: Option<(tokio_rustls::TlsConnector, Arc<tls::ServerNames>)>,
     counts: Arc<Counts>,
@@ -236,15 +236,13 @@ impl Dialer {
 type Tcp = TokioIo<tokio::net::TcpStream>;
 type Stream = MaybeHttpsStream<Tcp>;
 
-/// The connector: TCP, then TLS for TLS groups, each step within its timeout, at most
-/// `max_connections` open per backend, counting the connections it opens.
+/// hyper-util's connector: the [`Dialer`]'s connections, at most `max_connections` open per
+/// backend.
 #[derive(Clone)]
 struct Connector {
-    tcp: HttpConnector,
-    tls: Option<(tokio_rustls::TlsConnector, Arc<tls::ServerNames>)>,
+    dialer: Arc<Dialer>,
     limits: ConnectLimits,
     slots: Arc<Slots>,
-    counts: Arc<Counts>,
 }
 
 /// Connections open per backend, bounded: a semaphore per `ip:port`, made on first connect.
@@ -274,26 +272,21 @@ impl tower_service::Service<http::Uri> for Connector {
     // Boxed: one allocation per new connection, never per request.
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.tcp.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let limits = ROUTE_LIMITS.try_with(|l| *l).unwrap_or(self.limits);
         let slot = self.slots.for_uri(&uri);
-        let name = match &self.tls {
-            Some((_, names)) => match names.resolve(&uri) {
-                Ok(name) => Some(name),
-                Err(reason) => {
-                    return Box::pin(async move { Err(ConnectFailure::ServerName(reason).into()) });
-                }
-            },
-            None => None,
-        };
-        let tls = self.tls.as_ref().map(|(connector, _)| connector.clone()).zip(name);
-        let connecting = self.tcp.call(uri);
-        let counts = self.counts.clone();
+        let dialer = self.dialer.clone();
         Box::pin(async move {
+            // Request targets carry the backend's resolved `ip:port` (`Backend::authority`).
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            let backend: SocketAddr = authority.parse().map_err(|_| {
+                let reason = format!("`{authority}` is not an ip:port");
+                ConnectFailure::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, reason))
+            })?;
             let permit = match slot {
                 Some(slot) => Some(
                     tokio::time::timeout(limits.connect, slot.acquire_owned())
@@ -302,12 +295,7 @@ impl tower_service::Service<http::Uri> for Connector {
                 ),
                 None => None,
             };
-            let tcp = tokio::time::timeout(limits.connect, connecting)
-                .await
-                .map_err(|_| ConnectFailure::Timeout(limits.connect))??;
-            let stream = secure(tcp, tls, limits.tls_handshake).await?;
-            counts.connections.fetch_add(1, Ordering::Relaxed);
-            Ok(Connection { stream, _slot: permit })
+            Ok(dialer.dial(backend, authority, limits, permit).await?)
         })
     }
 }
@@ -381,13 +369,6 @@ impl UpstreamClient {
         tls: Option<&ResolvedTls>,
         backends: &[(String, &str)],
     ) -> Result<Self, String> {
-        let mut tcp = HttpConnector::new();
-        // The connector bounds the connect itself, with the route's limit where it has one.
-        tcp.set_connect_timeout(None);
-        tcp.set_nodelay(true);
-        // TLS groups target `https` URIs; the TLS step above the TCP connect is the connector's.
-        tcp.enforce_http(false);
-
         let tls_connector = match tls {
             Some(t) => {
                 let mut tls_config = tls::client_config(
@@ -405,17 +386,16 @@ impl UpstreamClient {
             None => None,
         };
         let counts = Arc::new(Counts::default());
+        let dialer = Dialer { tls: tls_connector, counts: counts.clone() };
         let transport = if settings.protocol == UpstreamProtocol::Http1 {
             let pool =
                 Pool::new(settings.max_connections, settings.pool_max_idle, settings.pool_idle_timeout);
-            Transport::Http1 { pool, dialer: Dialer { tls: tls_connector, counts: counts.clone() } }
+            Transport::Http1 { pool, dialer }
         } else {
             let connector = Connector {
-                tcp,
-                tls: tls_connector,
+                dialer: Arc::new(dialer),
                 limits: settings.limits,
                 slots: Arc::new(Slots { max: settings.max_connections, by_authority: Mutex::default() }),
-                counts: counts.clone(),
             };
             let client = Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())

@@ -200,18 +200,14 @@ impl Pool {
         for lane in lanes {
             let mut open = lane.lock();
             open.retain(|k| !k.stale(now, self.idle_timeout));
-            let idle = open.iter().filter(|k| k.sender.is_ready()).count();
-            if idle > self.max_idle {
+            if open.iter().filter(|k| k.sender.is_ready()).count() > self.max_idle {
+                // The most recently used idle ones stay.
                 open.sort_by_key(|k| std::cmp::Reverse(k.used));
-                let mut extra = idle - self.max_idle;
-                let mut i = open.len();
-                while extra > 0 && i > 0 {
-                    i -= 1;
-                    if open[i].sender.is_ready() {
-                        open.remove(i);
-                        extra -= 1;
-                    }
-                }
+                let mut idle = 0;
+                open.retain(|k| {
+                    idle += usize::from(k.sender.is_ready());
+                    !k.sender.is_ready() || idle <= self.max_idle
+                });
             }
         }
     }

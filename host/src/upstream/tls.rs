@@ -67,12 +67,7 @@ impl ServerNames {
 }
 
 impl ServerNames {
-    /// The name to send and verify for a connection to `uri`'s backend.
-    pub(crate) fn resolve(&self, uri: &http::Uri) -> Result<ServerName<'static>, String> {
-        self.for_authority(uri.authority().map(|a| a.as_str()).unwrap_or_default())
-    }
-
-    /// The name for a connection to the backend at `authority` (`ip:port`).
+    /// The name to send and verify for a connection to the backend at `authority` (`ip:port`).
     pub(crate) fn for_authority(&self, authority: &str) -> Result<ServerName<'static>, String> {
         if let Some(name) = &self.fixed {
             return Ok(name.clone());
