@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz`, `/readyz`, `/upstreams`, `/plugins`, `/config` (the
-//! effective config, defaults filled in, secrets redacted) and `/metrics` (Prometheus text,
-//! with the values read live from the serving generation). It binds to loopback unless
-//! configured otherwise, and refuses requests without the bearer token when one is set.
+//! effective config, defaults filled in, secrets redacted), `/metrics` (Prometheus text,
+//! with the values read live from the serving generation) and `POST /reload` (reload the
+//! config file; the answer is the outcome). It binds to loopback unless configured otherwise,
+//! and refuses requests without the bearer token when one is set.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,20 +24,28 @@ use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
 use crate::plugin::Runtime;
+use crate::reload::{ReloadError, Reloader};
 
 /// What the admin endpoints read.
 pub struct Admin {
     gateway: Arc<ArcSwap<Gateway>>,
     runtime: Arc<Runtime>,
+    reloader: Reloader,
     token: Option<String>,
     /// False once the gateway drains: load balancers should stop sending.
     ready: AtomicBool,
 }
 
 impl Admin {
-    /// Admin endpoints over `gateway`; `token`, if set, is required.
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>, runtime: Arc<Runtime>, token: Option<String>) -> Arc<Admin> {
-        Arc::new(Admin { gateway, runtime, token, ready: AtomicBool::new(true) })
+    /// Admin endpoints over `gateway`, reloading through `reloader`; `token`, if set, is
+    /// required.
+    pub fn new(
+        gateway: Arc<ArcSwap<Gateway>>,
+        runtime: Arc<Runtime>,
+        reloader: Reloader,
+        token: Option<String>,
+    ) -> Arc<Admin> {
+        Arc::new(Admin { gateway, runtime, reloader, token, ready: AtomicBool::new(true) })
     }
 
     /// Marks the gateway as draining: `/readyz` answers 503 from now on.
@@ -56,13 +65,19 @@ impl Admin {
             && given.iter().zip(token.as_bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
-    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if !self.authorised(request) {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return response;
+        }
+        if request.uri().path() == "/reload" {
+            return match *request.method() {
+                Method::POST => self.reload().await,
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload reloads the config file\n"),
+            };
         }
         let gateway = self.gateway.load_full();
         match request.uri().path() {
@@ -84,6 +99,29 @@ impl Admin {
                 response
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+impl Admin {
+    /// Reloads the config file: 200 with what was kept and loaded, or 422 with the file, field
+    /// and reason it was refused for (the running generation keeps serving).
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        match self.reloader.from_file().await {
+            Ok(done) => json_response(json!({
+                "ok": true,
+                "plugins_kept": done.plugins_kept,
+                "plugins_loaded": done.plugins_loaded,
+            })),
+            Err(error) => {
+                let status = match error {
+                    ReloadError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let mut response = json_response(json!({ "ok": false, "error": error.to_string() }));
+                *response.status_mut() = status;
+                response
+            }
         }
     }
 }
@@ -192,8 +230,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = admin.answer(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.answer(&request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

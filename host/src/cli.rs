@@ -1,6 +1,7 @@
-//! The command line: `wasmgate run` and `wasmgate check`, logging set-up, signals.
+//! The command line: `wasmgate run` (with `--upgrade`) and `wasmgate check`, logging set-up,
+//! signals, and telling systemd (when it runs the gateway) which process is the service.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Config, LogFormat};
 use crate::gateway::Gateway;
+use crate::handover::{Inherited, Offer, Predecessor};
 use crate::plugin::{Phase, Runtime, RuntimeConfig};
 
 /// wasmgate: an HTTP gateway whose request logic runs in sandboxed WebAssembly plugins.
@@ -21,11 +23,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve with the given config until SIGTERM or Ctrl-C, then drain and exit. SIGHUP
-    /// reloads the config file (routes, upstreams, plugins) without dropping a connection.
+    /// reloads the config file (routes, upstreams, plugins) without dropping a connection;
+    /// SIGUSR2 starts this binary again with `--upgrade`.
     Run {
         /// The TOML config file.
         #[arg(short, long, env = "WASMGATE_CONFIG")]
         config: PathBuf,
+        /// Take the listening sockets over from the gateway running with this upgrade socket
+        /// (`[server] upgrade_socket`), once this config and its plugins have loaded; that one
+        /// then drains and exits. Nothing is refused or dropped on the way.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Check the config: parse it, load and configure every plugin, resolve every backend;
     /// exit 0 if all is well, else print what is wrong and exit 1.
@@ -39,7 +47,9 @@ enum Command {
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (Command::Run { config: path } | Command::Check { config: path }) = &cli.command;
+    // Now, before a package manager can replace the file: SIGUSR2 starts this binary again.
+    let exe = std::env::current_exe().ok();
+    let (Command::Run { config: path, .. } | Command::Check { config: path }) = &cli.command;
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => return fail(&error),
@@ -62,44 +72,142 @@ pub fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     match cli.command {
-        Command::Run { .. } => runtime.block_on(run(config)),
+        Command::Run { upgrade, .. } => runtime.block_on(run(config, upgrade, exe)),
         Command::Check { .. } => runtime.block_on(check(config)),
     }
 }
 
-async fn run(config: Config) -> ExitCode {
+/// Where `config`'s upgrade socket is.
+pub fn upgrade_socket(config: &Config) -> PathBuf {
+    match &config.server.upgrade_socket {
+        Some(path) => config.resolve(path),
+        None => crate::handover::default_path(&config.file),
+    }
+}
+
+async fn run(config: Config, upgrade: bool, exe: Option<PathBuf>) -> ExitCode {
     let file = config.file.clone();
-    let running = match crate::server::start(config).await {
+    let socket = upgrade_socket(&config);
+    let watch = config.server.watch.then_some(config.server.watch_interval);
+    // The config and its plugins check out before any socket is asked for or bound.
+    let runtime = match crate::server::runtime(&config) {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    let gateway = match Gateway::build(config, &runtime, None).await {
+        Ok(gateway) => gateway,
+        Err(error) => return fail(&error),
+    };
+    let (predecessor, inherited, offer) = if upgrade {
+        match Predecessor::take(&socket).await {
+            Ok((predecessor, inherited)) => (Some(predecessor), inherited, None),
+            Err(error) => return fail(&error),
+        }
+    } else {
+        match Offer::bind(&socket) {
+            Ok(offer) => (None, Inherited::default(), Some(offer)),
+            Err(error) => return fail(&error),
+        }
+    };
+    // A failure from here on leaves a predecessor serving: it never hears `ready`.
+    let running = match crate::server::serve(gateway, runtime, inherited).await {
         Ok(running) => running,
         Err(error) => return fail(&error),
     };
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP: reload by signal is off");
-            None
-        }
+    let offer = match offer.map_or_else(|| Offer::replace(&socket), Ok) {
+        Ok(offer) => offer,
+        Err(error) => return fail(&error),
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(()) = async { hangups.as_mut()?.recv().await } => {
-                // Parsing and building happen before the swap; a bad file changes nothing.
-                let result = match Config::load(&file) {
-                    Ok(config) => running.reload(config).await,
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = result {
-                    tracing::error!(%error, "reload refused; the current config keeps serving");
-                }
+    if let Some(predecessor) = predecessor {
+        let pid = predecessor.pid;
+        match predecessor.ready().await {
+            Ok(()) => {
+                tracing::info!(predecessor = pid, "took the listening sockets over; the predecessor drains")
+            }
+            Err(error) => {
+                tracing::warn!(%error, predecessor = pid, "the predecessor went away during the hand-over")
             }
         }
     }
-    running.stop().await;
+    if let Some(interval) = watch {
+        tokio::spawn(running.reloader().clone().watch(interval));
+    }
+    tracing::info!(pid = std::process::id(), upgrade_socket = %offer.path().display(), "ready");
+    notify_systemd(&[sd_notify::NotifyState::MainPid(std::process::id()), sd_notify::NotifyState::Ready]);
+
+    let mut hangups = listen_for(SignalKind::hangup(), "SIGHUP", "reload by signal is off");
+    let mut upgrades = listen_for(SignalKind::user_defined2(), "SIGUSR2", "upgrade by signal is off");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let successor = {
+        let handed_over = offer.hand_over(running.sockets());
+        tokio::pin!(handed_over);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break None,
+                successor = &mut handed_over => break Some(successor),
+                Some(()) = async { hangups.as_mut()?.recv().await } => {
+                    // Parsing and building happen before the swap; a bad file changes nothing (the
+                    // reloader logs why).
+                    let _ = running.reloader().from_file().await;
+                }
+                Some(()) = async { upgrades.as_mut()?.recv().await } => start_successor(exe.as_deref(), &file),
+            }
+        }
+    };
+    match successor {
+        Some(pid) => {
+            tracing::info!(successor = pid, "a successor serves on the listening sockets: draining");
+            running.retire().await;
+        }
+        None => {
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
+            offer.remove();
+            running.stop().await;
+        }
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Starts `exe run --config file --upgrade`, a child of this process (so a service manager
+/// counts it as the same service), and logs how it ends if it ends before this one.
+fn start_successor(exe: Option<&Path>, file: &Path) {
+    let Some(exe) = exe else {
+        tracing::error!("SIGUSR2: the path of this binary is unknown; run `wasmgate run --upgrade` instead");
+        return;
+    };
+    let child = std::process::Command::new(exe).arg("run").arg("--config").arg(file).arg("--upgrade").spawn();
+    match child {
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), exe = %exe.display(), "SIGUSR2: started a successor");
+            std::thread::spawn(move || match child.wait() {
+                Ok(status) if !status.success() => {
+                    tracing::error!(%status, "the successor failed; this process keeps serving");
+                }
+                _ => {}
+            });
+        }
+        Err(error) => tracing::error!(%error, exe = %exe.display(), "SIGUSR2: cannot start a successor"),
+    }
+}
+
+fn listen_for(kind: SignalKind, name: &str, otherwise: &str) -> Option<tokio::signal::unix::Signal> {
+    match signal(kind) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::error!(%error, signal = name, "cannot listen for the signal: {otherwise}");
+            None
+        }
+    }
+}
+
+/// Tells systemd, when it runs the gateway as a `Type=notify` service, what happened; a
+/// no-op otherwise.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(false, states) {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
 }
 
 async fn check(config: Config) -> ExitCode {

@@ -38,7 +38,7 @@ impl Gateway {
         runtime: &Runtime,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, ConfigError> {
-        let plugins = load_plugins(&config, runtime).await?;
+        let plugins = load_plugins(&config, runtime, previous).await?;
         let upstreams = Arc::new(build_upstreams(&config, previous).await?);
         let mut health = JoinSet::new();
         for (name, u) in &config.upstreams {
@@ -106,18 +106,23 @@ impl Gateway {
     }
 }
 
-/// Loads every plugin of `config`; each `init` must accept its config.
+/// Loads every plugin of `config`; each `init` must accept its config. A plugin of the
+/// generation replaced whose spec and `.wasm` bytes are unchanged is kept as it is.
 async fn load_plugins(
     config: &Config,
     runtime: &Runtime,
+    previous: Option<&Gateway>,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, ConfigError> {
     let mut plugins = BTreeMap::new();
     for (name, p) in &config.plugins {
-        let plugin = runtime
-            .load(&PluginSpec::from_config(name, p, config))
+        let (plugin, kept) = runtime
+            .load_or_keep(&PluginSpec::from_config(name, p, config), previous.and_then(|g| g.plugin(name)))
             .await
             .map_err(|e| config.error(format!("plugins.{name}"), e.to_string()))?;
-        plugins.insert(name.clone(), Arc::new(plugin));
+        if kept {
+            tracing::debug!(plugin = %name, "plugin unchanged: kept with its instances");
+        }
+        plugins.insert(name.clone(), plugin);
     }
     Ok(plugins)
 }

@@ -9,14 +9,14 @@
 //! checks that no cycle comes back):
 //!
 //! - [`timed`] (bodies that fail when they stall), [`store`] (the key-value store plugins
-//!   share), `head` (the rules of an HTTP head that the proxy and plugins share), [`config`]
+//!   share), [`handover`] (passing listening sockets to a successor), `head` (the rules of an HTTP head that the proxy and plugins share), [`config`]
 //!   (what the operator writes), [`metrics`] (the registry the gateway exports);
 //! - [`telemetry`] (traces), [`tls`] (listener certificates), [`upstream`] (groups, balancing,
 //!   health, the upstream client, and what each upstream failure is);
 //! - [`plugin`] (the WebAssembly runtime and the host API);
 //! - [`proxy`] (the steps and phases of a request);
-//! - [`gateway`] (one generation of loaded config);
-//! - [`server`] (listeners, connections, reloads, shutdown), [`admin`] (the admin API);
+//! - [`gateway`] (one generation of loaded config), [`reload`] (swapping generations in);
+//! - [`admin`] (the admin API), [`server`] (listeners, connections, draining);
 //! - [`cli`] (the command line).
 //!
 //! `lib.rs` and `main.rs` stand above them all.
@@ -25,10 +25,12 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod handover;
 pub(crate) mod head;
 pub mod metrics;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -8,13 +8,20 @@
 //! counted from when the connection is ready for it (so on HTTP/1 it also bounds the idle
 //! time between requests); any connection with no request in flight for `idle_timeout` is shut
 //! down gracefully (HTTP/2 gets GOAWAY).
+//!
+//! Draining (on SIGTERM, or once a successor has taken the sockets over): accepting stops;
+//! HTTP/2 connections get GOAWAY; an HTTP/1 connection answers its next request with
+//! `Connection: close` and then closes, or, if no request comes, closes once idle for
+//! [`DRAIN_IDLE`]. Closing an idle keep-alive connection at once would race a request the
+//! client may be sending on it. Tunnels count as in flight too.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,7 +39,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
-use crate::proxy::{self, Conn, ProxyBody};
+use crate::handover::{Inherited, Role, Socket};
+use crate::proxy::{self, Background, Conn, ProxyBody};
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::timed::BoxError;
 use crate::tls::ServerTls;
 
@@ -46,6 +55,9 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// How long a draining HTTP/1 connection may stay idle before it is closed.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 /// Bound listeners, ready to serve.
 pub struct Server {
     listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
@@ -53,16 +65,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every address (port 0 picks a free port), each with its TLS if it has one.
+    /// Binds every address (port 0 picks a free port), each with its TLS if it has one; a
+    /// socket `inherited` from a predecessor at the same configured address is used instead.
     pub async fn bind(
         addresses: Vec<(SocketAddr, Option<Arc<ServerTls>>)>,
         settings: ServerConfig,
+        inherited: &mut Inherited,
     ) -> Result<Server, BindError> {
         let mut listeners = Vec::with_capacity(addresses.len());
         for (address, tls) in addresses {
-            let listener =
-                TcpListener::bind(address).await.map_err(|source| BindError { address, source })?;
-            listeners.push((listener, tls));
+            listeners.push((listen(Role::Listener, address, inherited).await?, tls));
         }
         Ok(Server { listeners, settings })
     }
@@ -79,10 +91,11 @@ impl Server {
         let tracker = TaskTracker::new();
         let cut_off = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
+        let background = Arc::new(Background::new(tracker.clone(), cut_off.clone()));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.settings.header_read_timeout);
         builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
-        let shared = Arc::new(Shared { gateway, builder, settings: self.settings.clone() });
+        let shared = Arc::new(Shared { gateway, builder, settings: self.settings.clone(), background });
 
         let mut accepting = tokio::task::JoinSet::new();
         for (listener, tls) in self.listeners {
@@ -109,6 +122,7 @@ struct Shared {
     gateway: Arc<ArcSwap<Gateway>>,
     builder: auto::Builder<TokioExecutor>,
     settings: ServerConfig,
+    background: Arc<Background>,
 }
 
 /// What every connection task is told: drain (`stop`), close now (`cut_off`), and the
@@ -170,7 +184,8 @@ async fn open_connection(
                 return;
             }
         }
-        return serve_connection(stream, Conn::new(client, false), shared, stop).await;
+        let conn = Conn::new(client, false).with_background(shared.background.clone());
+        return serve_connection(stream, conn, shared, stop).await;
     };
     let stream = match tokio::time::timeout(tls.handshake_timeout, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => stream,
@@ -185,7 +200,8 @@ async fn open_connection(
     };
     let identity =
         stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::client_identity);
-    serve_connection(stream, Conn::new(client, true).with_identity(identity), shared, stop).await;
+    let conn = Conn::new(client, true).with_identity(identity).with_background(shared.background.clone());
+    serve_connection(stream, conn, shared, stop).await;
 }
 
 async fn serve_connection<S>(stream: S, conn: Conn, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
@@ -197,14 +213,22 @@ where
     let activity = Arc::new(Activity::new());
     let service = {
         let (gateway, activity) = (shared.gateway.clone(), activity.clone());
-        service_fn(move |request| {
+        service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let gateway = gateway.load_full();
+            let h2 = request.version() == http::Version::HTTP_2;
+            activity.h2.store(h2, Ordering::Relaxed);
             let active = ActiveRequest::begin(activity.clone());
             let conn = conn.clone();
             // Boxed: hyper keeps the service's future inside the connection's, so unboxed an
             // idle keep-alive connection would hold room for the largest request in flight.
             Box::pin(async move {
-                let response = proxy::handle(gateway.served(), conn, request).await;
+                let mut response = proxy::handle(gateway.served(), conn, request).await;
+                // Draining: this HTTP/1 connection's last response; hyper closes after it.
+                if !h2 && active.0.draining.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _active: active }))
             })
         })
@@ -213,6 +237,7 @@ where
     let connection = shared.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;
+    let mut draining = false;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -221,7 +246,17 @@ where
                 }
                 return;
             }
-            _ = stop.changed(), if !closing => {
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                activity.draining.store(true, Ordering::Relaxed);
+                // The idle time to drain counts from now, however long it was idle before.
+                activity.idle_since_ms.store(activity.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if activity.h2.load(Ordering::Relaxed) && !closing {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            _ = activity.idle_for(DRAIN_IDLE), if draining && !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -234,9 +269,13 @@ where
     }
 }
 
-/// Requests in flight on one connection, and since when it has been idle.
+/// Requests in flight on one connection, since when it has been idle, its protocol and
+/// whether it drains.
 struct Activity {
     active: AtomicUsize,
+    /// Set by the first request: HTTP/2 connections drain by GOAWAY.
+    h2: AtomicBool,
+    draining: AtomicBool,
     /// Milliseconds after `origin` when the last request finished.
     idle_since_ms: AtomicU64,
     origin: Instant,
@@ -244,7 +283,13 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { active: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), origin: Instant::now() }
+        Activity {
+            active: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
     }
 
     /// Resolves once the connection has had no request in flight for `limit`.
@@ -305,6 +350,19 @@ impl Body for TrackedBody {
     }
 }
 
+/// Binds `address` for `role`, or takes the socket a predecessor passed for it.
+async fn listen(
+    role: Role,
+    address: SocketAddr,
+    inherited: &mut Inherited,
+) -> Result<TcpListener, BindError> {
+    match inherited.claim(role, address) {
+        Some(listener) => listener,
+        None => TcpListener::bind(address).await,
+    }
+    .map_err(|source| BindError { address, source })
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -327,6 +385,9 @@ pub struct Running {
     gateway: Arc<ArcSwap<Gateway>>,
     /// The engine and its epoch ticker; reloads load their plugins into it.
     runtime: Arc<crate::plugin::Runtime>,
+    reloader: Reloader,
+    /// Copies of the listening sockets, for a successor.
+    sockets: Vec<Socket>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -352,37 +413,43 @@ impl Running {
         self.gateway.load_full()
     }
 
-    /// Builds a new generation from `config` and swaps it in whole: requests already under
-    /// way finish on the generation they started with, every later one sees the new one. A
-    /// config that fails to build is refused and the current generation keeps serving.
-    /// Listeners and `[server]` settings are read at start only; changing them needs a
-    /// restart (a warning says so).
-    pub async fn reload(&self, config: crate::config::Config) -> Result<(), crate::config::ConfigError> {
-        let current = self.gateway.load_full();
-        let old = current.config();
-        let listeners = |c: &crate::config::Config| c.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
-        let on_restart = listeners(old) != listeners(&config)
-            || old.server != config.server
-            || old.admin != config.admin
-            || old.traces != config.traces
-            || old.log.format != config.log.format;
-        if on_restart {
-            tracing::warn!(
-                "listeners, [server], [admin], [traces] and the log format change only on restart; \
-                 the rest is reloaded"
-            );
-        }
-        let next = Gateway::build(config, &self.runtime, Some(&current)).await?;
-        self.gateway.store(Arc::new(next));
-        tracing::info!("config reloaded");
-        Ok(())
+    /// Asks for reloads; every asker's reloads run one at a time.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
     }
 
-    /// Drains and stops, as on SIGTERM.
-    pub async fn stop(mut self) {
-        if let Some((_, admin, _)) = &self.admin {
+    /// The listening sockets (listeners and admin), to hand to a successor.
+    pub fn sockets(&self) -> &[Socket] {
+        &self.sockets
+    }
+
+    /// Builds a new generation from `config` and swaps it in whole (see [`Reloader`]). A
+    /// config that fails to build is refused and the current generation keeps serving.
+    pub async fn reload(&self, config: crate::config::Config) -> Result<Reloaded, ReloadError> {
+        self.reloader.with(config).await
+    }
+
+    /// Drains and stops, as on SIGTERM: `/readyz` answers 503 while connections drain.
+    pub async fn stop(self) {
+        self.shut_down(false).await;
+    }
+
+    /// Drains and stops once a successor serves on the sockets: the admin listener stops
+    /// accepting at once (the successor's answers), and `/readyz` answers 503 on the admin
+    /// connections still open here.
+    pub async fn retire(self) {
+        self.shut_down(true).await;
+    }
+
+    async fn shut_down(mut self, handed_over: bool) {
+        if let Some((_, admin, task)) = &self.admin {
             admin.draining();
+            if handed_over {
+                task.abort();
+            }
         }
+        // This process's copies of the listening sockets close; a successor keeps its own.
+        self.sockets.clear();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -400,10 +467,26 @@ impl Running {
 /// Builds the plugin runtime and the gateway from `config`, binds its listeners and serves
 /// until [`Running::stop`].
 pub async fn start(config: crate::config::Config) -> Result<Running, StartError> {
-    let runtime = Arc::new(
-        crate::plugin::Runtime::new(&crate::plugin::RuntimeConfig::from_config(&config))
-            .map_err(|e| StartError::Engine(format!("{e:#}")))?,
-    );
+    let runtime = runtime(&config)?;
+    let gateway = Gateway::build(config, &runtime, None).await?;
+    serve(gateway, runtime, Inherited::default()).await
+}
+
+/// The plugin runtime `config` asks for.
+pub fn runtime(config: &crate::config::Config) -> Result<Arc<crate::plugin::Runtime>, StartError> {
+    crate::plugin::Runtime::new(&crate::plugin::RuntimeConfig::from_config(config))
+        .map(Arc::new)
+        .map_err(|e| StartError::Engine(format!("{e:#}")))
+}
+
+/// Serves a built `gateway`: binds its listeners and the admin listener, each on the socket
+/// `inherited` from a predecessor at the same configured address if there is one.
+pub async fn serve(
+    gateway: Gateway,
+    runtime: Arc<crate::plugin::Runtime>,
+    mut inherited: Inherited,
+) -> Result<Running, StartError> {
+    let config = gateway.config();
     let mut addresses = Vec::with_capacity(config.listeners.len());
     for (i, listener) in config.listeners.iter().enumerate() {
         let tls = match &listener.tls {
@@ -417,26 +500,35 @@ pub async fn start(config: crate::config::Config) -> Result<Running, StartError>
     }
     let settings = config.server.clone();
     let admin_config = config.admin.clone();
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(config, &runtime, None).await?));
-    let server = Server::bind(addresses, settings).await?;
+    let configured: Vec<SocketAddr> = addresses.iter().map(|(a, _)| *a).collect();
+    let server = Server::bind(addresses, settings, &mut inherited).await?;
+    let mut sockets = Vec::with_capacity(configured.len() + 1);
+    for ((listener, _), configured) in server.listeners.iter().zip(configured) {
+        sockets.push(socket_copy(Role::Listener, configured, listener)?);
+    }
     let addrs = server.local_addrs();
     for addr in &addrs {
         tracing::info!(address = %addr, "listening");
     }
+    let gateway = Arc::new(ArcSwap::from_pointee(gateway));
+    let reloader = Reloader::spawn(gateway.clone(), runtime.clone());
     let admin = match admin_config {
         Some(config) => {
-            let listener = TcpListener::bind(config.address)
-                .await
-                .map_err(|source| BindError { address: config.address, source })?;
+            let listener = listen(Role::Admin, config.address, &mut inherited).await?;
+            sockets.push(socket_copy(Role::Admin, config.address, &listener)?);
             let address =
                 listener.local_addr().map_err(|source| BindError { address: config.address, source })?;
-            let admin = crate::admin::Admin::new(gateway.clone(), runtime.clone(), config.token);
+            let admin =
+                crate::admin::Admin::new(gateway.clone(), runtime.clone(), reloader.clone(), config.token);
             let task = tokio::spawn(crate::admin::serve(listener, admin.clone()));
             tracing::info!(%address, "admin listening");
             Some((address, admin, task))
         }
         None => None,
     };
+    for (role, address) in inherited.unclaimed() {
+        tracing::info!(?role, %address, "the new config drops this listener: closed here");
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn({
         let gateway = gateway.clone();
@@ -448,5 +540,12 @@ pub async fn start(config: crate::config::Config) -> Result<Running, StartError>
                 .await;
         }
     });
-    Ok(Running { addrs, admin, gateway, runtime, stop: Some(stop), done })
+    Ok(Running { addrs, admin, gateway, runtime, reloader, sockets, stop: Some(stop), done })
+}
+
+/// A copy of `listener`'s socket, to pass to a successor.
+fn socket_copy(role: Role, configured: SocketAddr, listener: &TcpListener) -> Result<Socket, BindError> {
+    let fd =
+        listener.as_fd().try_clone_to_owned().map_err(|source| BindError { address: configured, source })?;
+    Ok(Socket { role, configured, fd })
 }

@@ -151,13 +151,19 @@ pub fn wasmgate_bin() -> anyhow::Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let dir = exe.parent().and_then(Path::parent).ok_or("test binary has no target dir")?;
+            // Tests run from `target/<profile>/deps/`, the benchmark binaries from `target/<profile>/`.
+            let mut dir = exe.parent().ok_or("test binary has no target dir")?;
+            if dir.ends_with("deps") {
+                dir = dir.parent().ok_or("test binary has no target dir")?;
+            }
             let bin = dir.join("wasmgate");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "wasmgate", "--bin", "wasmgate"])
-                .status()
-                .map_err(|e| e.to_string())?;
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "wasmgate", "--bin", "wasmgate"]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().map_err(|e| e.to_string())?;
             if !status.success() || !bin.exists() {
                 return Err(format!("cannot build the wasmgate binary ({})", bin.display()));
             }
@@ -180,16 +186,66 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Writes `toml` to a file in `dir` and runs `wasmgate run` on it; waits for its
-    /// "listening" line and returns the first address.
+    /// Writes `toml` to a file in `dir` and runs `wasmgate run` on it; waits until it is
+    /// ready and returns with its first listener's address.
     pub fn start(dir: &Path, toml: &str) -> anyhow::Result<GatewayProcess> {
-        use std::io::{BufRead, BufReader};
         let config = dir.join("gateway.toml");
         std::fs::write(&config, format!("{toml}\n{}", runtime_section()))?;
-        let mut child = Command::new(wasmgate_bin()?)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
+        GatewayProcess::spawn(&config, false)
+    }
+
+    /// Runs `wasmgate run --upgrade` on this one's config file (as it is on disk now) and
+    /// waits until the new process serves on the sockets it took over.
+    pub fn upgrade(&self) -> anyhow::Result<GatewayProcess> {
+        GatewayProcess::spawn(&self.config, true)
+    }
+
+    /// Writes `toml` (with the test runtime section) over the config file.
+    pub fn rewrite(&self, toml: &str) -> anyhow::Result<()> {
+        // Written aside and renamed, so a watcher never reads it half-written.
+        let aside = self.config.with_extension("toml.new");
+        std::fs::write(&aside, format!("{toml}\n{}", runtime_section()))?;
+        std::fs::rename(&aside, &self.config)?;
+        Ok(())
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, `USR2`) to the process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the process did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log lines so far that contain `text`.
+    pub fn log_lines(&self, text: &str) -> Vec<String> {
+        self.log.lock().map(|l| l.iter().filter(|l| l.contains(text)).cloned().collect()).unwrap_or_default()
+    }
+
+    fn spawn(config: &Path, upgrade: bool) -> anyhow::Result<GatewayProcess> {
+        use std::io::{BufRead, BufReader};
+        let mut command = Command::new(wasmgate_bin()?);
+        command.args(["run", "--config"]).arg(config);
+        if upgrade {
+            command.arg("--upgrade");
+        }
+        let mut child = command
+            .env("RUST_LOG", std::env::var("WASMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -199,6 +255,7 @@ impl GatewayProcess {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = log.clone();
         std::thread::spawn(move || {
+            let mut first = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // `address=ip:port` in the text format, `"address":"ip:port"` in JSON.
                 let address = line
@@ -206,8 +263,13 @@ impl GatewayProcess {
                     .nth(1)
                     .and_then(|a| a.split_whitespace().next())
                     .or_else(|| line.split("\"address\":\"").nth(1).and_then(|a| a.split('"').next()));
-                if let Some(addr) = address {
-                    let _ = tx.send(addr.to_owned());
+                if first.is_none() && line.contains("listening") {
+                    first = address.map(str::to_owned);
+                }
+                if (line.contains(" ready ") || line.contains("\"message\":\"ready\""))
+                    && let Some(addr) = first.take()
+                {
+                    let _ = tx.send(addr);
                 }
                 eprintln!("[wasmgate] {line}");
                 if let Ok(mut lines) = lines.lock() {
@@ -215,8 +277,8 @@ impl GatewayProcess {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).context("wasmgate did not start listening")?;
-        Ok(GatewayProcess { child, addr: addr.parse()?, config, log })
+        let addr = rx.recv_timeout(Duration::from_secs(60)).context("wasmgate did not become ready")?;
+        Ok(GatewayProcess { child, addr: addr.parse()?, config: config.to_path_buf(), log })
     }
 
     /// Peak resident memory (VmHWM) and current (VmRSS) of the process, in KiB.
@@ -327,6 +389,26 @@ pub async fn tracer_record(gateway: &Running, id: &str) -> String {
     })
     .await;
     found.unwrap_or_default()
+}
+
+/// A WebSocket echo server on a free port: every text or binary message comes back.
+pub async fn websocket_echo() -> anyhow::Result<std::net::SocketAddr> {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(message)) = ws.next().await {
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
 }
 
 #[cfg(test)]

@@ -226,31 +226,11 @@ async fn trailers_go_through_the_trailer_phase() {
     gw.stop().await;
 }
 
-/// A WebSocket echo server: every text or binary message comes back.
-async fn websocket_echo() -> SocketAddr {
-    use futures_util::{SinkExt, StreamExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
-                while let Some(Ok(message)) = ws.next().await {
-                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn websocket_messages_go_through_a_tunnel_that_closes_when_idle() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let echo = websocket_echo().await;
+    let echo = harness::websocket_echo().await.expect("echo server");
     let gw = harness::start(&harness::one_backend(echo, "tunnel_idle = \"500ms\"\n")).await.expect("gateway");
     let stream = tokio::net::TcpStream::connect(gw.addrs()[0]).await.expect("connect");
     let url = format!("ws://{}/chat", gw.addrs()[0]);

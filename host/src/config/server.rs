@@ -27,6 +27,16 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// Open client connections at most; past it the gateway stops accepting until one closes.
     pub max_connections: usize,
+    /// The Unix socket `wasmgate run --upgrade` takes the listening sockets over through;
+    /// unset means one under the runtime dir named after the config file
+    /// (`$XDG_RUNTIME_DIR/wasmgate/upgrade-<hash>.sock`, else under `/tmp/wasmgate-<uid>/`).
+    pub upgrade_socket: Option<PathBuf>,
+    /// Reload by itself when the config file or a plugin's `.wasm` changes.
+    pub watch: bool,
+    /// How often watched files are looked at; a change is taken once a second look finds the
+    /// file unchanged, so a file being written is not read half-way.
+    #[serde(with = "units::duration")]
+    pub watch_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -37,15 +47,20 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             grace_period: Duration::from_secs(30),
             max_connections: 10_000,
+            upgrade_socket: None,
+            watch: false,
+            watch_interval: Duration::from_secs(1),
         }
     }
 }
 
 impl ServerConfig {
     pub(super) fn validate(&self, at: &Check<'_>) -> Result<(), ConfigError> {
-        for (field, value) in
-            [("header_read_timeout", self.header_read_timeout), ("idle_timeout", self.idle_timeout)]
-        {
+        for (field, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("watch_interval", self.watch_interval),
+        ] {
             if value.is_zero() {
                 return Err(at.invalid(format!("server.{field}"), "must be more than 0"));
             }

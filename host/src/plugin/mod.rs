@@ -171,7 +171,7 @@ impl RuntimeConfig {
 }
 
 /// One plugin as the config describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     /// The name routes refer to.
     pub name: String,
@@ -299,18 +299,47 @@ impl Runtime {
     /// instances and runs their `init` with the plugin's config. Blocking work runs on tokio's
     /// blocking pool.
     pub async fn load(&self, spec: &PluginSpec) -> Result<Plugin, PluginError> {
-        let started = Instant::now();
-        let bytes = tokio::fs::read(&spec.path).await.map_err(|source| PluginError::Read {
+        let bytes = Self::read(spec).await?;
+        let hash = CompileCache::content_hash(&bytes);
+        self.load_bytes(spec, bytes, hash).await
+    }
+
+    /// Like [`Runtime::load`], but keeps `previous` (its compiled code, pool and instances)
+    /// when the spec and the component's bytes are the same: a reload that changes nothing
+    /// compiles and instantiates nothing. The flag says whether it was kept.
+    pub async fn load_or_keep(
+        &self,
+        spec: &PluginSpec,
+        previous: Option<&Arc<Plugin>>,
+    ) -> Result<(Arc<Plugin>, bool), PluginError> {
+        let bytes = Self::read(spec).await?;
+        let hash = CompileCache::content_hash(&bytes);
+        if let Some(previous) = previous.filter(|p| p.spec == *spec && p.hash == hash) {
+            return Ok((previous.clone(), true));
+        }
+        Ok((Arc::new(self.load_bytes(spec, bytes, hash).await?), false))
+    }
+
+    async fn read(spec: &PluginSpec) -> Result<Vec<u8>, PluginError> {
+        tokio::fs::read(&spec.path).await.map_err(|source| PluginError::Read {
             plugin: spec.name.clone(),
             path: spec.path.clone(),
             source,
-        })?;
+        })
+    }
+
+    async fn load_bytes(
+        &self,
+        spec: &PluginSpec,
+        bytes: Vec<u8>,
+        hash: String,
+    ) -> Result<Plugin, PluginError> {
+        let started = Instant::now();
         let invalid = |reason: String| PluginError::Invalid {
             plugin: spec.name.clone(),
             path: spec.path.clone(),
             reason,
         };
-        let hash = CompileCache::content_hash(&bytes);
         // Compiling is CPU work of tens of milliseconds to seconds: keep it off the workers.
         let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), hash.clone());
         let (component, outcome) = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &key))
@@ -337,7 +366,7 @@ impl Runtime {
             let labels = PluginPhaseLabels { plugin: label.clone(), phase: phase.as_str() };
             self.shared.metrics.plugin_seconds.get_or_create(&labels).clone()
         });
-        Ok(Plugin { name, hash, phases, failure: spec.failure, outcome, pool, seconds })
+        Ok(Plugin { name, hash, spec: spec.clone(), phases, failure: spec.failure, outcome, pool, seconds })
     }
 }
 
@@ -488,6 +517,8 @@ impl From<LogEntry> for Logged {
 pub struct Plugin {
     name: Arc<str>,
     hash: String,
+    /// What it was loaded from: a reload with the same spec and bytes keeps it.
+    spec: PluginSpec,
     phases: types::Phases,
     failure: FailurePolicy,
     outcome: CacheOutcome,

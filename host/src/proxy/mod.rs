@@ -71,6 +71,31 @@ pub struct Served {
     pub(crate) upstream_seconds: HashMap<Arc<str>, Timing>,
 }
 
+/// Work a request leaves running after its response (WebSocket tunnels): the server counts it
+/// as in flight while it drains, and cuts it at the end of the grace period.
+#[derive(Debug, Clone, Default)]
+pub struct Background {
+    tracker: tokio_util::task::TaskTracker,
+    cut_off: tokio_util::sync::CancellationToken,
+}
+
+impl Background {
+    /// Tasks counted by `tracker` and cancelled with `cut_off`.
+    pub fn new(tracker: tokio_util::task::TaskTracker, cut_off: tokio_util::sync::CancellationToken) -> Self {
+        Background { tracker, cut_off }
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let cut_off = self.cut_off.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = cut_off.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// The connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -82,6 +107,8 @@ pub struct Conn {
     forwarded_for: http::HeaderValue,
     /// Who the client's TLS certificate says it is, if it presented one.
     pub identity: Option<Arc<str>>,
+    /// Where tunnels run.
+    background: Arc<Background>,
 }
 
 impl Conn {
@@ -89,7 +116,13 @@ impl Conn {
     pub fn new(client: SocketAddr, tls: bool) -> Self {
         let forwarded_for = http::HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown"));
-        Conn { client, tls, forwarded_for, identity: None }
+        Conn { client, tls, forwarded_for, identity: None, background: Arc::default() }
+    }
+
+    /// With tunnels run as `background` work.
+    pub fn with_background(mut self, background: Arc<Background>) -> Self {
+        self.background = background;
+        self
     }
 
     /// With the identity from the client's certificate.
@@ -304,7 +337,7 @@ async fn run_route(
         && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
     {
         let tunnel_idle = route.websocket.unwrap_or(idle);
-        return Ok(tunnel::open(client_side, response, in_flight, tunnel_idle));
+        return Ok(tunnel::open(client_side, response, in_flight, tunnel_idle, &conn.background));
     }
 
     // on-response-headers.

@@ -11,23 +11,25 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ProxyBody, headers};
+use super::{Background, ProxyBody, headers};
 use crate::head;
 use crate::upstream::InFlight;
 
 /// The 101 for the client, with the backend's handshake headers; the tunnel starts once both
-/// sides have switched. `in_flight` keeps the tunnel counted against its backend.
+/// sides have switched. `in_flight` keeps the tunnel counted against its backend, and it runs
+/// as the server's `background` work, so a draining gateway waits for it.
 pub(super) fn open(
     client: OnUpgrade,
     mut response: Response<Incoming>,
     in_flight: InFlight,
     idle: Duration,
+    background: &Background,
 ) -> Response<ProxyBody> {
     let backend = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
     head::strip_hop_by_hop(&mut parts.headers);
     headers::request_websocket(&mut parts.headers);
-    tokio::spawn(async move {
+    background.spawn(async move {
         let _in_flight = in_flight;
         match tokio::try_join!(client, backend) {
             Ok((client, backend)) => {
