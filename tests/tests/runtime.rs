@@ -316,3 +316,26 @@ async fn a_file_that_is_not_a_component_is_refused_naming_the_plugin_and_file() 
     let err = runtime().load(&spec("missing", "/nonexistent/p.wasm", "{}")).await.expect_err("refused");
     assert!(matches!(err, PluginError::Read { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_plugin_is_kept_only_while_its_spec_and_bytes_stay_the_same() {
+    let rt = runtime();
+    let dir = harness::TempDir::new("keep-plugin").expect("dir");
+    let path = dir.path().join("p.wasm");
+    std::fs::copy(wasm::ADD_HEADER, &path).expect("copy");
+    let spec = spec("p", path.to_str().expect("utf-8"), "{}");
+    let (first, kept) = rt.load_or_keep(&spec, None).await.expect("load");
+    assert!(!kept);
+    let (same, kept) = rt.load_or_keep(&spec, Some(&first)).await.expect("load");
+    assert!(kept && Arc::ptr_eq(&first, &same), "same spec and bytes: kept with its instances");
+
+    let mut other = spec.clone();
+    other.instances += 1;
+    let (changed, kept) = rt.load_or_keep(&other, Some(&first)).await.expect("load");
+    assert!(!kept && !Arc::ptr_eq(&first, &changed), "another spec: loaded anew");
+
+    // Other bytes at the same path: loaded anew, with the new component's hash.
+    std::fs::copy(wasm::REQUEST_ID, &path).expect("copy");
+    let (replaced, kept) = rt.load_or_keep(&spec, Some(&first)).await.expect("load");
+    assert!(!kept && replaced.sha256() != first.sha256());
+}
