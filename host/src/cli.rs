@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Config, LogFormat};
 use crate::gateway::Gateway;
-use crate::handover::{Inherited, Offer, Predecessor};
+use crate::handover::{HandoverError, Inherited, Offer, Predecessor};
 use crate::plugin::{Phase, Runtime, RuntimeConfig};
 
 /// wasmgate: an HTTP gateway whose request logic runs in sandboxed WebAssembly plugins.
@@ -106,7 +106,11 @@ async fn run(config: Config, upgrade: bool, exe: Option<PathBuf>) -> ExitCode {
     } else {
         match Offer::bind(&socket) {
             Ok(offer) => (None, Inherited::default(), Some(offer)),
-            Err(error) => return fail(&error),
+            Err(error @ HandoverError::InUse { .. }) => return fail(&error),
+            Err(error) => {
+                tracing::warn!(%error, "binary upgrade is off for this process");
+                (None, Inherited::default(), None)
+            }
         }
     };
     // A failure from here on leaves a predecessor serving: it never hears `ready`.
@@ -114,9 +118,14 @@ async fn run(config: Config, upgrade: bool, exe: Option<PathBuf>) -> ExitCode {
         Ok(running) => running,
         Err(error) => return fail(&error),
     };
-    let offer = match offer.map_or_else(|| Offer::replace(&socket), Ok) {
-        Ok(offer) => offer,
-        Err(error) => return fail(&error),
+    // A successor already serves: if it cannot take the path over, it goes on serving without
+    // an upgrade socket rather than drop what it has accepted.
+    let offer = match (offer, upgrade) {
+        (Some(offer), _) => Some(offer),
+        (None, true) => Offer::replace(&socket)
+            .inspect_err(|error| tracing::warn!(%error, "binary upgrade is off for this process"))
+            .ok(),
+        (None, false) => None,
     };
     if let Some(predecessor) = predecessor {
         let pid = predecessor.pid;
@@ -132,7 +141,8 @@ async fn run(config: Config, upgrade: bool, exe: Option<PathBuf>) -> ExitCode {
     if let Some(interval) = watch {
         tokio::spawn(running.reloader().clone().watch(interval));
     }
-    tracing::info!(pid = std::process::id(), upgrade_socket = %offer.path().display(), "ready");
+    let path = offer.as_ref().map(|o| o.path().display().to_string()).unwrap_or_default();
+    tracing::info!(pid = std::process::id(), upgrade_socket = path, "ready");
     notify_systemd(&[sd_notify::NotifyState::MainPid(std::process::id()), sd_notify::NotifyState::Ready]);
 
     let mut hangups = listen_for(SignalKind::hangup(), "SIGHUP", "reload by signal is off");
@@ -140,7 +150,12 @@ async fn run(config: Config, upgrade: bool, exe: Option<PathBuf>) -> ExitCode {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let successor = {
-        let handed_over = offer.hand_over(running.sockets());
+        let handed_over = async {
+            match &offer {
+                Some(offer) => offer.hand_over(running.sockets()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::pin!(handed_over);
         loop {
             tokio::select! {
@@ -162,7 +177,9 @@ async fn run(config: Config, upgrade: bool, exe: Option<PathBuf>) -> ExitCode {
         }
         None => {
             notify_systemd(&[sd_notify::NotifyState::Stopping]);
-            offer.remove();
+            if let Some(offer) = offer {
+                offer.remove();
+            }
             running.stop().await;
         }
     }
