@@ -200,7 +200,7 @@ fn plugins(gateway: &Gateway) -> serde_json::Value {
 const SECRET_WORDS: [&str; 6] = ["secret", "token", "password", "passwd", "private", "credential"];
 
 /// The effective config (what the file says, defaults filled in) as JSON, with the values of
-/// secret-looking keys replaced.
+/// secret-looking keys replaced, and the password of any URL (`redis://user:pw@host`).
 fn redacted_config(config: &crate::config::Config) -> serde_json::Value {
     fn redact(value: &mut serde_json::Value) {
         match value {
@@ -215,6 +215,14 @@ fn redacted_config(config: &crate::config::Config) -> serde_json::Value {
                 }
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+            serde_json::Value::String(text) => {
+                if let Some((scheme, rest)) = text.split_once("://")
+                    && let Some((user_info, host)) = rest.split_once('@')
+                    && let Some((user, _password)) = user_info.split_once(':')
+                {
+                    *text = format!("{scheme}://{user}:[redacted]@{host}");
+                }
+            }
             _ => {}
         }
     }
@@ -314,7 +322,8 @@ mod tests {
     fn secrets_are_redacted_at_any_depth_and_defaults_shown() {
         let text = "[admin]\ntoken = \"t0p\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n\
                     [plugins.jwt]\npath = \"a.wasm\"\nconfig = { hs256_secret = \"s3cret\", audience = \"api\" }\n\
-                    [upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nupstream = \"o\"\n";
+                    [upstreams.o]\nbackends = [\"127.0.0.1:9001\"]\n[[routes]]\nupstream = \"o\"\n\
+                    [store]\nbackend = \"redis\"\nurl = \"redis://app:pw@127.0.0.1:6379/0\"\n";
         let config = crate::config::Config::parse(std::path::Path::new("gw.toml"), text).expect("valid");
         let config = redacted_config(&config);
         assert_eq!(config["upstreams"]["o"]["connect_timeout"], "2s", "defaults are filled in");
@@ -322,5 +331,6 @@ mod tests {
         assert_eq!(config["plugins"]["jwt"]["config"]["hs256_secret"], "[redacted]");
         assert_eq!(config["plugins"]["jwt"]["config"]["audience"], "api");
         assert_eq!(config["plugins"]["jwt"]["path"], "a.wasm");
+        assert_eq!(config["store"]["url"], "redis://app:[redacted]@127.0.0.1:6379/0");
     }
 }

@@ -59,6 +59,24 @@ pub struct PluginPhaseLabels {
     pub phase: &'static str,
 }
 
+/// A store operation and the backend that served it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    /// `get`, `set`, `delete`, `increment` or `compare-and-swap`.
+    pub op: &'static str,
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+}
+
+/// A failed store operation and how it failed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    /// As in [`StoreLabels`].
+    pub op: &'static str,
+    /// `too-large`, `not-an-integer` or `unavailable`.
+    pub kind: &'static str,
+}
+
 /// A histogram recorded with atomics only: observing takes no lock, so every worker can
 /// record into the same series on the request path. Buckets are fixed at creation.
 #[derive(Debug, Clone)]
@@ -125,6 +143,11 @@ fn latency() -> Timing {
     Timing::new(exponential_buckets(0.0001, 2.0, 19))
 }
 
+fn store_latency() -> Timing {
+    // 10 µs to about 1.3 s: memory answers in microseconds, Redis in a round trip or a timeout.
+    Timing::new(exponential_buckets(0.000_01, 2.0, 18))
+}
+
 fn plugin_latency() -> Timing {
     // 1 µs to about 16 ms: plugin calls are short, and their deadline is ~10 ms.
     Timing::new(exponential_buckets(0.000_001, 2.0, 15))
@@ -151,6 +174,10 @@ pub struct Metrics {
     pub upstream_seconds: Histograms<NameLabel>,
     /// Plugin calls, by plugin and phase.
     pub plugin_seconds: Histograms<PluginPhaseLabels>,
+    /// Store operations, by operation and backend.
+    pub store_seconds: Histograms<StoreLabels>,
+    /// Store operations that failed, by operation and kind.
+    pub store_errors: Family<StoreErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -183,7 +210,28 @@ impl Default for Metrics {
             plugin_seconds.clone(),
         );
         registry.register_collector(Box::new(PluginCollector(plugins.clone())));
-        Metrics { registry, plugins, requests, request_seconds, upstream_seconds, plugin_seconds }
+        let store_seconds = Histograms::<StoreLabels>::new_with_constructor(store_latency as fn() -> Timing);
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "wasmgate_store_duration_seconds",
+            "Store operations plugins made, by operation and backend",
+            store_seconds.clone(),
+        );
+        registry.register(
+            "wasmgate_store_errors",
+            "Store operations that failed, by operation and kind",
+            store_errors.clone(),
+        );
+        Metrics {
+            registry,
+            plugins,
+            requests,
+            request_seconds,
+            upstream_seconds,
+            plugin_seconds,
+            store_seconds,
+            store_errors,
+        }
     }
 }
 

@@ -136,7 +136,7 @@ type Stamp = (PathBuf, Option<(SystemTime, u64)>);
 
 /// Builds a generation from `config` and swaps it in whole: requests under way finish on the
 /// generation they started with, every later one sees the new one. Listeners and `[server]`,
-/// `[admin]`, `[traces]` and the log format are read at start only: a warning says that
+/// `[admin]`, `[traces]`, `[store]` and the log format are read at start only: a warning says that
 /// changing them takes a restart or an upgrade.
 async fn apply(
     gateway: &ArcSwap<Gateway>,
@@ -150,11 +150,12 @@ async fn apply(
         || old.server != config.server
         || old.admin != config.admin
         || old.traces != config.traces
+        || old.store != config.store
         || old.log.format != config.log.format
     {
         tracing::warn!(
-            "listeners, [server], [admin], [traces] and the log format change only on restart or \
-             `wasmgate run --upgrade`; the rest is reloaded"
+            "listeners, [server], [admin], [traces], [store] and the log format change only on \
+             restart or `wasmgate run --upgrade`; the rest is reloaded"
         );
     }
     let next = Gateway::build(config, runtime, Some(&current)).await?;

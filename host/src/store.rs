@@ -1,7 +1,7 @@
 //! The key-value store plugins share across instances and worker threads: the [`Store`] trait
-//! (what a backend offers: get, set with a TTL, delete, atomic increment, compare-and-swap) and
-//! [`MemoryStore`], the bounded in-memory backend every gateway has by default. A remote
-//! backend (Redis, for state shared between replicas) implements the same trait.
+//! (what a backend offers: get, set with a TTL, delete, atomic increment, compare-and-swap),
+//! [`MemoryStore`], the bounded in-memory backend every gateway has by default, and
+//! [`RedisStore`], for state shared between replicas.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -9,6 +9,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod redis;
+
+pub use self::redis::{RedisSettings, RedisStore};
 
 /// The longest key a plugin may use, in bytes.
 pub const MAX_KEY: usize = 256;
@@ -54,6 +58,9 @@ pub trait Store: Send + Sync {
         new: Vec<u8>,
         ttl: Option<Duration>,
     ) -> StoreFuture<'a, bool>;
+
+    /// The backend's name, for metrics: `memory` or `redis`.
+    fn backend(&self) -> &'static str;
 }
 
 /// The key under which `plugin`'s `key` is stored: the plugin's name, a NUL, then the key, so
@@ -260,6 +267,10 @@ impl Store for MemoryStore {
         ttl: Option<Duration>,
     ) -> StoreFuture<'a, bool> {
         Box::pin(std::future::ready(self.compare_and_swap_now(key, expected, new, ttl)))
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
     }
 }
 

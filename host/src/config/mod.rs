@@ -27,6 +27,7 @@ pub use self::plugin::{FailurePolicy, Isolation, PluginConfig};
 pub use self::route::{RetryOn, RouteConfig, RouteTimeouts};
 pub use self::server::{
     CertificateConfig, ClientAuth, ListenerConfig, ListenerTlsConfig, RuntimeSection, ServerConfig,
+    StoreBackend, StoreSection, WhenUnavailable,
 };
 pub use self::upstream::{
     AllUnhealthy, BackendConfig, BalanceSetting, HashKey, HashKeySetting, HealthCheckConfig, HealthCheckKind,
@@ -80,6 +81,9 @@ pub struct Config {
     /// Plugin runtime settings.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// Where the plugins' shared store lives.
+    #[serde(default)]
+    pub store: StoreSection,
     /// Where to accept connections.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -138,6 +142,7 @@ impl Config {
         }
         self.server.validate(at)?;
         self.runtime.validate(&self.plugins, at)?;
+        self.store.validate(at)?;
         for (name, p) in &self.plugins {
             p.validate(name, self.runtime.max_memory, at)?;
         }

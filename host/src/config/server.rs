@@ -1,5 +1,6 @@
 //! The process-wide sections: `[server]` (workers, connection timeouts and limits),
-//! `[[listeners]]` with their TLS, and `[runtime]` (the plugin runtime's shared settings).
+//! `[[listeners]]` with their TLS, `[runtime]` (the plugin runtime's shared settings) and
+//! `[store]` (where the plugins' shared store lives).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -119,6 +120,84 @@ impl RuntimeSection {
                     self.instance_slots
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// `[store]`: where the store plugins share lives.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `memory` (per process, the default) or `redis` (shared by every replica using it).
+    pub backend: StoreBackend,
+    /// With `redis`: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: Option<String>,
+    /// With `redis`: put before every key, so that several gateways can share one Redis.
+    pub key_prefix: String,
+    /// With `redis`: multiplexed connections, used in turn.
+    pub pool_size: usize,
+    /// With `redis`: how long one command, or one connection attempt, may take.
+    #[serde(with = "units::duration")]
+    pub command_timeout: Duration,
+    /// With `redis`: what a store call does while Redis cannot be reached.
+    pub when_unavailable: WhenUnavailable,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: StoreBackend::Memory,
+            url: None,
+            key_prefix: "wasmgate:".to_owned(),
+            pool_size: 2,
+            command_timeout: Duration::from_millis(250),
+            when_unavailable: WhenUnavailable::FailOpen,
+        }
+    }
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// In this process's memory.
+    #[default]
+    Memory,
+    /// In Redis.
+    Redis,
+}
+
+/// `[store] when_unavailable`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenUnavailable {
+    /// The call returns the `unavailable` error and the plugin decides.
+    #[default]
+    FailOpen,
+    /// The request is answered 503 (`x-wasmgate-error: store-unavailable`).
+    FailClosed,
+}
+
+impl StoreSection {
+    pub(super) fn validate(&self, at: &Check<'_>) -> Result<(), ConfigError> {
+        if self.backend == StoreBackend::Memory {
+            return Ok(());
+        }
+        let Some(url) = &self.url else {
+            return Err(at.invalid("store.url", "is needed with backend = \"redis\""));
+        };
+        if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            return Err(at.invalid("store.url", "must start with redis:// or rediss://"));
+        }
+        if let Err(error) = redis::Client::open(url.as_str()) {
+            return Err(at.invalid("store.url", error.to_string()));
+        }
+        if self.pool_size == 0 {
+            return Err(at.invalid("store.pool_size", "must be at least 1"));
+        }
+        if self.command_timeout.is_zero() {
+            return Err(at.invalid("store.command_timeout", "must be more than 0"));
         }
         Ok(())
     }

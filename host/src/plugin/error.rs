@@ -85,6 +85,17 @@ pub enum PluginError {
         /// How long the call waited.
         wait: Duration,
     },
+    /// A store call found the store unreachable, and `[store] when_unavailable` is
+    /// `fail-closed`: the request is answered 503 whatever the plugin's own failure policy.
+    #[error("plugin `{plugin}`: the store is unavailable in {phase}: {reason}")]
+    StoreUnavailable {
+        /// The plugin's name.
+        plugin: String,
+        /// The phase being called.
+        phase: Phase,
+        /// What the store said.
+        reason: String,
+    },
     /// The guest returned a value the host refuses (a bad status, header, or upstream choice).
     #[error("plugin `{plugin}` returned an invalid {what} in {phase}: {reason}")]
     InvalidValue {
@@ -111,13 +122,20 @@ impl PluginError {
             | PluginError::Deadline { plugin, .. }
             | PluginError::MemoryLimit { plugin, .. }
             | PluginError::PoolExhausted { plugin, .. }
+            | PluginError::StoreUnavailable { plugin, .. }
             | PluginError::InvalidValue { plugin, .. } => plugin,
         }
     }
 
-    /// True when the plugin had no capacity (rather than misbehaving): a 503, not a 500.
+    /// True when the plugin had no capacity, or the store it needs is down (rather than
+    /// misbehaving): a 503, not a 500.
     pub fn is_overload(&self) -> bool {
-        matches!(self, PluginError::PoolExhausted { .. } | PluginError::Instantiate { .. })
+        matches!(
+            self,
+            PluginError::PoolExhausted { .. }
+                | PluginError::Instantiate { .. }
+                | PluginError::StoreUnavailable { .. }
+        )
     }
 
     /// A short stable name for the kind of failure, for headers, logs and metrics.
@@ -131,6 +149,7 @@ impl PluginError {
             PluginError::Deadline { .. } => "plugin-deadline",
             PluginError::MemoryLimit { .. } => "plugin-memory",
             PluginError::PoolExhausted { .. } => "plugin-pool-exhausted",
+            PluginError::StoreUnavailable { .. } => "store-unavailable",
             PluginError::InvalidValue { .. } => "plugin-invalid-value",
         }
     }

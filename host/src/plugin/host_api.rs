@@ -47,6 +47,9 @@ pub(crate) struct InstanceState {
     /// Epoch ticks the current call may still run before it is stopped.
     pub(crate) ticks_left: u32,
     pub(crate) limits: MemoryLimit,
+    /// Set when a store call found the store unreachable and `[store] when_unavailable` is
+    /// `fail-closed`: the call's request is answered 503 once the call returns.
+    pub(crate) store_down: Option<String>,
     /// What every instance of every plugin shares: the store and the metrics registry.
     shared: Arc<Shared>,
     /// Series this instance recorded before, so recording again takes no shared lock.
@@ -65,6 +68,7 @@ impl InstanceState {
             plugin,
             ticks_left: 0,
             limits: MemoryLimit { limit: memory_limit, hit: false },
+            store_down: None,
             shared,
             series: HashMap::new(),
             // No preopens, no environment, no network: plugins get nothing beyond the WIT.
@@ -423,6 +427,59 @@ impl metrics::Host for InstanceState {
     }
 }
 
+/// A store operation, for its metrics.
+#[derive(Clone, Copy)]
+pub(crate) enum StoreOp {
+    Get,
+    Set,
+    Delete,
+    Increment,
+    CompareAndSwap,
+}
+
+impl StoreOp {
+    pub(crate) const ALL: [StoreOp; 5] =
+        [StoreOp::Get, StoreOp::Set, StoreOp::Delete, StoreOp::Increment, StoreOp::CompareAndSwap];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Set => "set",
+            StoreOp::Delete => "delete",
+            StoreOp::Increment => "increment",
+            StoreOp::CompareAndSwap => "compare-and-swap",
+        }
+    }
+}
+
+impl InstanceState {
+    /// Times `operation`, counts its failure by kind, and, when the store cannot be reached
+    /// and the operator chose `fail-closed`, marks the request to be answered 503.
+    async fn stored<T>(
+        &mut self,
+        op: StoreOp,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, WitStoreError> {
+        let started = std::time::Instant::now();
+        let result = operation.await;
+        self.shared.store_seconds[op as usize].observe(started.elapsed().as_secs_f64());
+        let Err(error) = result else { return result.map_err(wit_store_error) };
+        let kind = match &error {
+            StoreError::TooLarge => "too-large",
+            StoreError::NotAnInteger => "not-an-integer",
+            StoreError::Unavailable(why) => {
+                if self.shared.fail_closed {
+                    self.store_down = Some(why.clone());
+                }
+                "unavailable"
+            }
+        };
+        let labels = crate::metrics::StoreErrorLabels { op: op.as_str(), kind };
+        self.shared.metrics.store_errors.get_or_create(&labels).inc();
+        Err(wit_store_error(error))
+    }
+}
+
 fn wit_store_error(error: StoreError) -> WitStoreError {
     match error {
         StoreError::TooLarge => WitStoreError::TooLarge,
@@ -438,22 +495,26 @@ fn ttl(ms: u64) -> Option<Duration> {
 impl store::Host for InstanceState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitStoreError> {
         let key = self.store_key(&key)?;
-        self.shared.store.get(&key).await.map_err(wit_store_error)
+        let store = self.shared.store.clone();
+        self.stored(StoreOp::Get, store.get(&key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), WitStoreError> {
         let key = self.store_key(&key)?;
-        self.shared.store.set(&key, value, ttl(ttl_ms)).await.map_err(wit_store_error)
+        let store = self.shared.store.clone();
+        self.stored(StoreOp::Set, store.set(&key, value, ttl(ttl_ms))).await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitStoreError> {
         let key = self.store_key(&key)?;
-        self.shared.store.delete(&key).await.map_err(wit_store_error)
+        let store = self.shared.store.clone();
+        self.stored(StoreOp::Delete, store.delete(&key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, WitStoreError> {
         let key = self.store_key(&key)?;
-        self.shared.store.increment(&key, delta, ttl(ttl_ms)).await.map_err(wit_store_error)
+        let store = self.shared.store.clone();
+        self.stored(StoreOp::Increment, store.increment(&key, delta, ttl(ttl_ms))).await
     }
 
     async fn compare_and_swap(
@@ -464,11 +525,12 @@ impl store::Host for InstanceState {
         ttl_ms: u64,
     ) -> Result<bool, WitStoreError> {
         let key = self.store_key(&key)?;
-        self.shared
-            .store
-            .compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms))
-            .await
-            .map_err(wit_store_error)
+        let store = self.shared.store.clone();
+        self.stored(
+            StoreOp::CompareAndSwap,
+            store.compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms)),
+        )
+        .await
     }
 }
 

@@ -34,9 +34,9 @@ use self::bindings::{Handler, types};
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
-use crate::config::{Config, PluginConfig, defaults};
-use crate::metrics::{Metrics, PluginPhaseLabels, Timing};
-use crate::store::{MemoryStore, Store};
+use crate::config::{Config, PluginConfig, StoreBackend, WhenUnavailable, defaults};
+use crate::metrics::{Metrics, PluginPhaseLabels, StoreLabels, Timing};
+use crate::store::{MemoryStore, RedisSettings, RedisStore, Store};
 use crate::telemetry::Span;
 pub use crate::upstream::FailureKind;
 use crate::upstream::{Group, UpstreamError};
@@ -137,6 +137,11 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Entries the shared in-memory store holds at most.
     pub store_max_entries: usize,
+    /// The Redis store plugins share instead of the in-memory one, if set.
+    pub redis: Option<RedisSettings>,
+    /// While the store cannot be reached, answer the request 503 rather than let the plugin
+    /// decide.
+    pub store_fail_closed: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -147,6 +152,8 @@ impl Default for RuntimeConfig {
             max_memory: defaults::MAX_MEMORY,
             epoch_tick: defaults::EPOCH_TICK,
             store_max_entries: defaults::STORE_MAX_ENTRIES,
+            redis: None,
+            store_fail_closed: false,
         }
     }
 }
@@ -166,6 +173,13 @@ impl RuntimeConfig {
             max_memory: runtime.max_memory,
             epoch_tick: defaults::EPOCH_TICK,
             store_max_entries: runtime.store_max_entries,
+            redis: (config.store.backend == StoreBackend::Redis).then(|| RedisSettings {
+                url: config.store.url.clone().unwrap_or_default(),
+                key_prefix: config.store.key_prefix.clone(),
+                pool_size: config.store.pool_size,
+                command_timeout: config.store.command_timeout,
+            }),
+            store_fail_closed: config.store.when_unavailable == WhenUnavailable::FailClosed,
         }
     }
 }
@@ -243,6 +257,10 @@ pub struct Runtime {
 pub struct Shared {
     /// The key-value store.
     pub store: Arc<dyn Store>,
+    /// Whether a store that cannot be reached fails the request (503).
+    pub fail_closed: bool,
+    /// Store operation durations, by [`host_api::StoreOp`].
+    store_seconds: [Timing; 5],
     /// The registry plugin metrics go to.
     pub metrics: Arc<Metrics>,
 }
@@ -271,6 +289,15 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        let store: Arc<dyn Store> = match &config.redis {
+            Some(redis) => Arc::new(RedisStore::new(redis).map_err(wasmtime::Error::msg)?),
+            None => Arc::new(MemoryStore::new(config.store_max_entries)),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let store_seconds = host_api::StoreOp::ALL.map(|op| {
+            let labels = StoreLabels { op: op.as_str(), backend: store.backend() };
+            metrics.store_seconds.get_or_create(&labels).clone()
+        });
         spawn_ticker(engine.weak(), config.epoch_tick);
         Ok(Runtime {
             cache: CompileCache::new(&engine, config.cache_dir.clone()),
@@ -278,10 +305,7 @@ impl Runtime {
             linker,
             epoch_tick: config.epoch_tick,
             next_id: AtomicU32::new(1),
-            shared: Arc::new(Shared {
-                store: Arc::new(MemoryStore::new(config.store_max_entries)),
-                metrics: Arc::new(Metrics::default()),
-            }),
+            shared: Arc::new(Shared { store, fail_closed: config.store_fail_closed, store_seconds, metrics }),
         })
     }
 
@@ -558,6 +582,8 @@ impl Plugin {
     pub fn by_policy<T>(&self, result: Result<T, PluginError>) -> Result<Option<T>, PluginError> {
         match result {
             Ok(value) => Ok(Some(value)),
+            // The operator's `[store] when_unavailable`, not the plugin's policy, decides this.
+            Err(error @ PluginError::StoreUnavailable { .. }) => Err(error),
             Err(error) if self.failure == FailurePolicy::FailOpen => {
                 tracing::warn!(plugin = %self.name, %error, "plugin failed; skipped (fail-open)");
                 Ok(None)
@@ -595,7 +621,18 @@ impl Plugin {
                 let result = call(instance.bindings.wasmgate_plugin_handler(), &mut instance.store).await;
                 self.seconds[phase.index()].observe(started.elapsed().as_secs_f64());
                 std::mem::swap(&mut instance.store.data_mut().ex, ex);
-                result
+                let store_down = instance.store.data_mut().store_down.take();
+                match (result, store_down) {
+                    // The instance did nothing wrong: it goes back to the pool.
+                    (Ok(_), Some(reason)) => {
+                        lease.release();
+                        let error =
+                            PluginError::StoreUnavailable { plugin: self.name.to_string(), phase, reason };
+                        span.end(0, Some(error.kind()));
+                        return Err(error);
+                    }
+                    (result, _) => result,
+                }
             }
             None => Err(wasmtime::Error::msg("instance already settled")),
         };
