@@ -151,6 +151,7 @@ fn upstreams(gateway: &Gateway) -> serde_json::Value {
             .map(|b| {
                 json!({
                     "address": b.address().to_string(),
+                    "resolved": b.addr().to_string(),
                     "weight": b.weight(),
                     "healthy": b.is_available(),
                     "ejected": b.is_ejected(),
@@ -274,7 +275,7 @@ fn live_metrics(gateway: &Gateway) -> Registry {
                 .inc_by(reused);
         }
         for backend in group.backends() {
-            let labels = vec![("group", name.clone()), ("backend", backend.address().to_string())];
+            let labels = vec![("group", name.clone()), ("backend", backend.label().to_string())];
             healthy.get_or_create(&labels).set(i64::from(backend.is_available()));
             ejected.get_or_create(&labels).set(i64::from(backend.is_ejected()));
             in_flight.get_or_create(&labels).set(i64::from(backend.in_flight()));

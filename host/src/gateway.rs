@@ -6,7 +6,9 @@
 //! admin API and the next reload.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
@@ -16,7 +18,7 @@ use crate::plugin::{Plugin, PluginSpec, Runtime};
 use crate::proxy::{AccessLog, Route, Router, Served};
 use crate::telemetry::Telemetry;
 use crate::upstream::{
-    Backend, Group, Limits, OutlierPolicy, UpstreamClient, Upstreams, spawn_health_checks,
+    Backend, Group, Limits, OutlierPolicy, Resolver, UpstreamClient, Upstreams, spawn_health_checks,
 };
 
 /// A built, ready-to-serve gateway.
@@ -24,6 +26,10 @@ pub struct Gateway {
     served: Served,
     plugins: BTreeMap<String, Arc<Plugin>>,
     config: Config,
+    /// Resolves backends named by DNS, now and when they are looked at again.
+    resolver: Arc<Resolver>,
+    /// How soon the names should be resolved again; none when every backend is an address.
+    resolve_in: Option<Duration>,
     /// Health-check tasks; dropping the generation stops them.
     _health: JoinSet<()>,
 }
@@ -39,7 +45,15 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Result<Gateway, ConfigError> {
         let plugins = load_plugins(&config, runtime, previous).await?;
-        let upstreams = Arc::new(build_upstreams(&config, previous).await?);
+        let resolver = match previous {
+            Some(p) if p.config.resolver == config.resolver => p.resolver.clone(),
+            _ => Arc::new(
+                Resolver::new(&config.resolver.nameservers)
+                    .map_err(|e| config.error("resolver.nameservers".into(), e))?,
+            ),
+        };
+        let (upstreams, resolve_in) = build_upstreams(&config, &resolver, previous).await?;
+        let upstreams = Arc::new(upstreams);
         let mut health = JoinSet::new();
         for (name, u) in &config.upstreams {
             if let (Some(check), Some(group)) = (&u.health_check, upstreams.get(name)) {
@@ -67,7 +81,44 @@ impl Gateway {
         };
         let served =
             Served { router: Router::new(routes), upstreams, metrics, telemetry, access, upstream_seconds };
-        Ok(Gateway { served, plugins, config, _health: health })
+        Ok(Gateway { served, plugins, config, resolver, resolve_in, _health: health })
+    }
+
+    /// How soon backends named by DNS should be resolved again; none if there are none.
+    pub fn resolve_in(&self) -> Option<Duration> {
+        self.resolve_in
+    }
+
+    /// Resolves every backend named by DNS again: true if a group's addresses are not the
+    /// ones it serves with. A name that does not resolve now counts as unchanged (its group
+    /// keeps the addresses it has), with a warning.
+    pub async fn dns_changed(&self) -> bool {
+        for (name, u) in &self.config.upstreams {
+            let Some(group) = self.served.upstreams.get(name) else { continue };
+            let mut now = Vec::new();
+            for b in u.backends.iter().filter(|b| b.address().parse::<SocketAddr>().is_err()) {
+                match self.resolver.resolve(b.address()).await {
+                    Ok(resolved) => now.extend(resolved.addrs.into_iter().map(|a| (b.address(), a))),
+                    Err(error) => {
+                        tracing::warn!(group = %name, %error, "backend name did not resolve; its addresses stay");
+                        return false;
+                    }
+                }
+            }
+            let mut serving: Vec<(&str, SocketAddr)> = group
+                .backends()
+                .iter()
+                .filter(|b| b.address().parse::<SocketAddr>().is_err())
+                .map(|b| (&**b.address(), b.addr()))
+                .collect();
+            now.sort_unstable();
+            serving.sort_unstable();
+            if now != serving {
+                tracing::info!(group = %name, addresses = ?now.iter().map(|(_, a)| a).collect::<Vec<_>>(), "backend addresses changed in DNS");
+                return true;
+            }
+        }
+        false
     }
 
     /// What the request pipeline reads: [`crate::proxy::handle`] serves a request from it.
@@ -127,49 +178,63 @@ async fn load_plugins(
     Ok(plugins)
 }
 
-/// Resolves every backend and builds the upstream groups with their clients. From the
+/// Resolves every backend (a name to every address it has) and builds the upstream groups
+/// with their clients, and says how soon the names should be resolved again. From the
 /// generation it replaces it keeps the client of a group whose client settings did not change
-/// (and so its pooled connections), and the health of backends that stay.
-async fn build_upstreams(config: &Config, previous: Option<&Gateway>) -> Result<Upstreams, ConfigError> {
+/// (and so its pooled connections), and the health and outlier state of backends that stay.
+async fn build_upstreams(
+    config: &Config,
+    resolver: &Resolver,
+    previous: Option<&Gateway>,
+) -> Result<(Upstreams, Option<Duration>), ConfigError> {
     let mut groups = Vec::new();
     let mut clients = HashMap::new();
+    let mut resolve_in: Option<Duration> = None;
     for (name, u) in &config.upstreams {
         let mut backends = Vec::with_capacity(u.backends.len());
+        let mut names = Vec::with_capacity(u.backends.len());
         for (i, b) in u.backends.iter().enumerate() {
-            let addr = tokio::net::lookup_host(b.address())
+            let resolved = resolver
+                .resolve(b.address())
                 .await
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    config.error(
-                        format!("upstreams.{name}.backends[{i}]"),
-                        format!("cannot resolve `{}`", b.address()),
-                    )
-                })?;
-            backends.push(Backend::new(b.address(), addr, b.weight()));
+                .map_err(|reason| config.error(format!("upstreams.{name}.backends[{i}]"), reason))?;
+            if let Some(until) = resolved.valid_until {
+                let ttl = until.saturating_duration_since(std::time::Instant::now());
+                let next = u.resolve_interval.min(ttl.max(MIN_RESOLVE_INTERVAL));
+                resolve_in = Some(resolve_in.map_or(next, |r| r.min(next)));
+            }
+            for addr in resolved.addrs {
+                backends.push(Backend::new(b.address(), addr, b.weight()));
+                names.push((addr.to_string(), b.address()));
+            }
         }
+        let old_group = previous.and_then(|p| p.served.upstreams.get(name));
         let kept = previous.and_then(|p| {
-            let same = p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
+            // A TLS client without a fixed `sni` knows each address's server name: new
+            // addresses (a name that resolved to others) need a new client.
+            let by_address = u.tls.as_ref().is_some_and(|t| t.sni.is_none());
+            let same_addrs = old_group.is_some_and(|g| {
+                g.backends().iter().map(Backend::addr).eq(backends.iter().map(Backend::addr))
+            });
+            let same = (same_addrs || !by_address)
+                && p.config.upstreams.get(name).is_some_and(|old| old.same_client(u));
             same.then(|| p.served.upstreams.client(name)).flatten()
         });
         let client = match kept {
             Some(client) => client,
             None => {
-                let names: Vec<(String, &str)> = backends
-                    .iter()
-                    .zip(&u.backends)
-                    .map(|(b, c)| (b.addr().to_string(), c.address()))
-                    .collect();
                 let client = UpstreamClient::new(u, config.upstream_tls(u).as_ref(), &names)
                     .map_err(|reason| config.error(format!("upstreams.{name}.tls"), reason))?;
                 Arc::new(client)
             }
         };
         clients.insert(Arc::from(name.as_str()), client);
-        if let Some(old) = previous.and_then(|p| p.served.upstreams.get(name)) {
+        if let Some(old) = old_group {
             for b in &backends {
-                if let Some(same) = old.backends().iter().find(|o| o.address() == b.address()) {
-                    b.set_healthy(same.is_healthy());
+                if let Some(same) =
+                    old.backends().iter().find(|o| o.address() == b.address() && o.addr() == b.addr())
+                {
+                    b.keep_state_of(same);
                 }
             }
         }
@@ -192,8 +257,11 @@ async fn build_upstreams(config: &Config, previous: Option<&Gateway>) -> Result<
             });
         groups.push(group);
     }
-    Ok(Upstreams::new(groups).with_clients(clients))
+    Ok((Upstreams::new(groups).with_clients(clients), resolve_in))
 }
+
+/// Names are not looked up more often than this, whatever their TTL.
+const MIN_RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The routes, in config order, each with its group, client and plugin chain.
 fn build_routes(

@@ -1,7 +1,8 @@
 //! Reloads: whoever asks (SIGHUP, `POST /reload` on the admin API, the file watcher, a caller
 //! of the library), one task builds the next generation and swaps it in, one reload at a time,
 //! and answers each asker with the outcome. The watcher looks at the config file and every
-//! plugin's `.wasm` and asks for a reload when one has changed and then held still.
+//! plugin's `.wasm` and asks for a reload when one has changed and then held still; the DNS
+//! follower resolves backend names again and asks for a rebuild when their addresses change.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,6 +118,22 @@ impl Reloader {
         }
     }
 
+    /// Resolves the backends named by DNS again when the serving generation says (its
+    /// groups' `resolve_interval`, sooner when a record's TTL runs out first), and rebuilds
+    /// the generation from the same config when a group's addresses changed. Addresses that
+    /// appear join; those that go leave once the requests in flight on the old generation
+    /// finish; those that stay keep their health and outlier state.
+    pub async fn follow_dns(self) {
+        loop {
+            let wait = self.gateway.load().resolve_in().unwrap_or(NO_NAMES_RECHECK);
+            tokio::time::sleep(wait).await;
+            let current = self.gateway.load_full();
+            if current.resolve_in().is_some() && current.dns_changed().await {
+                let _ = self.with(current.config().clone()).await;
+            }
+        }
+    }
+
     /// The watched files, with their modification time and length (none while missing).
     fn stamps(&self) -> Vec<Stamp> {
         let gateway = self.gateway.load();
@@ -133,6 +150,9 @@ impl Reloader {
 }
 
 type Stamp = (PathBuf, Option<(SystemTime, u64)>);
+
+/// With no backend named by DNS, how often to look whether a reload brought one.
+const NO_NAMES_RECHECK: Duration = Duration::from_secs(5);
 
 /// Builds a generation from `config` and swaps it in whole: requests under way finish on the
 /// generation they started with, every later one sees the new one. Listeners and `[server]`,

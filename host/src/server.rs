@@ -386,6 +386,8 @@ pub struct Running {
     /// The engine and its epoch ticker; reloads load their plugins into it.
     runtime: Arc<crate::plugin::Runtime>,
     reloader: Reloader,
+    /// Resolves backend names again ([`Reloader::follow_dns`]).
+    dns: tokio::task::JoinHandle<()>,
     /// Copies of the listening sockets, for a successor.
     sockets: Vec<Socket>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -450,6 +452,7 @@ impl Running {
         }
         // This process's copies of the listening sockets close; a successor keeps its own.
         self.sockets.clear();
+        self.dns.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -512,6 +515,7 @@ pub async fn serve(
     }
     let gateway = Arc::new(ArcSwap::from_pointee(gateway));
     let reloader = Reloader::spawn(gateway.clone(), runtime.clone());
+    let dns = tokio::spawn(reloader.clone().follow_dns());
     let admin = match admin_config {
         Some(config) => {
             let listener = listen(Role::Admin, config.address, &mut inherited).await?;
@@ -540,7 +544,7 @@ pub async fn serve(
                 .await;
         }
     });
-    Ok(Running { addrs, admin, gateway, runtime, reloader, sockets, stop: Some(stop), done })
+    Ok(Running { addrs, admin, gateway, runtime, reloader, dns, sockets, stop: Some(stop), done })
 }
 
 /// A copy of `listener`'s socket, to pass to a successor.

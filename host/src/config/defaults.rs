@@ -124,3 +124,7 @@ pub(super) fn retries() -> u32 {
 pub(super) fn retry_on() -> Vec<RetryOn> {
     vec![RetryOn::ConnectFailure, RetryOn::RefusedStream, RetryOn::Reset]
 }
+
+pub(super) fn resolve_interval() -> Duration {
+    Duration::from_secs(5)
+}

@@ -31,7 +31,8 @@ pub use self::server::{
 };
 pub use self::upstream::{
     AllUnhealthy, BackendConfig, BalanceSetting, HashKey, HashKeySetting, HealthCheckConfig, HealthCheckKind,
-    OutlierConfig, ResolvedTls, StatusRange, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
+    OutlierConfig, ResolvedTls, ResolverSection, StatusRange, UpstreamConfig, UpstreamProtocol,
+    UpstreamTlsConfig,
 };
 
 /// A config that could not be read or is not valid.
@@ -84,6 +85,9 @@ pub struct Config {
     /// Where the plugins' shared store lives.
     #[serde(default)]
     pub store: StoreSection,
+    /// The name servers backends named by DNS are resolved with.
+    #[serde(default)]
+    pub resolver: ResolverSection,
     /// Where to accept connections.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,

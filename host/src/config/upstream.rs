@@ -61,6 +61,19 @@ pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     /// TLS to the backends; plain TCP unless present.
     pub tls: Option<UpstreamTlsConfig>,
+    /// How often backends named by DNS are resolved again (sooner when their records' TTL
+    /// runs out first).
+    #[serde(default = "defaults::resolve_interval", with = "units::duration")]
+    pub resolve_interval: Duration,
+}
+
+/// `[resolver]`: the name servers backends named by DNS are resolved with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverSection {
+    /// `ip:port` of each name server; none means the system's (`/etc/resolv.conf`, and
+    /// `/etc/hosts`).
+    pub nameservers: Vec<std::net::SocketAddr>,
 }
 
 impl UpstreamConfig {
@@ -82,6 +95,9 @@ impl UpstreamConfig {
     /// Checks group `name`.
     pub(super) fn validate(&self, name: &str, at: &Check<'_>) -> Result<(), ConfigError> {
         let field = |f: &str| format!("upstreams.{name}.{f}");
+        if self.resolve_interval.is_zero() {
+            return Err(at.invalid(field("resolve_interval"), "must be more than 0"));
+        }
         if self.backends.is_empty() {
             return Err(at.invalid(field("backends"), "at least one backend is needed"));
         }

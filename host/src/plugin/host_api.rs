@@ -345,7 +345,7 @@ impl upstream::Host for InstanceState {
                 .backends()
                 .iter()
                 .map(|b| WitBackend {
-                    address: String::from(&**b.address()),
+                    address: String::from(&**b.label()),
                     weight: b.weight(),
                     healthy: b.is_available(),
                     ejected: b.is_ejected(),

@@ -184,10 +184,10 @@ fn ketama_ring(backends: &[Backend]) -> Vec<(u64, u32)> {
     let mut ring = Vec::new();
     for (i, b) in backends.iter().enumerate() {
         for point in 0..POINTS_PER_WEIGHT * b.weight() {
-            // Points depend only on the backend's address, so a backend keeps its arcs of the
-            // ring when others come or go.
+            // Points depend only on the backend's label (its address, and for a name the address
+            // it resolved to), so a backend keeps its arcs of the ring when others come or go.
             let mut h = Fnv64::default();
-            h.write(b.address().as_bytes());
+            h.write(b.label().as_bytes());
             h.write(&point.to_le_bytes());
             ring.push((mix(h.finish()), i as u32));
         }

@@ -7,6 +7,7 @@
 mod balance;
 mod call;
 mod client;
+mod dns;
 mod error;
 mod health;
 mod pool;
@@ -15,6 +16,7 @@ mod tls;
 pub use self::balance::{Policy, hash_key};
 pub use self::call::{Call, CallError, MAX_CALL_BODY, call};
 pub use self::client::{ClientStats, ConnectLimits, UpstreamBody, UpstreamClient};
+pub use self::dns::{Resolved, Resolver};
 pub use self::error::{Class, FailureKind, UpstreamError, retry_on_status};
 pub use self::health::spawn_health_checks;
 pub use crate::config::HashKey;
@@ -283,6 +285,8 @@ impl std::fmt::Debug for Group {
 pub struct Backend {
     address: Arc<str>,
     addr: SocketAddr,
+    /// `address`, or for a name `address (addr)`: unique in its group, for metrics and plugins.
+    label: Arc<str>,
     authority: http::uri::Authority,
     weight: u32,
     healthy: AtomicBool,
@@ -305,9 +309,15 @@ impl Backend {
     pub fn new(address: impl Into<Arc<str>>, addr: SocketAddr, weight: u32) -> Self {
         let authority = http::uri::Authority::try_from(addr.to_string())
             .expect("a socket address is always a valid URI authority");
+        let address: Arc<str> = address.into();
+        let label = match address.parse::<SocketAddr>() {
+            Ok(_) => address.clone(),
+            Err(_) => Arc::from(format!("{address} ({addr})")),
+        };
         Backend {
-            address: address.into(),
+            address,
             addr,
+            label,
             authority,
             weight,
             healthy: AtomicBool::new(true),
@@ -334,6 +344,20 @@ impl Backend {
     /// The resolved socket address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The configured address, with the resolved one when the configured one is a name.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// Takes over `previous`'s health and outlier state: the same backend in the generation
+    /// before (same configured and resolved address).
+    pub fn keep_state_of(&self, previous: &Backend) {
+        self.healthy.store(previous.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.failures.store(previous.failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.ejections.store(previous.ejections.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.ejected_until.store(previous.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// The balancing weight.
