@@ -69,6 +69,7 @@ fn settings(redis: &RedisServer) -> RedisSettings {
         key_prefix: "atomic:".into(),
         pool_size: 2,
         command_timeout: Duration::from_secs(2),
+        ca: None,
     }
 }
 
@@ -180,4 +181,33 @@ async fn a_redis_outage_follows_the_policy_and_service_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     harness::wait_until("the recovery was logged", || !closed.log_lines("reachable again").is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_password_reaches_redis() {
+    let dir = TempDir::new("redis-tls").expect("dir");
+    let ca = wasmgate_tests::tls::TestCa::new().expect("ca");
+    let ca_pem = ca.write_pem(dir.path()).expect("ca pem");
+    let (cert, key) = ca.write_leaf(dir.path(), &["localhost"]).expect("leaf");
+    let tls = Some([cert, key, ca_pem.clone()]);
+    let redis =
+        tokio::task::block_in_place(|| RedisServer::start_with(tls, Some("s3cret"))).expect("redis over TLS");
+    let port = redis.addr.port();
+    let with = |password: &str, ca: Option<std::path::PathBuf>| RedisSettings {
+        url: format!("rediss://:{password}@localhost:{port}"),
+        key_prefix: "tls:".into(),
+        pool_size: 1,
+        command_timeout: Duration::from_secs(2),
+        ca,
+    };
+    let store = RedisStore::new(&with("s3cret", Some(ca_pem.clone()))).expect("store");
+    store.set(b"k", b"over tls".to_vec(), None).await.expect("set over TLS");
+    assert_eq!(store.get(b"k").await.expect("get").as_deref(), Some(&b"over tls"[..]));
+
+    // The server's certificate is checked: without the CA, the webpki roots refuse it.
+    let untrusted = RedisStore::new(&with("s3cret", None)).expect("store");
+    assert!(matches!(untrusted.get(b"k").await, Err(StoreError::Unavailable(_))));
+    // And the password is needed.
+    let wrong = RedisStore::new(&with("wrong", Some(ca_pem))).expect("store");
+    assert!(matches!(wrong.get(b"k").await, Err(StoreError::Unavailable(_))));
 }

@@ -142,6 +142,9 @@ pub struct StoreSection {
     pub command_timeout: Duration,
     /// With `redis`: what a store call does while Redis cannot be reached.
     pub when_unavailable: WhenUnavailable,
+    /// With `rediss://`: a PEM file of the CAs the server's certificate must chain to; the
+    /// webpki roots when unset.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for StoreSection {
@@ -153,6 +156,7 @@ impl Default for StoreSection {
             pool_size: 2,
             command_timeout: Duration::from_millis(250),
             when_unavailable: WhenUnavailable::FailOpen,
+            ca: None,
         }
     }
 }
@@ -195,6 +199,9 @@ impl StoreSection {
         }
         if self.pool_size == 0 {
             return Err(at.invalid("store.pool_size", "must be at least 1"));
+        }
+        if self.ca.is_some() && !url.starts_with("rediss://") {
+            return Err(at.invalid("store.ca", "is for rediss:// URLs only"));
         }
         if self.command_timeout.is_zero() {
             return Err(at.invalid("store.command_timeout", "must be more than 0"));

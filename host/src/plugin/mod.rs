@@ -178,6 +178,7 @@ impl RuntimeConfig {
                 key_prefix: config.store.key_prefix.clone(),
                 pool_size: config.store.pool_size,
                 command_timeout: config.store.command_timeout,
+                ca: config.store.ca.as_ref().map(|ca| config.resolve(ca)),
             }),
             store_fail_closed: config.store.when_unavailable == WhenUnavailable::FailClosed,
         }

@@ -24,6 +24,9 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// How long one command (and one connection attempt) may take.
     pub command_timeout: Duration,
+    /// For `rediss://`: a PEM file of the CAs the server's certificate must chain to, instead
+    /// of the webpki roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Adds `ARGV[1]` to `KEYS[1]`; a key it creates expires after `ARGV[2]` ms (0: never).
@@ -69,7 +72,16 @@ impl RedisStore {
     /// Connects lazily: a Redis that is down at start makes operations unavailable until it
     /// comes up, it does not stop the gateway. Only a URL that does not parse is refused.
     pub fn new(settings: &RedisSettings) -> Result<RedisStore, String> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
+        let client = match &settings.ca {
+            Some(ca) => {
+                let root_cert =
+                    std::fs::read(ca).map_err(|e| format!("store.ca: cannot read {}: {e}", ca.display()))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+                redis::Client::build_with_tls(settings.url.as_str(), certificates)
+            }
+            None => redis::Client::open(settings.url.as_str()),
+        }
+        .map_err(|e| format!("store.url: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.command_timeout))
             .set_connection_timeout(Some(settings.command_timeout))

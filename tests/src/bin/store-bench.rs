@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         key_prefix: "bench:".into(),
         pool_size: 2,
         command_timeout: Duration::from_secs(1),
+        ca: None,
     };
     let stores: [(&str, Box<dyn Store>); 2] = [
         ("memory", Box::new(MemoryStore::new(100_000))),
