@@ -128,3 +128,11 @@ pub(super) fn retry_on() -> Vec<RetryOn> {
 pub(super) fn resolve_interval() -> Duration {
     Duration::from_secs(5)
 }
+
+pub(super) fn max_response_head() -> usize {
+    64 * 1024
+}
+
+pub(super) fn max_response_fields() -> usize {
+    100
+}

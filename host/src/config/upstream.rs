@@ -65,6 +65,13 @@ pub struct UpstreamConfig {
     /// runs out first).
     #[serde(default = "defaults::resolve_interval", with = "units::duration")]
     pub resolve_interval: Duration,
+    /// The largest response head (status line and fields) a backend may send; past it the
+    /// response is refused (502, `upstream-head-too-large`).
+    #[serde(default = "defaults::max_response_head", with = "units::size")]
+    pub max_response_head: usize,
+    /// The most fields a response head may have; past it, 502 (`upstream-head-too-large`).
+    #[serde(default = "defaults::max_response_fields")]
+    pub max_response_fields: usize,
 }
 
 /// `[resolver]`: the name servers backends named by DNS are resolved with.
@@ -75,6 +82,9 @@ pub struct ResolverSection {
     /// `/etc/hosts`).
     pub nameservers: Vec<std::net::SocketAddr>,
 }
+
+/// The smallest `max_response_head`: the HTTP/1 parser's buffer is never smaller.
+const MIN_RESPONSE_HEAD: usize = 8 * 1024;
 
 impl UpstreamConfig {
     /// True when a client built for `self` serves `other` as well, so that a reload can keep
@@ -88,6 +98,8 @@ impl UpstreamConfig {
             && self.pool_idle_timeout == other.pool_idle_timeout
             && self.pool_max_idle == other.pool_max_idle
             && self.protocol == other.protocol
+            && self.max_response_head == other.max_response_head
+            && self.max_response_fields == other.max_response_fields
             && self.tls == other.tls
             && (self.tls.as_ref().is_none_or(|t| t.sni.is_some()) || self.backends == other.backends)
     }
@@ -97,6 +109,12 @@ impl UpstreamConfig {
         let field = |f: &str| format!("upstreams.{name}.{f}");
         if self.resolve_interval.is_zero() {
             return Err(at.invalid(field("resolve_interval"), "must be more than 0"));
+        }
+        if self.max_response_head < MIN_RESPONSE_HEAD {
+            return Err(at.invalid(field("max_response_head"), "must be at least 8KiB"));
+        }
+        if self.max_response_fields == 0 {
+            return Err(at.invalid(field("max_response_fields"), "must be at least 1"));
         }
         if self.backends.is_empty() {
             return Err(at.invalid(field("backends"), "at least one backend is needed"));

@@ -102,6 +102,16 @@ struct ClientSettings {
     pool_idle_timeout: Duration,
     pool_max_idle: usize,
     response_timeout: Duration,
+    head: HeadLimits,
+}
+
+/// What a response head may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HeadLimits {
+    /// Bytes of status line and fields (the HTTP/1 parser's buffer).
+    pub(super) bytes: usize,
+    /// Fields.
+    pub(super) fields: usize,
 }
 
 impl From<&UpstreamConfig> for ClientSettings {
@@ -116,6 +126,7 @@ impl From<&UpstreamConfig> for ClientSettings {
             pool_idle_timeout: config.pool_idle_timeout,
             pool_max_idle: config.pool_max_idle,
             response_timeout: config.response_timeout,
+            head: HeadLimits { bytes: config.max_response_head, fields: config.max_response_fields },
         }
     }
 }
@@ -388,8 +399,12 @@ impl UpstreamClient {
         let counts = Arc::new(Counts::default());
         let dialer = Dialer { tls: tls_connector, counts: counts.clone() };
         let transport = if settings.protocol == UpstreamProtocol::Http1 {
-            let pool =
-                Pool::new(settings.max_connections, settings.pool_max_idle, settings.pool_idle_timeout);
+            let pool = Pool::new(
+                settings.max_connections,
+                settings.pool_max_idle,
+                settings.pool_idle_timeout,
+                settings.head,
+            );
             Transport::Http1 { pool, dialer }
         } else {
             let connector = Connector {
@@ -402,6 +417,8 @@ impl UpstreamClient {
                 .timer(TokioTimer::new())
                 .pool_idle_timeout(settings.pool_idle_timeout)
                 .pool_max_idle_per_host(settings.pool_max_idle)
+                .http1_max_buf_size(settings.head.bytes)
+                .http1_max_headers(settings.head.fields)
                 // Without TLS there is no ALPN: `http2` means prior knowledge (h2c).
                 .http2_only(settings.protocol == UpstreamProtocol::Http2)
                 // The proxy sets Host itself (the client's, or a plugin's choice).
@@ -514,14 +531,14 @@ impl UpstreamClient {
                 let exchange =
                     pool.send(dialer, backend.addr(), backend.authority().as_str(), request, limits);
                 match tokio::time::timeout(limit, exchange).await {
-                    Ok(Ok(response)) => Ok(response),
+                    Ok(Ok((response, closer))) => {
+                        framed(address, response, self.settings.head).inspect_err(|_| closer.close())
+                    }
                     Ok(Err(failure)) => Err(match failure {
                         SendFailure::Connect(failure) => {
                             failure.upstream_error(address(), || chain(&failure))
                         }
-                        SendFailure::Exchange(error) => {
-                            UpstreamError::Exchange { backend: address(), reason: chain(&error) }
-                        }
+                        SendFailure::Exchange(error) => exchange_error(address(), &error, chain(&error)),
                     }),
                     Err(_) => Err(UpstreamError::ResponseTimeout { backend: address(), after: limit }),
                 }
@@ -534,7 +551,7 @@ impl UpstreamClient {
                     tokio::time::timeout(limit, ROUTE_LIMITS.scope(limits, exchange)).await
                 };
                 match result {
-                    Ok(Ok(response)) => Ok(response),
+                    Ok(Ok(response)) => framed(address, response, self.settings.head),
                     Ok(Err(error)) => Err(classify(address(), &error)),
                     Err(_) => Err(UpstreamError::ResponseTimeout { backend: address(), after: limit }),
                 }
@@ -559,10 +576,62 @@ fn classify(backend: String, error: &hyper_util::client::legacy::Error) -> Upstr
     }
     let reason = chain(error);
     if error.is_connect() {
-        UpstreamError::Connect { backend, reason }
+        return UpstreamError::Connect { backend, reason };
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            return exchange_error(backend, hyper, reason);
+        }
+        source = e.source();
+    }
+    UpstreamError::Exchange { backend, reason }
+}
+
+/// A failed exchange: a response the parser refused is the backend's fault, told apart from a
+/// connection that broke.
+fn exchange_error(backend: String, error: &hyper::Error, reason: String) -> UpstreamError {
+    if error.is_parse_too_large() {
+        UpstreamError::HeadTooLarge { backend, reason }
+    } else if error.is_parse() || error.is_parse_status() {
+        UpstreamError::InvalidResponse { backend, reason }
     } else {
         UpstreamError::Exchange { backend, reason }
     }
+}
+
+/// Refuses an HTTP/1 response whose length is framed two ways (RFC 9112 §6.3: a sign of
+/// response splitting or smuggling), and one whose head is over `limits` (hyper's parser
+/// bounds only a head that arrives in pieces); the caller closes the connection it came on.
+fn framed(
+    backend: impl Fn() -> String,
+    response: Response<Incoming>,
+    limits: HeadLimits,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let headers = response.headers();
+    if response.version() <= http::Version::HTTP_11
+        && headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(UpstreamError::InvalidResponse {
+            backend: backend(),
+            reason: "the response has both Content-Length and Transfer-Encoding".into(),
+        });
+    }
+    // Each field line is `name: value` and CRLF; the status line about 20 bytes.
+    let size = 20 + headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
+    if size > limits.bytes || headers.len() > limits.fields {
+        return Err(UpstreamError::HeadTooLarge {
+            backend: backend(),
+            reason: format!(
+                "{size} bytes in {} fields, over the group's {} bytes or {} fields",
+                headers.len(),
+                limits.bytes,
+                limits.fields
+            ),
+        });
+    }
+    Ok(response)
 }
 
 /// The error and its causes, joined: hyper's top-level messages alone are too vague.

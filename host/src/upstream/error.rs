@@ -58,6 +58,25 @@ pub enum UpstreamError {
         /// What failed, with its causes.
         reason: String,
     },
+    /// The response broke HTTP's framing or syntax rules (a bad status line, a field with
+    /// control characters or obs-fold, two differing lengths, or a length framed two ways);
+    /// the connection is not reused.
+    #[error("{backend} sent an invalid response: {reason}")]
+    InvalidResponse {
+        /// The backend's `host:port`.
+        backend: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The response head was larger than `max_response_head` or had more fields than
+    /// `max_response_fields`.
+    #[error("{backend} sent a response head over the group's limits: {reason}")]
+    HeadTooLarge {
+        /// The backend's `host:port`.
+        backend: String,
+        /// What the parser said.
+        reason: String,
+    },
     /// The backend's circuit breaker turned the request away before it was sent.
     #[error("backend {backend} is at its `{limit}` limit")]
     Overloaded {
@@ -129,6 +148,8 @@ impl UpstreamError {
             | Self::RefusedStream { backend }
             | Self::ResponseTimeout { backend, .. }
             | Self::Exchange { backend, .. }
+            | Self::InvalidResponse { backend, .. }
+            | Self::HeadTooLarge { backend, .. }
             | Self::Overloaded { backend, .. }
             | Self::Status { backend, .. } => backend,
         }
@@ -169,6 +190,11 @@ impl UpstreamError {
             Self::Exchange { .. } => {
                 (K::Reset, "upstream-exchange", S::BAD_GATEWAY, Some(RetryOn::Reset), true)
             }
+            // The backend answered, badly: it may have processed the request.
+            Self::InvalidResponse { .. } => {
+                (K::Reset, "upstream-invalid-response", S::BAD_GATEWAY, None, true)
+            }
+            Self::HeadTooLarge { .. } => (K::Reset, "upstream-head-too-large", S::BAD_GATEWAY, None, true),
             Self::Overloaded { .. } => {
                 (K::Overloaded, "upstream-overloaded", S::SERVICE_UNAVAILABLE, None, false)
             }

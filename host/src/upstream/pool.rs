@@ -20,10 +20,35 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
-use super::client::{ConnectFailure, ConnectLimits, Dialer, UpstreamBody};
+use super::client::{ConnectFailure, ConnectLimits, Dialer, HeadLimits, UpstreamBody};
 
-type Sender = http1::SendRequest<UpstreamBody>;
+/// One connection: the handle requests go out on, and the switch that closes it.
+struct Sender {
+    send: http1::SendRequest<UpstreamBody>,
+    close: CancellationToken,
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        self.send.is_ready() && !self.close.is_cancelled()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.send.is_closed() || self.close.is_cancelled()
+    }
+}
+
+/// Closes the connection a response came on, so that it is never used again (a response
+/// whose framing the gateway refused).
+pub(super) struct Closer(CancellationToken);
+
+impl Closer {
+    pub(super) fn close(&self) {
+        self.0.cancel();
+    }
+}
 
 /// Every backend's connections, by address.
 pub(super) struct Pool {
@@ -31,6 +56,7 @@ pub(super) struct Pool {
     max_connections: u32,
     max_idle: usize,
     idle_timeout: Duration,
+    head: HeadLimits,
 }
 
 /// One backend's open connections, ready or busy.
@@ -53,8 +79,13 @@ pub(super) enum SendFailure {
 }
 
 impl Pool {
-    pub(super) fn new(max_connections: u32, max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
-        Arc::new(Pool { lanes: RwLock::default(), max_connections, max_idle, idle_timeout })
+    pub(super) fn new(
+        max_connections: u32,
+        max_idle: usize,
+        idle_timeout: Duration,
+        head: HeadLimits,
+    ) -> Arc<Pool> {
+        Arc::new(Pool { lanes: RwLock::default(), max_connections, max_idle, idle_timeout, head })
     }
 
     /// Sends `request` to `backend` on a ready connection, or a new one opened within
@@ -66,7 +97,7 @@ impl Pool {
         authority: &str,
         mut request: Request<UpstreamBody>,
         limits: ConnectLimits,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<(Response<Incoming>, Closer), SendFailure> {
         let lane = self.lane(backend);
         let mut retried = false;
         loop {
@@ -81,10 +112,11 @@ impl Pool {
                     Err(failure) => return Err(SendFailure::Connect(failure)),
                 },
             };
-            let sending = sender.try_send_request(request);
+            let sending = sender.send.try_send_request(request);
+            let closer = Closer(sender.close.clone());
             lane.keep(sender);
             match sending.await {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok((response, closer)),
                 Err(mut error) => match error.take_message() {
                     // Not sent: the connection closed as it was taken. Once more, on a new one.
                     Some(unsent) if reused => {
@@ -152,14 +184,25 @@ impl Pool {
             },
         };
         let io = dialer.dial(backend, authority, limits, permit).await?;
-        let (sender, connection) =
-            http1::Builder::new().handshake(io).await.map_err(ConnectFailure::Handshake)?;
+        let (send, connection) = http1::Builder::new()
+            .max_buf_size(self.head.bytes)
+            .max_headers(self.head.fields)
+            .handshake(io)
+            .await
+            .map_err(ConnectFailure::Handshake)?;
+        let close = CancellationToken::new();
+        let closed = close.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%backend, %error, "upstream connection ended with an error");
+            tokio::select! {
+                result = connection.with_upgrades() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%backend, %error, "upstream connection ended with an error");
+                    }
+                }
+                () = closed.cancelled() => tracing::debug!(%backend, "upstream connection closed after a refused response"),
             }
         });
-        Ok(sender)
+        Ok(Sender { send, close })
     }
 
     /// At the cap: the first of a slot (a connection closed) and a connection of the lane
