@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
 use crate::metrics::NameLabel;
 use crate::plugin::{Plugin, PluginSpec, Runtime};
-use crate::proxy::{AccessLog, Route, Router, Served};
+use crate::proxy::{AccessLog, RequestLimits, Route, Router, Served};
 use crate::telemetry::Telemetry;
 use crate::upstream::{
     Backend, Group, Limits, OutlierPolicy, Resolver, UpstreamClient, Upstreams, spawn_health_checks,
@@ -79,8 +79,20 @@ impl Gateway {
                 None => None,
             },
         };
-        let served =
-            Served { router: Router::new(routes), upstreams, metrics, telemetry, access, upstream_seconds };
+        let request_limits = RequestLimits {
+            head: config.server.max_request_head,
+            target: config.server.max_request_target,
+            field_line: config.server.max_field_line,
+        };
+        let served = Served {
+            router: Router::new(routes),
+            upstreams,
+            metrics,
+            telemetry,
+            access,
+            upstream_seconds,
+            request_limits,
+        };
         Ok(Gateway { served, plugins, config, resolver, resolve_in, _health: health })
     }
 

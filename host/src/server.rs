@@ -93,8 +93,17 @@ impl Server {
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let background = Arc::new(Background::new(tracker.clone(), cut_off.clone()));
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.settings.header_read_timeout);
-        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.header_read_timeout)
+            .max_buf_size(self.settings.max_request_head)
+            .max_headers(self.settings.max_request_fields);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(u32::try_from(self.settings.max_request_head).unwrap_or(u32::MAX));
         let shared = Arc::new(Shared { gateway, builder, settings: self.settings.clone(), background });
 
         let mut accepting = tokio::task::JoinSet::new();

@@ -28,6 +28,17 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// Open client connections at most; past it the gateway stops accepting until one closes.
     pub max_connections: usize,
+    /// The largest request head (request line and fields); past it, 431.
+    #[serde(with = "units::size")]
+    pub max_request_head: usize,
+    /// The most fields a request head may have; past it, 431.
+    pub max_request_fields: usize,
+    /// The longest field line (`name: value`); past it, 431.
+    #[serde(with = "units::size")]
+    pub max_field_line: usize,
+    /// The longest request target; past it, 414.
+    #[serde(with = "units::size")]
+    pub max_request_target: usize,
     /// The Unix socket `wasmgate run --upgrade` takes the listening sockets over through;
     /// unset means one under the runtime dir named after the config file
     /// (`$XDG_RUNTIME_DIR/wasmgate/upgrade-<hash>.sock`, else under `/tmp/wasmgate-<uid>/`).
@@ -48,6 +59,10 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             grace_period: Duration::from_secs(30),
             max_connections: 10_000,
+            max_request_head: 64 * 1024,
+            max_request_fields: 100,
+            max_field_line: 8 * 1024,
+            max_request_target: 8 * 1024,
             upgrade_socket: None,
             watch: false,
             watch_interval: Duration::from_secs(1),
@@ -68,6 +83,19 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             return Err(at.invalid("server.max_connections", "must be at least 1"));
+        }
+        // hyper's HTTP/1 parser keeps at least an 8 KiB buffer.
+        if self.max_request_head < 8 * 1024 {
+            return Err(at.invalid("server.max_request_head", "must be at least 8KiB"));
+        }
+        for (field, value) in [
+            ("max_request_fields", self.max_request_fields),
+            ("max_field_line", self.max_field_line),
+            ("max_request_target", self.max_request_target),
+        ] {
+            if value == 0 {
+                return Err(at.invalid(format!("server.{field}"), "must be at least 1"));
+            }
         }
         Ok(())
     }

@@ -38,6 +38,24 @@ pub enum ProxyError {
     /// The upstream failed; [`UpstreamError::class`] says how the client is answered.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The request target is longer than `[server] max_request_target`.
+    #[error("the request target is over the limit of {limit} bytes")]
+    TargetTooLong {
+        /// `max_request_target`.
+        limit: usize,
+    },
+    /// A field line is longer than `[server] max_field_line`.
+    #[error("a header field is over the limit of {limit} bytes")]
+    FieldTooLarge {
+        /// `max_field_line`.
+        limit: usize,
+    },
+    /// The request head is larger than `[server] max_request_head`.
+    #[error("the request head is over the limit of {limit} bytes")]
+    HeadTooLarge {
+        /// `max_request_head`.
+        limit: usize,
+    },
     /// The request body is larger than the route buffers.
     #[error("the request body is over the route's limit of {limit} bytes")]
     BodyTooLarge {
@@ -67,6 +85,10 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::TargetTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::FieldTooLarge { .. } | ProxyError::HeadTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -83,6 +105,9 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::BodyTooLarge { .. } => "body-too-large",
+            ProxyError::TargetTooLong { .. } => "target-too-long",
+            ProxyError::FieldTooLarge { .. } => "field-too-large",
+            ProxyError::HeadTooLarge { .. } => "head-too-large",
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::Internal(_) => "internal",
             ProxyError::TotalTimeout { .. } => "total-timeout",

@@ -12,6 +12,41 @@ use http::{Method, Version};
 use super::{Conn, ProxyError};
 use crate::head;
 
+/// What one request head may hold (`[server]` `max_request_head`, `max_field_line` and
+/// `max_request_target`). The parser bounds the head only when it arrives in pieces, so the
+/// whole is checked here too.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// The largest head (request line and field lines), in bytes.
+    pub head: usize,
+    /// The longest request target, in bytes.
+    pub target: usize,
+    /// The longest field line (`name: value`), in bytes.
+    pub field_line: usize,
+}
+
+/// Refuses a target (414), a field line or a whole head (431) over `limits`.
+pub(super) fn check_sizes(parts: &Parts, limits: RequestLimits) -> Result<(), ProxyError> {
+    let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if target > limits.target {
+        return Err(ProxyError::TargetTooLong { limit: limits.target });
+    }
+    // The request line: method, target, version, spaces and CRLF.
+    let mut head = parts.method.as_str().len() + target + 12;
+    for (name, value) in &parts.headers {
+        let line = name.as_str().len() + 2 + value.len();
+        if line > limits.field_line {
+            return Err(ProxyError::FieldTooLarge { limit: limits.field_line });
+        }
+        head += line + 2;
+    }
+    if head > limits.head {
+        return Err(ProxyError::HeadTooLarge { limit: limits.head });
+    }
+    Ok(())
+}
+
 /// Checks the request head and puts it in the one form every later phase sees:
 /// - CONNECT and TRACE are refused (a tunnel, and a reflection of credentials);
 /// - an absolute-form target wins over Host (RFC 9112 §3.2.2) and HTTP/2's `:authority`

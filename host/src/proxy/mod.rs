@@ -43,6 +43,7 @@ use hyper::body::Incoming;
 pub(crate) use self::access::AccessLog;
 pub use self::body::ProxyBody;
 pub use self::error::ProxyError;
+pub use self::headers::RequestLimits;
 pub(crate) use self::route::{RetryPolicy, Route, Router};
 
 use self::access::AccessEntry;
@@ -69,6 +70,8 @@ pub struct Served {
     pub(crate) access: Option<Arc<AccessLog>>,
     /// Upstream latency by group, made once per generation.
     pub(crate) upstream_seconds: HashMap<Arc<str>, Timing>,
+    /// What a request head may hold beyond what the parser bounds.
+    pub(crate) request_limits: RequestLimits,
 }
 
 /// Work a request leaves running after its response (WebSocket tunnels): the server counts it
@@ -139,7 +142,9 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
 
     // Head checks. Hop-by-hop headers go before any plugin sees the head, so a client cannot
     // strip what a plugin adds.
-    if let Err(error) = headers::check_head(&mut parts) {
+    if let Err(error) =
+        headers::check_sizes(&parts, gw.request_limits).and_then(|()| headers::check_head(&mut parts))
+    {
         return recorded(gw, None, &parts.method, Outcome::new(started), refuse(&error, &conn, None), None);
     }
     // Read before the hop-by-hop headers go; only WebSocket is ever tunnelled (an `h2c`
