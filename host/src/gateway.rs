@@ -102,8 +102,8 @@ impl Gateway {
     }
 
     /// Resolves every backend named by DNS again: true if a group's addresses are not the
-    /// ones it serves with. A name that does not resolve now counts as unchanged (its group
-    /// keeps the addresses it has), with a warning.
+    /// ones it serves with. A name that does not resolve now counts as unchanged (it keeps
+    /// the addresses it has), with a warning.
     pub async fn dns_changed(&self) -> bool {
         for (name, u) in &self.config.upstreams {
             let Some(group) = self.served.upstreams.get(name) else { continue };
@@ -113,7 +113,7 @@ impl Gateway {
                     Ok(resolved) => now.extend(resolved.addrs.into_iter().map(|a| (b.address(), a))),
                     Err(error) => {
                         tracing::warn!(group = %name, %error, "backend name did not resolve; its addresses stay");
-                        return false;
+                        now.extend(addresses_of(group, b.address()).map(|a| (b.address(), a)));
                     }
                 }
             }
@@ -205,11 +205,20 @@ async fn build_upstreams(
     for (name, u) in &config.upstreams {
         let mut backends = Vec::with_capacity(u.backends.len());
         let mut names = Vec::with_capacity(u.backends.len());
+        let old_group = previous.and_then(|p| p.served.upstreams.get(name));
         for (i, b) in u.backends.iter().enumerate() {
-            let resolved = resolver
-                .resolve(b.address())
-                .await
-                .map_err(|reason| config.error(format!("upstreams.{name}.backends[{i}]"), reason))?;
+            let resolved = match resolver.resolve(b.address()).await {
+                Ok(resolved) => resolved,
+                // A name that resolved before keeps its addresses while it does not.
+                Err(reason) => match old_group.map(|g| addresses_of(g, b.address()).collect::<Vec<_>>()) {
+                    Some(addrs) if !addrs.is_empty() => {
+                        tracing::warn!(group = %name, error = %reason, "backend name did not resolve; its addresses stay");
+                        let again = std::time::Instant::now() + u.resolve_interval;
+                        crate::upstream::Resolved { addrs, valid_until: Some(again) }
+                    }
+                    _ => return Err(config.error(format!("upstreams.{name}.backends[{i}]"), reason)),
+                },
+            };
             if let Some(until) = resolved.valid_until {
                 let ttl = until.saturating_duration_since(std::time::Instant::now());
                 let next = u.resolve_interval.min(ttl.max(MIN_RESOLVE_INTERVAL));
@@ -220,7 +229,6 @@ async fn build_upstreams(
                 names.push((addr.to_string(), b.address()));
             }
         }
-        let old_group = previous.and_then(|p| p.served.upstreams.get(name));
         let kept = previous.and_then(|p| {
             // A TLS client without a fixed `sni` knows each address's server name: new
             // addresses (a name that resolved to others) need a new client.
@@ -270,6 +278,11 @@ async fn build_upstreams(
         groups.push(group);
     }
     Ok((Upstreams::new(groups).with_clients(clients), resolve_in))
+}
+
+/// The addresses `group` serves for the configured backend `address`.
+fn addresses_of<'a>(group: &'a Group, address: &'a str) -> impl Iterator<Item = SocketAddr> + 'a {
+    group.backends().iter().filter(move |b| &**b.address() == address).map(Backend::addr)
 }
 
 /// Names are not looked up more often than this, whatever their TTL.

@@ -1,6 +1,7 @@
 //! Backends named by DNS, against a DNS server inside the test on 127.0.0.1: a name that
-//! answers one address, then two, then the other one; the gateway's traffic follows each
-//! change and no request fails on the way. A name that does not resolve at start is refused
+//! answers one address, then two, then the other one, then none, then the first again; the
+//! gateway's traffic follows each change (a name that stops resolving keeps its addresses)
+//! and no request fails on the way. A name that does not resolve at start is refused
 //! with the name, and `/upstreams` shows each backend's name and address.
 
 use std::collections::BTreeSet;
@@ -118,6 +119,13 @@ async fn traffic_follows_the_name_as_its_addresses_change() {
 
     *answers.lock().expect("answers") = vec![Ipv4Addr::new(127, 0, 0, 3)];
     answered_by(addr, &["c"]).await;
+
+    // The name stops resolving: it keeps its addresses, and follows again once it resolves.
+    *answers.lock().expect("answers") = vec![];
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    answered_by(addr, &["c"]).await;
+    *answers.lock().expect("answers") = vec![Ipv4Addr::new(127, 0, 0, 2)];
+    answered_by(addr, &["b"]).await;
     load.wait_for(100).await;
     let report = load.finish().await;
     assert!(report.errors.is_empty(), "{:?}", &report.errors[..report.errors.len().min(5)]);
