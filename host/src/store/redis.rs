@@ -162,6 +162,13 @@ fn is_not_an_integer(error: &redis::RedisError) -> bool {
     text.contains("not an integer") || text.contains("overflow")
 }
 
+/// `name key`, built once (not copied out of a builder).
+fn command(name: &str, key: Vec<u8>) -> Cmd {
+    let mut command = redis::cmd(name);
+    command.arg(key);
+    command
+}
+
 /// A TTL as the milliseconds Redis takes (0: none).
 fn ttl_ms(ttl: Option<Duration>) -> Vec<u8> {
     ttl.map_or(0, |t| t.as_millis().max(1)).to_string().into_bytes()
@@ -171,26 +178,26 @@ impl Store for RedisStore {
     fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
             check_sizes(key, None)?;
-            self.run(redis::cmd("GET").arg(self.key(key)).clone()).await
+            self.run(command("GET", self.key(key))).await
         })
     }
 
     fn set<'a>(&'a self, key: &'a [u8], value: Vec<u8>, ttl: Option<Duration>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             check_sizes(key, Some(&value))?;
-            let mut command = redis::cmd("SET");
-            command.arg(self.key(key)).arg(value);
+            let mut set = command("SET", self.key(key));
+            set.arg(value);
             if let Some(ttl) = ttl {
-                command.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                set.arg("PX").arg(ttl.as_millis().max(1) as u64);
             }
-            self.run::<()>(command).await
+            self.run::<()>(set).await
         })
     }
 
     fn delete<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             check_sizes(key, None)?;
-            let removed: i64 = self.run(redis::cmd("DEL").arg(self.key(key)).clone()).await?;
+            let removed: i64 = self.run(command("DEL", self.key(key))).await?;
             Ok(removed > 0)
         })
     }
