@@ -59,6 +59,13 @@ pub struct PluginPhaseLabels {
     pub phase: &'static str,
 }
 
+/// What the gateway answered a request with itself, as its `x-wasmgate-error` names it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `no-route`, `upstream-invalid-response`, `field-too-large`…
+    pub kind: &'static str,
+}
+
 /// A store operation and the backend that served it.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreLabels {
@@ -178,6 +185,8 @@ pub struct Metrics {
     pub store_seconds: Histograms<StoreLabels>,
     /// Store operations that failed, by operation and kind.
     pub store_errors: Family<StoreErrorLabels, Counter>,
+    /// Requests answered with an error of the gateway's own, by kind.
+    pub errors: Family<ErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -222,6 +231,12 @@ impl Default for Metrics {
             "Store operations that failed, by operation and kind",
             store_errors.clone(),
         );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "wasmgate_errors",
+            "Requests the gateway answered with an error of its own, by kind (its x-wasmgate-error)",
+            errors.clone(),
+        );
         Metrics {
             registry,
             plugins,
@@ -231,6 +246,7 @@ impl Default for Metrics {
             plugin_seconds,
             store_seconds,
             store_errors,
+            errors,
         }
     }
 }

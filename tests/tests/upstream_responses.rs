@@ -141,6 +141,13 @@ async fn malformed_responses_are_refused_and_never_desync_a_connection() {
         assert!(connections.load(Ordering::SeqCst) > before, "{path}: the upstream connection was reused");
     }
 
+    // Each refusal is counted by its kind.
+    let metrics = gw.runtime().metrics().render(None);
+    for (kind, count) in [("upstream-invalid-response", 5), ("upstream-head-too-large", 2)] {
+        let line = format!("wasmgate_errors_total{{kind=\"{kind}\"}} {count}");
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+
     // A body that ends early: the client is not told it ended well (its connection is cut),
     // and a new connection is served.
     let mut cut = connect(addr).await;

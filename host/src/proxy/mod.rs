@@ -145,7 +145,14 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     if let Err(error) =
         headers::check_sizes(&parts, gw.request_limits).and_then(|()| headers::check_head(&mut parts))
     {
-        return recorded(gw, None, &parts.method, Outcome::new(started), refuse(&error, &conn, None), None);
+        return recorded(
+            gw,
+            None,
+            &parts.method,
+            Outcome::new(started),
+            refuse(gw, &error, &conn, None),
+            None,
+        );
     }
     // Read before the hop-by-hop headers go; only WebSocket is ever tunnelled (an `h2c`
     // upgrade, or any other, is dropped with the hop-by-hop headers and served normally).
@@ -163,14 +170,14 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
                     host: host.to_owned(),
                     path: parts.uri.path().to_owned(),
                 };
-                let response = refuse(&error, &conn, None);
+                let response = refuse(gw, &error, &conn, None);
                 return recorded(gw, None, &parts.method, Outcome::new(started), response, None);
             }
         }
     };
     if let (Some(port), false) = (route.redirect_https, conn.tls) {
-        let response =
-            headers::redirect_https(&parts, port).unwrap_or_else(|error| refuse(&error, &conn, Some(&route)));
+        let response = headers::redirect_https(&parts, port)
+            .unwrap_or_else(|error| refuse(gw, &error, &conn, Some(&route)));
         return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
     }
     let method = parts.method.clone();
@@ -223,7 +230,7 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
         Err(error) => {
             outcome.error = Some(error.kind());
             outcome.message = route.has(Phase::Log).then(|| error.to_string());
-            refuse(&error, &conn, Some(&route))
+            refuse(gw, &error, &conn, Some(&route))
         }
     };
     outcome.backend = ex.backend.clone();
@@ -765,7 +772,8 @@ fn local_response(reply: LocalReply) -> Response<ProxyBody> {
 }
 
 /// The one place a failure becomes a response (see [`ProxyError::to_response`]); also logs it.
-fn refuse(error: &ProxyError, conn: &Conn, route: Option<&Route>) -> Response<ProxyBody> {
+fn refuse(gw: &Served, error: &ProxyError, conn: &Conn, route: Option<&Route>) -> Response<ProxyBody> {
+    gw.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() }).inc();
     let status = error.status();
     let route = route.map(|r| &*r.name);
     if status.is_server_error() {
