@@ -225,7 +225,9 @@ where
         service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let gateway = gateway.load_full();
             let h2 = request.version() == http::Version::HTTP_2;
-            activity.h2.store(h2, Ordering::Relaxed);
+            if h2 {
+                activity.h2.store(true, Ordering::Relaxed);
+            }
             let active = ActiveRequest::begin(activity.clone());
             let conn = conn.clone();
             // Boxed: hyper keeps the service's future inside the connection's, so unboxed an

@@ -452,32 +452,33 @@ impl StoreOp {
     }
 }
 
-impl InstanceState {
-    /// Times `operation`, counts its failure by kind, and, when the store cannot be reached
-    /// and the operator chose `fail-closed`, marks the request to be answered 503.
-    async fn stored<T>(
-        &mut self,
-        op: StoreOp,
-        operation: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, WitStoreError> {
-        let started = std::time::Instant::now();
-        let result = operation.await;
-        self.shared.store_seconds[op as usize].observe(started.elapsed().as_secs_f64());
-        let Err(error) = result else { return result.map_err(wit_store_error) };
-        let kind = match &error {
-            StoreError::TooLarge => "too-large",
-            StoreError::NotAnInteger => "not-an-integer",
-            StoreError::Unavailable(why) => {
-                if self.shared.fail_closed {
-                    self.store_down = Some(why.clone());
-                }
-                "unavailable"
+/// Times `operation` and counts its failure by kind; when the store cannot be reached and the
+/// operator chose `fail-closed`, marks the request (`store_down`) to be answered 503. Takes
+/// the instance's fields apart, so that the call borrows the shared store rather than
+/// cloning its handle.
+async fn stored<T>(
+    shared: &Shared,
+    store_down: &mut Option<String>,
+    op: StoreOp,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, WitStoreError> {
+    let started = std::time::Instant::now();
+    let result = operation.await;
+    shared.store_seconds[op as usize].observe(started.elapsed().as_secs_f64());
+    let Err(error) = result else { return result.map_err(wit_store_error) };
+    let kind = match &error {
+        StoreError::TooLarge => "too-large",
+        StoreError::NotAnInteger => "not-an-integer",
+        StoreError::Unavailable(why) => {
+            if shared.fail_closed {
+                *store_down = Some(why.clone());
             }
-        };
-        let labels = crate::metrics::StoreErrorLabels { op: op.as_str(), kind };
-        self.shared.metrics.store_errors.get_or_create(&labels).inc();
-        Err(wit_store_error(error))
-    }
+            "unavailable"
+        }
+    };
+    let labels = crate::metrics::StoreErrorLabels { op: op.as_str(), kind };
+    shared.metrics.store_errors.get_or_create(&labels).inc();
+    Err(wit_store_error(error))
 }
 
 fn wit_store_error(error: StoreError) -> WitStoreError {
@@ -495,26 +496,34 @@ fn ttl(ms: u64) -> Option<Duration> {
 impl store::Host for InstanceState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitStoreError> {
         let key = self.store_key(&key)?;
-        let store = self.shared.store.clone();
-        self.stored(StoreOp::Get, store.get(&key)).await
+        stored(&self.shared, &mut self.store_down, StoreOp::Get, self.shared.store.get(&key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), WitStoreError> {
         let key = self.store_key(&key)?;
-        let store = self.shared.store.clone();
-        self.stored(StoreOp::Set, store.set(&key, value, ttl(ttl_ms))).await
+        stored(
+            &self.shared,
+            &mut self.store_down,
+            StoreOp::Set,
+            self.shared.store.set(&key, value, ttl(ttl_ms)),
+        )
+        .await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitStoreError> {
         let key = self.store_key(&key)?;
-        let store = self.shared.store.clone();
-        self.stored(StoreOp::Delete, store.delete(&key)).await
+        stored(&self.shared, &mut self.store_down, StoreOp::Delete, self.shared.store.delete(&key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, WitStoreError> {
         let key = self.store_key(&key)?;
-        let store = self.shared.store.clone();
-        self.stored(StoreOp::Increment, store.increment(&key, delta, ttl(ttl_ms))).await
+        stored(
+            &self.shared,
+            &mut self.store_down,
+            StoreOp::Increment,
+            self.shared.store.increment(&key, delta, ttl(ttl_ms)),
+        )
+        .await
     }
 
     async fn compare_and_swap(
@@ -525,12 +534,8 @@ impl store::Host for InstanceState {
         ttl_ms: u64,
     ) -> Result<bool, WitStoreError> {
         let key = self.store_key(&key)?;
-        let store = self.shared.store.clone();
-        self.stored(
-            StoreOp::CompareAndSwap,
-            store.compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms)),
-        )
-        .await
+        let swap = self.shared.store.compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms));
+        stored(&self.shared, &mut self.store_down, StoreOp::CompareAndSwap, swap).await
     }
 }
 
