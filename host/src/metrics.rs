@@ -80,8 +80,15 @@ pub struct StoreLabels {
 pub struct StoreErrorLabels {
     /// As in [`StoreLabels`].
     pub op: &'static str,
-    /// `too-large`, `not-an-integer` or `unavailable`.
+    /// `too-large`, `not-an-integer`, `full` or `unavailable`.
     pub kind: &'static str,
+}
+
+/// A plugin, by its name in the config.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// The plugin's name in the config.
+    pub plugin: Arc<String>,
 }
 
 /// A histogram recorded with atomics only: observing takes no lock, so every worker can
@@ -187,6 +194,8 @@ pub struct Metrics {
     pub store_errors: Family<StoreErrorLabels, Counter>,
     /// Requests answered with an error of the gateway's own, by kind.
     pub errors: Family<ErrorLabels, Counter>,
+    /// Plugin log lines dropped over the plugin's `log_rate`.
+    pub plugin_logs_dropped: Family<PluginLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -237,6 +246,12 @@ impl Default for Metrics {
             "Requests the gateway answered with an error of its own, by kind (its x-wasmgate-error)",
             errors.clone(),
         );
+        let plugin_logs_dropped = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "wasmgate_plugin_log_lines_dropped",
+            "Plugin log lines dropped because the plugin wrote more than its log_rate",
+            plugin_logs_dropped.clone(),
+        );
         Metrics {
             registry,
             plugins,
@@ -247,6 +262,7 @@ impl Default for Metrics {
             store_seconds,
             store_errors,
             errors,
+            plugin_logs_dropped,
         }
     }
 }

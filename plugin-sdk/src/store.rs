@@ -30,7 +30,9 @@ use crate::__private::wit;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// The key or value is larger than the store accepts.
+    /// The key or value is larger than the store accepts (256-byte keys, 64 KiB values), or
+    /// the in-memory store is full for all plugins and this one has no entry of its own left
+    /// to drop. Past its own share, a plugin's oldest entries are dropped instead.
     TooLarge,
     /// [`increment`] found a value that is not a decimal 64-bit integer.
     NotAnInteger,

@@ -377,7 +377,7 @@ pub fn closed_port() -> std::net::SocketAddr {
 /// request's log phase has stored it in the gateway's shared store.
 pub async fn tracer_record(gateway: &Running, id: &str) -> String {
     let key = wasmgate::store::store_key("tracer", &format!("trace:{id}"));
-    let store = gateway.runtime().store().clone();
+    let store = gateway.runtime().store_of("tracer").expect("the tracer plugin is loaded");
     let mut found = None;
     wait_until(&format!("the log phase of request {id}"), || {
         // The in-memory store's futures are ready at once: poll without a runtime.

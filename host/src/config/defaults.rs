@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{RetryOn, StatusRange};
+use crate::store::StoreLimits;
 
 /// How long one plugin call may run.
 pub const DEADLINE: Duration = Duration::from_millis(10);
@@ -22,8 +23,14 @@ pub const MAX_MEMORY: usize = 256 << 20;
 /// How often the runtime's epoch advances: the granularity of plugin deadlines. Not
 /// configurable.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-/// Entries the key-value store plugins share holds at most.
-pub const STORE_MAX_ENTRIES: usize = 100_000;
+/// What the in-memory store holds at most, across all plugins.
+pub const STORE_LIMITS: StoreLimits = StoreLimits { max_entries: 1_000_000, max_bytes: 256 << 20 };
+/// What one plugin's share of the in-memory store holds at most.
+pub const PLUGIN_STORE_LIMITS: StoreLimits = StoreLimits { max_entries: 100_000, max_bytes: 64 << 20 };
+/// The largest body a plugin may hand the host in one value (1 MiB).
+pub const MAX_LOCAL_BODY: usize = 1 << 20;
+/// Log lines per second one plugin may write.
+pub const LOG_RATE: u32 = 100;
 
 pub(super) fn deadline() -> Duration {
     DEADLINE
@@ -135,4 +142,20 @@ pub(super) fn max_response_head() -> usize {
 
 pub(super) fn max_response_fields() -> usize {
     100
+}
+
+pub(super) fn plugin_store_max_entries() -> usize {
+    PLUGIN_STORE_LIMITS.max_entries
+}
+
+pub(super) fn plugin_store_max_bytes() -> usize {
+    PLUGIN_STORE_LIMITS.max_bytes
+}
+
+pub(super) fn max_local_body() -> usize {
+    MAX_LOCAL_BODY
+}
+
+pub(super) fn log_rate() -> u32 {
+    LOG_RATE
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, ConfigError, defaults, units};
+use crate::store::StoreLimits;
 
 /// `[plugins.NAME]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -35,6 +36,20 @@ pub struct PluginConfig {
     /// `pooled` (default) or `per-request`.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Entries the plugin's share of the in-memory store holds at most.
+    #[serde(default = "defaults::plugin_store_max_entries")]
+    pub store_max_entries: usize,
+    /// Bytes the plugin's share of the in-memory store holds at most.
+    #[serde(default = "defaults::plugin_store_max_bytes", with = "units::size")]
+    pub store_max_bytes: usize,
+    /// The largest body the plugin may hand the host in one value: a local response's body,
+    /// or a body chunk it replaces.
+    #[serde(default = "defaults::max_local_body", with = "units::size")]
+    pub max_local_body: usize,
+    /// Log lines per second the plugin may write (bursts of as many); the rest are dropped
+    /// and counted.
+    #[serde(default = "defaults::log_rate")]
+    pub log_rate: u32,
 }
 
 impl PluginConfig {
@@ -46,6 +61,25 @@ impl PluginConfig {
         }
         if self.deadline.is_zero() {
             return Err(at.invalid(field("deadline"), "must be more than 0"));
+        }
+        if self.store_max_entries == 0 {
+            return Err(at.invalid(field("store_max_entries"), "must be at least 1"));
+        }
+        if self.store_max_bytes < StoreLimits::MIN_SHARE_BYTES {
+            return Err(at.invalid(
+                field("store_max_bytes"),
+                format!(
+                    "{} bytes is too small: at least {} bytes, so that the largest value fits",
+                    self.store_max_bytes,
+                    StoreLimits::MIN_SHARE_BYTES
+                ),
+            ));
+        }
+        if self.max_local_body == 0 {
+            return Err(at.invalid(field("max_local_body"), "must be at least 1"));
+        }
+        if self.log_rate == 0 {
+            return Err(at.invalid(field("log_rate"), "must be at least 1"));
         }
         if self.memory_limit > max_memory {
             return Err(at.invalid(

@@ -115,8 +115,11 @@ pub struct RuntimeSection {
     /// The largest memory limit any plugin may set.
     #[serde(with = "units::size")]
     pub max_memory: usize,
-    /// Entries the key-value store plugins share holds at most.
+    /// Entries the in-memory store holds at most, across all plugins.
     pub store_max_entries: usize,
+    /// Bytes the in-memory store holds at most, across all plugins.
+    #[serde(with = "units::size")]
+    pub store_max_bytes: usize,
 }
 
 impl Default for RuntimeSection {
@@ -126,7 +129,8 @@ impl Default for RuntimeSection {
             cache: true,
             instance_slots: defaults::INSTANCE_SLOTS,
             max_memory: defaults::MAX_MEMORY,
-            store_max_entries: defaults::STORE_MAX_ENTRIES,
+            store_max_entries: defaults::STORE_LIMITS.max_entries,
+            store_max_bytes: defaults::STORE_LIMITS.max_bytes,
         }
     }
 }
@@ -139,6 +143,15 @@ impl RuntimeSection {
     ) -> Result<(), ConfigError> {
         // Every pooled instance holds a slot; each plugin may also be replacing one instance
         // and making its per-request ones.
+        if self.store_max_entries == 0 {
+            return Err(at.invalid("runtime.store_max_entries", "must be at least 1"));
+        }
+        if self.store_max_bytes < crate::store::StoreLimits::MIN_SHARE_BYTES {
+            return Err(at.invalid(
+                "runtime.store_max_bytes",
+                format!("must be at least {} bytes", crate::store::StoreLimits::MIN_SHARE_BYTES),
+            ));
+        }
         let needed: usize = plugins.values().map(|p| p.instances + 1).sum();
         if needed > self.instance_slots as usize {
             return Err(at.invalid(

@@ -22,6 +22,7 @@ use super::bindings::types::{
 };
 use super::bindings::{clock, log, metrics, outbound, request, response, state, store, types, upstream};
 use super::exchange::Exchange;
+use super::log_limit::{self, LogLimit};
 use crate::head;
 use crate::metrics::{Kind, Series};
 use crate::store::StoreError;
@@ -50,8 +51,12 @@ pub(crate) struct InstanceState {
     /// Set when a store call found the store unreachable and `[store] when_unavailable` is
     /// `fail-closed`: the call's request is answered 503 once the call returns.
     pub(crate) store_down: Option<String>,
-    /// What every instance of every plugin shares: the store and the metrics registry.
+    /// What every instance of every plugin shares: store timings and the metrics registry.
     shared: Arc<Shared>,
+    /// The plugin's store.
+    store: Arc<dyn crate::store::Store>,
+    /// The plugin's log rate.
+    log: Arc<LogLimit>,
     /// Series this instance recorded before, so recording again takes no shared lock.
     series: HashMap<(Kind, String, crate::metrics::Labels), Series>,
     wasi: WasiCtx,
@@ -59,7 +64,14 @@ pub(crate) struct InstanceState {
 }
 
 impl InstanceState {
-    pub(crate) fn new(plugin_id: u32, plugin: Arc<str>, memory_limit: usize, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        plugin_id: u32,
+        plugin: Arc<str>,
+        memory_limit: usize,
+        shared: Arc<Shared>,
+        store: Arc<dyn crate::store::Store>,
+        log: Arc<LogLimit>,
+    ) -> Self {
         InstanceState {
             ex: Exchange::placeholder(),
             phase: Phase::Init,
@@ -70,6 +82,8 @@ impl InstanceState {
             limits: MemoryLimit { limit: memory_limit, hit: false },
             store_down: None,
             shared,
+            store,
+            log,
             series: HashMap::new(),
             // No preopens, no environment, no network: plugins get nothing beyond the WIT.
             wasi: WasiCtx::builder().build(),
@@ -179,11 +193,17 @@ impl types::Host for InstanceState {}
 
 impl log::Host for InstanceState {
     fn write(&mut self, level: Level, message: String) {
+        let Some(dropped) = self.log.admit() else { return };
         let plugin = &*self.plugin;
         let phase = self.phase.as_str();
         // `init` has no request.
         let request_id = if phase == "init" { None } else { Some(self.ex.request_id()) };
         let request_id = request_id.as_deref().unwrap_or("-");
+        if dropped > 0 {
+            tracing::warn!(target: "wasmgate::plugin", plugin, dropped, "plugin log lines dropped: over its log_rate");
+        }
+        let (message, cut) = log_limit::cut(&message);
+        let message = format_args!("{message}{}", if cut > 0 { " [cut]" } else { "" });
         match level {
             Level::Trace => {
                 tracing::trace!(target: "wasmgate::plugin", plugin, phase, request_id, "{message}")
@@ -469,6 +489,7 @@ async fn stored<T>(
     let kind = match &error {
         StoreError::TooLarge => "too-large",
         StoreError::NotAnInteger => "not-an-integer",
+        StoreError::Full => "full",
         StoreError::Unavailable(why) => {
             if shared.fail_closed {
                 *store_down = Some(why.clone());
@@ -483,7 +504,8 @@ async fn stored<T>(
 
 fn wit_store_error(error: StoreError) -> WitStoreError {
     match error {
-        StoreError::TooLarge => WitStoreError::TooLarge,
+        // The contract has no `full`: to the plugin, a full store refuses the value as too large.
+        StoreError::TooLarge | StoreError::Full => WitStoreError::TooLarge,
         StoreError::NotAnInteger => WitStoreError::NotAnInteger,
         StoreError::Unavailable(why) => WitStoreError::Unavailable(why),
     }
@@ -496,23 +518,18 @@ fn ttl(ms: u64) -> Option<Duration> {
 impl store::Host for InstanceState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitStoreError> {
         let key = self.store_key(&key)?;
-        stored(&self.shared, &mut self.store_down, StoreOp::Get, self.shared.store.get(&key)).await
+        stored(&self.shared, &mut self.store_down, StoreOp::Get, self.store.get(&key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), WitStoreError> {
         let key = self.store_key(&key)?;
-        stored(
-            &self.shared,
-            &mut self.store_down,
-            StoreOp::Set,
-            self.shared.store.set(&key, value, ttl(ttl_ms)),
-        )
-        .await
+        stored(&self.shared, &mut self.store_down, StoreOp::Set, self.store.set(&key, value, ttl(ttl_ms)))
+            .await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitStoreError> {
         let key = self.store_key(&key)?;
-        stored(&self.shared, &mut self.store_down, StoreOp::Delete, self.shared.store.delete(&key)).await
+        stored(&self.shared, &mut self.store_down, StoreOp::Delete, self.store.delete(&key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, WitStoreError> {
@@ -521,7 +538,7 @@ impl store::Host for InstanceState {
             &self.shared,
             &mut self.store_down,
             StoreOp::Increment,
-            self.shared.store.increment(&key, delta, ttl(ttl_ms)),
+            self.store.increment(&key, delta, ttl(ttl_ms)),
         )
         .await
     }
@@ -534,7 +551,7 @@ impl store::Host for InstanceState {
         ttl_ms: u64,
     ) -> Result<bool, WitStoreError> {
         let key = self.store_key(&key)?;
-        let swap = self.shared.store.compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms));
+        let swap = self.store.compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms));
         stored(&self.shared, &mut self.store_down, StoreOp::CompareAndSwap, swap).await
     }
 }

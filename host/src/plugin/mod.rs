@@ -11,6 +11,7 @@ mod cache;
 mod error;
 mod exchange;
 mod host_api;
+mod log_limit;
 mod pool;
 
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
 use crate::config::{Config, PluginConfig, StoreBackend, WhenUnavailable, defaults};
 use crate::metrics::{Metrics, PluginPhaseLabels, StoreLabels, Timing};
-use crate::store::{MemoryStore, RedisSettings, RedisStore, Store};
+use crate::store::{MemoryStore, RedisSettings, RedisStore, Store, StoreLimits};
 use crate::telemetry::Span;
 pub use crate::upstream::FailureKind;
 use crate::upstream::{Group, UpstreamError};
@@ -135,8 +136,8 @@ pub struct RuntimeConfig {
     pub max_memory: usize,
     /// How often the epoch advances: the granularity of deadlines and of yielding to tokio.
     pub epoch_tick: Duration,
-    /// Entries the shared in-memory store holds at most.
-    pub store_max_entries: usize,
+    /// What the in-memory store holds at most, across all plugins.
+    pub store_limits: StoreLimits,
     /// The Redis store plugins share instead of the in-memory one, if set.
     pub redis: Option<RedisSettings>,
     /// While the store cannot be reached, answer the request 503 rather than let the plugin
@@ -151,7 +152,7 @@ impl Default for RuntimeConfig {
             instance_slots: defaults::INSTANCE_SLOTS,
             max_memory: defaults::MAX_MEMORY,
             epoch_tick: defaults::EPOCH_TICK,
-            store_max_entries: defaults::STORE_MAX_ENTRIES,
+            store_limits: defaults::STORE_LIMITS,
             redis: None,
             store_fail_closed: false,
         }
@@ -172,7 +173,10 @@ impl RuntimeConfig {
             instance_slots: runtime.instance_slots,
             max_memory: runtime.max_memory,
             epoch_tick: defaults::EPOCH_TICK,
-            store_max_entries: runtime.store_max_entries,
+            store_limits: StoreLimits {
+                max_entries: runtime.store_max_entries,
+                max_bytes: runtime.store_max_bytes,
+            },
             redis: (config.store.backend == StoreBackend::Redis).then(|| RedisSettings {
                 url: config.store.url.clone().unwrap_or_default(),
                 key_prefix: config.store.key_prefix.clone(),
@@ -206,6 +210,12 @@ pub struct PluginSpec {
     pub failure: FailurePolicy,
     /// Pooled or fresh per call.
     pub isolation: Isolation,
+    /// The plugin's share of the in-memory store.
+    pub store: StoreLimits,
+    /// The largest body the plugin may hand the host in one value.
+    pub max_local_body: usize,
+    /// Log lines per second.
+    pub log_rate: u32,
 }
 
 impl PluginSpec {
@@ -222,6 +232,9 @@ impl PluginSpec {
             pool_wait: defaults::POOL_WAIT,
             failure: FailurePolicy::FailClosed,
             isolation: Isolation::Pooled,
+            store: defaults::PLUGIN_STORE_LIMITS,
+            max_local_body: defaults::MAX_LOCAL_BODY,
+            log_rate: defaults::LOG_RATE,
         }
     }
 
@@ -239,6 +252,9 @@ impl PluginSpec {
             pool_wait: plugin.pool_wait,
             failure: plugin.failure,
             isolation: plugin.isolation,
+            store: StoreLimits { max_entries: plugin.store_max_entries, max_bytes: plugin.store_max_bytes },
+            max_local_body: plugin.max_local_body,
+            log_rate: plugin.log_rate,
         }
     }
 }
@@ -257,13 +273,30 @@ pub struct Runtime {
 /// process (a reload keeps it).
 pub struct Shared {
     /// The key-value store.
-    pub store: Arc<dyn Store>,
+    stores: Stores,
     /// Whether a store that cannot be reached fails the request (503).
     pub fail_closed: bool,
     /// Store operation durations, by [`host_api::StoreOp`].
     store_seconds: [Timing; 5],
     /// The registry plugin metrics go to.
     pub metrics: Arc<Metrics>,
+}
+
+/// The store's backend: in this process, each plugin with its share, or one Redis for all.
+enum Stores {
+    Memory(MemoryStore),
+    Redis(Arc<RedisStore>),
+}
+
+impl Shared {
+    /// The store plugin `plugin` reaches: its share of the in-memory store, or Redis. Called
+    /// when a plugin is loaded, never on a request.
+    pub(crate) fn store_for(&self, plugin: &str, limits: StoreLimits) -> Arc<dyn Store> {
+        match &self.stores {
+            Stores::Memory(memory) => memory.share(plugin, limits),
+            Stores::Redis(redis) => redis.clone(),
+        }
+    }
 }
 
 impl Runtime {
@@ -290,13 +323,17 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-        let store: Arc<dyn Store> = match &config.redis {
-            Some(redis) => Arc::new(RedisStore::new(redis).map_err(wasmtime::Error::msg)?),
-            None => Arc::new(MemoryStore::new(config.store_max_entries)),
+        let stores = match &config.redis {
+            Some(redis) => Stores::Redis(Arc::new(RedisStore::new(redis).map_err(wasmtime::Error::msg)?)),
+            None => Stores::Memory(MemoryStore::new(config.store_limits)),
         };
         let metrics = Arc::new(Metrics::default());
+        let backend = match &stores {
+            Stores::Memory(_) => "memory",
+            Stores::Redis(redis) => redis.backend(),
+        };
         let store_seconds = host_api::StoreOp::ALL.map(|op| {
-            let labels = StoreLabels { op: op.as_str(), backend: store.backend() };
+            let labels = StoreLabels { op: op.as_str(), backend };
             metrics.store_seconds.get_or_create(&labels).clone()
         });
         spawn_ticker(engine.weak(), config.epoch_tick);
@@ -306,7 +343,12 @@ impl Runtime {
             linker,
             epoch_tick: config.epoch_tick,
             next_id: AtomicU32::new(1),
-            shared: Arc::new(Shared { store, fail_closed: config.store_fail_closed, store_seconds, metrics }),
+            shared: Arc::new(Shared {
+                stores,
+                fail_closed: config.store_fail_closed,
+                store_seconds,
+                metrics,
+            }),
         })
     }
 
@@ -315,9 +357,12 @@ impl Runtime {
         &self.shared.metrics
     }
 
-    /// The store plugins share.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.shared.store
+    /// The store plugin `plugin` reaches, once a plugin of that name was loaded.
+    pub fn store_of(&self, plugin: &str) -> Option<Arc<dyn Store>> {
+        match &self.shared.stores {
+            Stores::Memory(memory) => memory.find(plugin).map(|share| share as Arc<dyn Store>),
+            Stores::Redis(redis) => Some(redis.clone()),
+        }
     }
 
     /// Compiles (or loads from the cache), links and pre-instantiates the plugin, makes its
@@ -764,7 +809,10 @@ impl Plugin {
     fn body_verdict(&self, phase: Phase, action: types::BodyAction) -> Result<BodyVerdict, PluginError> {
         Ok(match action {
             types::BodyAction::Continue => BodyVerdict::Continue,
-            types::BodyAction::Replace(bytes) => BodyVerdict::Replace(Bytes::from(bytes)),
+            types::BodyAction::Replace(bytes) => {
+                self.check_body(phase, "replaced body chunk", bytes.len())?;
+                BodyVerdict::Replace(Bytes::from(bytes))
+            }
             types::BodyAction::Respond(r) => BodyVerdict::Respond(self.local_reply(phase, r)?),
         })
     }
@@ -782,6 +830,7 @@ impl Plugin {
         }
         let status = valid_status(r.status)
             .ok_or_else(|| self.invalid(phase, "status", format!("{} is not in 200..=599", r.status)))?;
+        self.check_body(phase, "local response body", r.body.len())?;
         let mut headers = HeaderMap::with_capacity(r.headers.len());
         for h in r.headers {
             let name = header_name(&h.name)
@@ -791,6 +840,19 @@ impl Plugin {
             headers.append(name, value);
         }
         Ok(LocalReply { status, headers, body: Bytes::from(r.body) })
+    }
+
+    /// A body the plugin hands over is held until it is sent: bounded by `max_local_body`.
+    fn check_body(&self, phase: Phase, what: &'static str, len: usize) -> Result<(), PluginError> {
+        let max = self.spec.max_local_body;
+        if len > max {
+            return Err(self.invalid(
+                phase,
+                what,
+                format!("{len} bytes is over max_local_body ({max} bytes)"),
+            ));
+        }
+        Ok(())
     }
 
     fn invalid(&self, phase: Phase, what: &'static str, reason: String) -> PluginError {
@@ -828,27 +890,11 @@ mod tests {
         let c = Config::parse(Path::new("gw.toml"), ONE_PLUGIN).expect("valid");
         let (read, built) =
             (PluginSpec::from_config("p", &c.plugins["p"], &c), PluginSpec::new("p", "p.wasm"));
-        assert_eq!(
-            (read.deadline, read.memory_limit, read.instances, read.pool_wait, read.failure, read.isolation),
-            (
-                built.deadline,
-                built.memory_limit,
-                built.instances,
-                built.pool_wait,
-                built.failure,
-                built.isolation
-            )
-        );
+        assert_eq!(read, PluginSpec { path: read.path.clone(), ..built });
         let (read, built) = (RuntimeConfig::from_config(&c), RuntimeConfig::default());
         assert_eq!(
-            (read.cache_dir, read.instance_slots, read.max_memory, read.epoch_tick, read.store_max_entries),
-            (
-                built.cache_dir,
-                built.instance_slots,
-                built.max_memory,
-                built.epoch_tick,
-                built.store_max_entries
-            )
+            (read.cache_dir, read.instance_slots, read.max_memory, read.epoch_tick, read.store_limits),
+            (built.cache_dir, built.instance_slots, built.max_memory, built.epoch_tick, built.store_limits)
         );
     }
 }

@@ -18,7 +18,9 @@ use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 
 use super::bindings::{self, types::Phases};
 use super::host_api::InstanceState;
+use super::log_limit::LogLimit;
 use super::{Isolation, Phase, PluginError, PluginSpec, Shared};
+use crate::metrics::PluginLabels;
 
 /// One live instance and its store. The export table is boxed: an instance moves in and out
 /// of its pool on every call, and a pointer moves cheaper than the table.
@@ -38,6 +40,10 @@ pub(crate) struct Factory {
     pub(crate) deadline_ticks: u32,
     pub(crate) memory_limit: usize,
     pub(crate) shared: Arc<Shared>,
+    /// The plugin's store: its share of the in-memory one, or Redis.
+    pub(crate) store: Arc<dyn crate::store::Store>,
+    /// The plugin's log rate, shared by its instances.
+    pub(crate) log: Arc<LogLimit>,
 }
 
 impl Factory {
@@ -50,6 +56,8 @@ impl Factory {
         shared: Arc<Shared>,
     ) -> wasmtime::Result<Self> {
         let ticks = spec.deadline.as_micros().div_ceil(tick.as_micros().max(1));
+        let labels = PluginLabels { plugin: Arc::new(spec.name.clone()) };
+        let dropped = shared.metrics.plugin_logs_dropped.get_or_create(&labels).clone();
         Ok(Factory {
             engine,
             pre: bindings::PluginPre::new(pre)?,
@@ -59,13 +67,22 @@ impl Factory {
             deadline: spec.deadline,
             deadline_ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
             memory_limit: spec.memory_limit,
+            store: shared.store_for(&spec.name, spec.store),
+            log: Arc::new(LogLimit::new(spec.log_rate, dropped)),
             shared,
         })
     }
 
     /// A new instance, configured by its `init`; also returns the phases it declared.
     pub(crate) async fn create(&self) -> Result<(Instance, Phases), PluginError> {
-        let state = InstanceState::new(self.id, self.name.clone(), self.memory_limit, self.shared.clone());
+        let state = InstanceState::new(
+            self.id,
+            self.name.clone(),
+            self.memory_limit,
+            self.shared.clone(),
+            self.store.clone(),
+            self.log.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(on_epoch_tick);

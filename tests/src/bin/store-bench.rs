@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasmgate::store::{MemoryStore, RedisSettings, RedisStore, Store};
+use wasmgate::store::{MemoryStore, RedisSettings, RedisStore, Store, StoreLimits};
 use wasmgate_tests::redis::RedisServer;
 
 const CALLS: usize = 10_000;
@@ -23,9 +23,10 @@ async fn main() -> anyhow::Result<()> {
         command_timeout: Duration::from_secs(1),
         ca: None,
     };
-    let stores: [(&str, Box<dyn Store>); 2] = [
-        ("memory", Box::new(MemoryStore::new(100_000))),
-        ("redis", Box::new(RedisStore::new(&settings).map_err(anyhow::Error::msg)?)),
+    let limits = StoreLimits { max_entries: 100_000, max_bytes: 64 << 20 };
+    let stores: [(&str, std::sync::Arc<dyn Store>); 2] = [
+        ("memory", MemoryStore::new(limits).share("bench", limits)),
+        ("redis", std::sync::Arc::new(RedisStore::new(&settings).map_err(anyhow::Error::msg)?)),
     ];
     println!("{:<8} {:<18} {:>10} {:>10}", "backend", "operation", "p50 µs", "p99 µs");
     for (name, store) in &stores {

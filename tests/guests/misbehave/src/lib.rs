@@ -31,10 +31,13 @@ enum Mode {
     Echo,
     Phases,
     Sni,
+    StoreFlood,
+    BigReply,
+    LogFlood,
 }
 
 /// The modes by their config name.
-const MODES: [(&str, Mode); 10] = [
+const MODES: [(&str, Mode); 13] = [
     ("loop", Mode::Loop),
     ("trap", Mode::Trap),
     ("grow", Mode::Grow),
@@ -45,7 +48,18 @@ const MODES: [(&str, Mode); 10] = [
     ("echo", Mode::Echo),
     ("phases", Mode::Phases),
     ("sni", Mode::Sni),
+    ("store-flood", Mode::StoreFlood),
+    ("big-reply", Mode::BigReply),
+    ("log-flood", Mode::LogFlood),
 ];
+
+/// Values `store-flood` writes per request, of [`FLOOD_VALUE`] bytes each.
+const FLOOD_SETS: usize = 32;
+/// The largest value the store takes.
+const FLOOD_VALUE: usize = 64 * 1024;
+/// Lines `log-flood` writes per request, of [`FLOOD_LINE`] bytes each.
+const FLOOD_LINES: usize = 200;
+const FLOOD_LINE: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct Misbehave {
@@ -72,8 +86,17 @@ impl Plugin for Misbehave {
     fn on_request_headers(&mut self, req: &mut Request) -> Action {
         // The faulty modes fault only on paths under `/bad`, so a test can show that the next,
         // ordinary request to the same plugin is served.
-        let faulty =
-            matches!(self.mode, Mode::Loop | Mode::Trap | Mode::Grow | Mode::Recurse | Mode::BadValues);
+        let faulty = matches!(
+            self.mode,
+            Mode::Loop
+                | Mode::Trap
+                | Mode::Grow
+                | Mode::Recurse
+                | Mode::BadValues
+                | Mode::StoreFlood
+                | Mode::BigReply
+                | Mode::LogFlood
+        );
         if faulty && !req.path().starts_with("/bad") {
             return Action::Continue;
         }
@@ -112,6 +135,31 @@ impl Plugin for Misbehave {
                     log::warn("phases: state refused `seen`");
                 }
                 Action::Continue
+            }
+            Mode::StoreFlood => {
+                // New keys every time: the plugin's share fills and must drop its oldest.
+                let (mut stored, mut refused) = (0, 0);
+                for _ in 0..FLOOD_SETS {
+                    self.calls += 1;
+                    let key = format!("flood:{}:{}", wasmgate_sdk::clock::monotonic_ns(), self.calls);
+                    match wasmgate_sdk::store::set(&key, vec![0x5a; FLOOD_VALUE], None) {
+                        Ok(()) => stored += 1,
+                        Err(_) => refused += 1,
+                    }
+                }
+                Action::Respond(LocalResponse::new(200).body(format!("stored {stored} refused {refused}")))
+            }
+            Mode::BigReply => {
+                // `/bad/<bytes>`: a local response body of that many bytes.
+                let size = req.path().trim_start_matches("/bad/").parse::<usize>().unwrap_or(2 << 20);
+                Action::Respond(LocalResponse::new(200).body(vec![b'r'; size]))
+            }
+            Mode::LogFlood => {
+                let line = "l".repeat(FLOOD_LINE);
+                for _ in 0..FLOOD_LINES {
+                    log::info(&line);
+                }
+                Action::Respond(LocalResponse::new(200).body("logged"))
             }
             // `new` never builds this mode.
             Mode::RejectConfig | Mode::Sni => Action::Continue,
@@ -234,7 +282,7 @@ mod tests {
         assert_eq!(
             new("explode").expect_err("unknown mode"),
             "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
-             reject-config, counter, echo, phases, sni"
+             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood"
         );
     }
 }

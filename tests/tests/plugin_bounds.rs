@@ -1,0 +1,113 @@
+//! What a plugin can make the host hold is bounded: the real binary, with the `misbehave` guest
+//! trying to pass each bound (store bytes, local response bodies, log lines), gets the
+//! documented answer while the gateway's peak memory stays flat.
+
+use std::time::{Duration, Instant};
+
+use wasmgate_example_origin::Origin;
+use wasmgate_tests::client;
+use wasmgate_tests::harness::{self, GatewayProcess, Toml};
+use wasmgate_tests::wasm;
+
+/// A gateway whose one route runs `misbehave` in `mode`, with `limits` in its plugin table.
+async fn gateway(name: &str, mode: &str, limits: &str) -> (GatewayProcess, Origin, harness::TempDir) {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let dir = harness::TempDir::new(name).expect("dir");
+    let toml = Toml::new()
+        .listener()
+        .upstream("o", &[origin.addr()])
+        .route("o")
+        .raw(r#"plugins = ["m"]"#)
+        .plugin("m", wasm::MISBEHAVE, &format!(r#"{{ mode = "{mode}" }}"#))
+        // Generous: a busy machine must not turn a slow call into a deadline fault.
+        .raw("deadline = \"2s\"")
+        .raw(limits);
+    let gw = GatewayProcess::start(dir.path(), &toml).expect("gateway");
+    (gw, origin, dir)
+}
+
+async fn get(gw: &GatewayProcess, path: &str) -> client::Reply {
+    client::get(gw.addr, path, &[]).await.expect("request")
+}
+
+/// Peak resident memory, in KiB.
+fn peak_kib(gw: &GatewayProcess) -> u64 {
+    gw.memory_kib().expect("memory").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_filling_the_store_drops_its_own_oldest_entries_and_memory_stays_flat() {
+    let (gw, _origin, _dir) = gateway("store-flood", "store-flood", r#"store_max_bytes = "4MiB""#).await;
+    // Past the share's bound already (each request stores 2 MiB).
+    for _ in 0..4 {
+        assert_eq!(get(&gw, "/bad").await.text(), "stored 32 refused 0");
+    }
+    let before = peak_kib(&gw);
+    for _ in 0..150 {
+        // Every set succeeds: room is made from the plugin's own oldest entries.
+        assert_eq!(get(&gw, "/bad").await.text(), "stored 32 refused 0");
+    }
+    let growth = peak_kib(&gw).saturating_sub(before);
+    eprintln!("peak RSS {before} KiB, +{growth} KiB after storing 300 MiB into a 4 MiB share");
+    assert!(growth < 8 * 1024, "peak memory grew by {growth} KiB");
+    assert_eq!(get(&gw, "/ok").await.status, 200, "the plugin still serves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_response_over_max_local_body_fails_the_plugin_and_memory_stays_flat() {
+    // One instance: its linear memory, where the guest builds each body, is counted once.
+    let limits = "max_local_body = \"1MiB\"\ninstances = 1";
+    let (gw, origin, _dir) = gateway("big-reply", "big-reply", limits).await;
+    let fits = get(&gw, "/bad/1048576").await;
+    assert_eq!((fits.status.as_u16(), fits.body.len()), (200, 1 << 20));
+    let over = get(&gw, "/bad/1048577").await;
+    assert_eq!((over.status.as_u16(), over.header("x-wasmgate-error")), (500, "plugin-invalid-value"));
+    // Warm: the instance's memory has held the largest body once.
+    assert_eq!(get(&gw, "/bad/4194304").await.status, 500);
+    let before = peak_kib(&gw);
+    for _ in 0..40 {
+        let over = get(&gw, "/bad/4194304").await;
+        assert_eq!((over.status.as_u16(), over.header("x-wasmgate-error")), (500, "plugin-invalid-value"));
+    }
+    let growth = peak_kib(&gw).saturating_sub(before);
+    eprintln!("peak RSS {before} KiB, +{growth} KiB after 40 local bodies of 4 MiB refused");
+    assert!(growth < 8 * 1024, "peak memory grew by {growth} KiB");
+    assert!(!gw.log_lines("over max_local_body (1048576 bytes)").is_empty(), "the log says why");
+    assert_eq!(get(&gw, "/ok").await.status, 200);
+    assert_eq!(origin.requests(), 1, "only the ordinary request went upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_log_lines_are_cut_and_rate_limited_and_memory_stays_flat() {
+    const RATE: u64 = 20;
+    let (gw, _origin, _dir) = gateway("log-flood", "log-flood", &format!("log_rate = {RATE}")).await;
+    let started = Instant::now();
+    assert_eq!(get(&gw, "/bad").await.text(), "logged");
+    let before = peak_kib(&gw);
+    for _ in 0..10 {
+        assert_eq!(get(&gw, "/bad").await.text(), "logged");
+    }
+    let growth = peak_kib(&gw).saturating_sub(before);
+    // Let the bucket fill again, so that the next line reports the drops.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let elapsed = started.elapsed().as_secs();
+    assert_eq!(get(&gw, "/bad").await.text(), "logged");
+    let marker = "l".repeat(64);
+    harness::wait_until("the plugin's lines in the log", || gw.log_lines("lines dropped").len() == 1).await;
+    let written = gw.log_lines(&marker);
+    // One second of burst, then RATE a second, out of 12 × 200 lines tried.
+    let most = RATE * (2 + elapsed + 1);
+    assert!(
+        (RATE as usize..=most as usize).contains(&written.len()),
+        "{} lines written in {elapsed} s",
+        written.len()
+    );
+    for line in &written {
+        assert!(line.len() < 4096 + 512, "a line of {} bytes", line.len());
+        assert!(line.contains("[cut]"), "a cut line says so");
+    }
+    let dropped = &gw.log_lines("lines dropped")[0];
+    assert!(dropped.contains("dropped="), "{dropped}");
+    eprintln!("peak RSS {before} KiB, +{growth} KiB after 2000 log lines of 64 KiB tried");
+    assert!(growth < 8 * 1024, "peak memory grew by {growth} KiB");
+}
