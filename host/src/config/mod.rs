@@ -223,10 +223,11 @@ impl Check<'_> {
     /// `Invalid` naming the whole field path, like the checks made after parsing.
     fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim();
+        // Name the field the error is at, whenever its position says which.
         if let Some(span) = e.span()
             && let Some((field, key)) = field_at(self.text, &span)
-            && let Some(reason) = message.strip_prefix(&format!("{key}: "))
         {
+            let reason = message.strip_prefix(&format!("{key}: ")).unwrap_or(message);
             return self.invalid_at(field, span, reason);
         }
         let (line, column) = e.span().map_or((1, 1), |s| line_col(self.text, s));
@@ -248,9 +249,12 @@ fn field_at(text: &str, span: &Range<usize>) -> Option<(String, String)> {
 
     fn in_table(table: &DeTable<'_>, path: &str, span: &Range<usize>) -> Option<(String, String)> {
         table.iter().find_map(|(key, value)| {
+            let key_span = key.span();
             let key = key.get_ref();
             let here = if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
-            in_value(value, &here, key, span)
+            // An unknown field's error is at its key.
+            let at_key = key_span.start <= span.start && span.end <= key_span.end;
+            if at_key { Some((here.clone(), key.to_string())) } else { in_value(value, &here, key, span) }
         })
     }
     fn in_value(
@@ -261,8 +265,11 @@ fn field_at(text: &str, span: &Range<usize>) -> Option<(String, String)> {
     ) -> Option<(String, String)> {
         let covers = value.span().start <= span.start && span.end <= value.span().end;
         match value.get_ref() {
-            // A table's span may be its header only, so look inside whatever it says.
-            DeValue::Table(table) => in_table(table, path, span),
+            // A table's span may be its header only, so look inside whatever it says; a
+            // missing field's error is at the table itself.
+            DeValue::Table(table) => {
+                in_table(table, path, span).or_else(|| covers.then(|| (path.to_owned(), key.to_owned())))
+            }
             DeValue::Array(items) => {
                 let inner = items.iter().enumerate().find_map(|(i, item)| match item.get_ref() {
                     DeValue::Table(table) => in_table(table, &format!("{path}[{i}]"), span),
@@ -400,9 +407,14 @@ upstream = "origins"
         );
         let err = parse(&format!("{MINIMAL}methods = [\"GET\", \"G T\"]\n")).expect_err("method");
         assert_eq!(err.to_string(), "gw.toml:10: routes[0].methods: `G T` is not a method");
-        // A value of the wrong type is the parser's to report, as before.
+        // A value of the wrong type names its field too.
         let err = parse(&format!("{MINIMAL}methods = \"GET\"\n")).expect_err("not a list");
-        assert!(err.to_string().starts_with("gw.toml:10:11: invalid type: string"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "gw.toml:10: routes[0].methods: invalid type: string \"GET\", expected a sequence"
+        );
+        let err = parse(&format!("{MINIMAL}colour = 1\n")).expect_err("unknown field");
+        assert!(err.to_string().starts_with("gw.toml:10: routes[0].colour: unknown field `colour`"), "{err}");
     }
 
     #[test]
@@ -441,5 +453,204 @@ upstream = "origins"
             json["upstreams"]["origins"]["health_check"]["expected_status"],
             serde_json::json!(["200-399"])
         );
+    }
+
+    #[test]
+    fn route_hosts_are_ascii_names_or_a_leading_wildcard_label() {
+        // Found by the fuzzing below: a non-ASCII host used to panic the check.
+        for bad in ["Ѩ", "*", "*.", "a.*.b", "*x.org", ""] {
+            let err = parse(&format!("{MINIMAL}host = \"{bad}\"\n")).expect_err(bad);
+            assert!(err.to_string().contains("routes[0].host"), "{bad}: {err}");
+        }
+        for good in ["a.example", "*.example.org"] {
+            parse(&format!("{MINIMAL}host = \"{good}\"\n")).expect(good);
+        }
+    }
+
+    /// Property-based fuzzing of parsing and validation: a valid config with values replaced
+    /// by arbitrary ones, keys removed and unknown keys added. `PROPTEST_CASES=100000` runs it
+    /// longer.
+    mod fuzz {
+        use proptest::prelude::*;
+        use toml::{Table, Value};
+
+        use super::*;
+
+        const BASE: &str = r#"
+[server]
+workers = 1
+max_request_head = "64KiB"
+grace_period = "5s"
+[runtime]
+store_max_bytes = "64MiB"
+[store]
+backend = "memory"
+[admin]
+address = "127.0.0.1:9901"
+[log]
+format = "json"
+access = true
+[[listeners]]
+address = "127.0.0.1:8080"
+[upstreams.o]
+backends = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 2 }]
+balance = "consistent-hash"
+hash_key = "header:x-user"
+max_response_head = "16KiB"
+[upstreams.o.health_check]
+interval = "1s"
+expected_status = ["200-299", "301"]
+[upstreams.o.outlier_detection]
+consecutive_failures = 3
+[plugins.p]
+path = "p.wasm"
+deadline = "5ms"
+store_max_bytes = "4MiB"
+config = { a = 1 }
+[[routes]]
+host = "*.example.org"
+path_prefix = "/api"
+methods = ["GET", "POST"]
+upstream = "o"
+plugins = ["p"]
+retries = 2
+retry_on = ["connect-failure", "503"]
+timeouts = { connect = "1s", total = "1m" }
+"#;
+
+        /// Values likely to find the edges: sizes, durations, names, numbers at the limits.
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                any::<i64>().prop_map(Value::Integer),
+                (-3i64..70000).prop_map(Value::Integer),
+                any::<bool>().prop_map(Value::Boolean),
+                any::<f64>().prop_map(Value::Float),
+                prop::sample::select(vec![
+                    "",
+                    "x",
+                    "0",
+                    "-1",
+                    "1s",
+                    "0s",
+                    "1ms",
+                    "64KiB",
+                    "0B",
+                    "1EiB",
+                    "99999999999999h",
+                    "fail-open",
+                    "per-request",
+                    "127.0.0.1:0",
+                    "[::1]:80",
+                    "host:99999",
+                    "redis://",
+                    "http://",
+                    "*.",
+                    "/",
+                    "o",
+                    "p",
+                    "GET",
+                    "header:",
+                    "cookie:x",
+                    "200-100",
+                    "redis",
+                    "json",
+                ])
+                .prop_map(|s| Value::String(s.to_owned())),
+                "\\PC{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(2, 8, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3)
+                        .prop_map(|m| Value::Table(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Every path to a value in `table`, as keys and array indices.
+        fn paths(value: &Value, here: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(here.clone());
+            let children: Vec<(String, &Value)> = match value {
+                Value::Table(t) => t.iter().map(|(k, v)| (k.clone(), v)).collect(),
+                Value::Array(a) => a.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+                _ => return,
+            };
+            for (key, child) in children {
+                here.push(key);
+                paths(child, here, out);
+                here.pop();
+            }
+        }
+
+        fn at<'a>(value: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+            path.iter().try_fold(value, |v, key| match v {
+                Value::Table(t) => t.get_mut(key),
+                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                _ => None,
+            })
+        }
+
+        /// `op` 0 replaces the value at the path, 1 removes it, 2 adds an unknown key beside it.
+        fn mutate(base: &Value, edits: &[(usize, u8, Value)]) -> Value {
+            let mut config = base.clone();
+            for (pick, op, new) in edits {
+                let mut all = Vec::new();
+                paths(&config, &mut Vec::new(), &mut all);
+                let path = &all[pick % all.len()];
+                let Some((last, parent)) = path.split_last() else { continue };
+                let Some(parent) = at(&mut config, parent) else { continue };
+                match (op % 3, parent) {
+                    (0, Value::Table(t)) => {
+                        t.insert(last.clone(), new.clone());
+                    }
+                    (0, Value::Array(a)) => {
+                        if let Some(slot) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                            *slot = new.clone();
+                        }
+                    }
+                    (1, Value::Table(t)) => {
+                        t.remove(last);
+                    }
+                    (1, Value::Array(a)) => {
+                        if let Ok(i) = last.parse::<usize>()
+                            && i < a.len()
+                        {
+                            a.remove(i);
+                        }
+                    }
+                    (_, Value::Table(t)) => {
+                        t.insert("unknown_key".to_owned(), new.clone());
+                    }
+                    _ => {}
+                }
+            }
+            config
+        }
+
+        proptest! {
+            #[test]
+            fn a_refused_config_names_the_file_and_the_field(
+                edits in prop::collection::vec((any::<usize>(), any::<u8>(), value()), 1..4)
+            ) {
+                let base = Value::Table(BASE.parse::<Table>().expect("the base parses"));
+                let Value::Table(config) = mutate(&base, &edits) else { unreachable!("a table stays one") };
+                let Ok(text) = toml::to_string(&config) else { return Ok(()) };
+                match Config::parse(Path::new("gw.toml"), &text) {
+                    Ok(_) => {}
+                    Err(ConfigError::Invalid { field, .. }) => prop_assert!(!field.is_empty()),
+                    Err(error @ ConfigError::Parse { .. }) => {
+                        let message = error.to_string();
+                        prop_assert!(message.starts_with("gw.toml:"), "{message}");
+                        prop_assert!(false, "no field named: {message}\n{text}");
+                    }
+                    Err(other) => prop_assert!(false, "unexpected {other}"),
+                }
+            }
+        }
+
+        #[test]
+        fn the_base_config_is_valid() {
+            Config::parse(Path::new("gw.toml"), BASE).expect("valid");
+        }
     }
 }

@@ -89,10 +89,10 @@ impl RouteConfig {
                 ));
             }
         }
+        // A `*` only as a leading `*.` label; Host headers are ASCII, so a route host is too.
         if let Some(host) = &self.host
-            && (host.is_empty()
-                || (host.starts_with('*') && !host.starts_with("*."))
-                || host[1..].contains('*'))
+            && let rest = host.strip_prefix("*.").unwrap_or(host)
+            && (rest.is_empty() || rest.contains('*') || !host.is_ascii())
         {
             return Err(
                 at.invalid(field("host"), format!("`{host}` is not a host name or a `*.suffix` pattern"))

@@ -269,4 +269,132 @@ mod tests {
         let via: Vec<_> = p.headers.get_all("via").iter().collect();
         assert_eq!(via, ["1.1 edge", "1.1 wasmgate"]);
     }
+
+    /// Property-based fuzzing of the head checks: mutations of valid requests and arbitrary
+    /// bytes, through the same parser hyper uses. `PROPTEST_CASES=100000` runs it longer.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const TEMPLATES: [&[u8]; 6] = [
+            b"GET /a/b?x=1 HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            b"GET http://a.example:8080/p/../q HTTP/1.1\r\nHost: other\r\n\r\n",
+            b"POST /%2e%2E/x/%61%7e/./y/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET //a//b/.. HTTP/1.0\r\n\r\n",
+            b"GET /c HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\nX: v\r\n\r\n",
+        ];
+        /// Bytes that matter to the rules: separators, dots, escapes, controls.
+        const ALPHABET: &[u8] = b"/.%2eE0aA:@?#\r\n \t\0\x7f\xffHh*";
+
+        /// What hyper's server would hand the proxy for `bytes`, if it parses.
+        fn parse(bytes: &[u8], h2: bool) -> Option<Parts> {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let Ok(httparse::Status::Complete(_)) = req.parse(bytes) else { return None };
+            let version = match (h2, req.version?) {
+                (true, _) => Version::HTTP_2,
+                (false, 1) => Version::HTTP_11,
+                (false, _) => Version::HTTP_10,
+            };
+            let mut builder = http::Request::builder().method(req.method?).uri(req.path?).version(version);
+            for h in req.headers.iter() {
+                builder = builder.header(h.name, h.value);
+            }
+            builder.body(()).ok().map(|r| r.into_parts().0)
+        }
+
+        fn copy(p: &Parts) -> Parts {
+            let mut builder =
+                http::Request::builder().method(p.method.clone()).uri(p.uri.clone()).version(p.version);
+            for (name, value) in &p.headers {
+                builder = builder.header(name, value);
+            }
+            parts(builder)
+        }
+
+        /// A template, edits (insert, replace or remove; where; which byte of [`ALPHABET`]),
+        /// and whether the head came over HTTP/2.
+        fn mutation() -> impl Strategy<Value = (usize, Vec<(usize, usize, usize)>, bool)> {
+            let edit = (0..3usize, any::<usize>(), 0..ALPHABET.len());
+            (0..TEMPLATES.len(), prop::collection::vec(edit, 0..6), any::<bool>())
+        }
+
+        fn mutate(template: &[u8], edits: &[(usize, usize, usize)]) -> Vec<u8> {
+            let mut bytes = template.to_vec();
+            for &(op, at, b) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 => bytes.insert(at, ALPHABET[b]),
+                    1 if at < bytes.len() => bytes[at] = ALPHABET[b],
+                    _ if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            bytes
+        }
+
+        /// What must hold of any head `check_head` accepted.
+        fn accepted_is_canonical(p: &Parts) -> Result<(), TestCaseError> {
+            let path = p.uri.path();
+            prop_assert!(
+                matches!(head::normalize_path(path), Ok(Cow::Borrowed(_))),
+                "accepted path {path:?} is not canonical"
+            );
+            for dots in ["/./", "/../"] {
+                prop_assert!(!path.contains(dots), "dot segment left in {path:?}");
+            }
+            prop_assert!(!path.ends_with("/.") && !path.ends_with("/.."), "dot segment left in {path:?}");
+            if p.version != Version::HTTP_10 {
+                prop_assert_eq!(p.headers.get_all(header::HOST).iter().count(), 1);
+            }
+            if let Some(authority) = p.uri.authority() {
+                prop_assert_eq!(p.headers[header::HOST].as_bytes(), authority.as_str().as_bytes());
+            }
+            // Normalising again changes nothing.
+            let mut again = copy(p);
+            prop_assert!(check_head(&mut again).is_ok(), "a checked head fails a second check");
+            prop_assert_eq!(&again.uri, &p.uri);
+            prop_assert_eq!(&again.headers, &p.headers);
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn mutated_requests_are_refused_or_canonical((t, edits, h2) in mutation()) {
+                let bytes = mutate(TEMPLATES[t], &edits);
+                if let Some(mut p) = parse(&bytes, h2) {
+                    let limits = RequestLimits { head: 8192, target: 64, field_line: 32 };
+                    let _ = check_sizes(&p, limits);
+                    if check_head(&mut p).is_ok() {
+                        accepted_is_canonical(&p)?;
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256), h2 in any::<bool>()) {
+                let mut request = b"GET ".to_vec();
+                request.extend_from_slice(&bytes);
+                for candidate in [&bytes[..], &request[..]] {
+                    if let Some(mut p) = parse(candidate, h2)
+                        && check_head(&mut p).is_ok()
+                    {
+                        accepted_is_canonical(&p)?;
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_paths_normalise_to_a_fixed_point(path in "/[a-z./%0-9A-F~_-]{0,40}") {
+                if let Ok(normal) = head::normalize_path(&path) {
+                    let normal = normal.into_owned();
+                    prop_assert!(matches!(head::normalize_path(&normal), Ok(Cow::Borrowed(_))), "{path:?} → {normal:?}");
+                }
+            }
+        }
+    }
 }
