@@ -130,20 +130,31 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// The header naming an error the gateway answered with itself (`docs/errors.md`): only the
+/// gateway writes it, so a client, an upstream or a plugin cannot pass off an answer as one.
+pub(crate) const ERROR_HEADER: HeaderName = HeaderName::from_static("x-wasmgate-error");
+
 /// Removes hop-by-hop headers and every header `Connection` names (but never Host, which a
-/// client cannot declare hop-by-hop). `TE: trailers` stays: gRPC needs it to reach the
-/// backend, and it is the one TE value HTTP/2 allows.
+/// client cannot declare hop-by-hop), and [`ERROR_HEADER`]. `TE: trailers` stays: gRPC needs
+/// it to reach the backend, and it is the one TE value HTTP/2 allows.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which hop-by-hop headers are there, so only those are
     // looked up again to be removed: most heads carry none, or only Connection.
     let mut present = 0u16;
+    // The bit after those of HOP_BY_HOP.
+    const ERROR_BIT: u16 = 1 << 9;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present |= 1 << i;
+        } else if name == ERROR_HEADER {
+            present |= ERROR_BIT;
         }
     }
     if present == 0 {
         return;
+    }
+    if present & ERROR_BIT != 0 {
+        headers.remove(ERROR_HEADER);
     }
     let te_trailers = {
         let mut te = headers.get_all(header::TE).iter();
@@ -174,10 +185,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Headers a plugin may not set: the host writes the framing (`Content-Length`) and the
-/// hop-by-hop headers of each connection itself.
+/// Headers a plugin may not set: the host writes the framing (`Content-Length`), the
+/// hop-by-hop headers of each connection, and [`ERROR_HEADER`] itself.
 pub(crate) fn is_reserved(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || HOP_BY_HOP.contains(name)
+    name == header::CONTENT_LENGTH || name == ERROR_HEADER || HOP_BY_HOP.contains(name)
 }
 
 #[cfg(test)]
@@ -196,6 +207,7 @@ mod tests {
             .header("http2-settings", "AAA")
             .header("proxy-authorization", "Basic x")
             .header("x-kept", "yes")
+            .header("x-wasmgate-error", "upstream-timeout")
             .body(())
             .expect("request")
             .into_parts()
@@ -203,6 +215,11 @@ mod tests {
         strip_hop_by_hop(&mut p.headers);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["host", "x-kept"]);
+        // Only the gateway's own answers carry its error header.
+        let mut p = http::Request::get("/").header("x-wasmgate-error", "no-route").body(()).expect("request");
+        strip_hop_by_hop(p.headers_mut());
+        assert!(p.headers().is_empty());
+        assert!(is_reserved(&ERROR_HEADER));
     }
 
     #[test]

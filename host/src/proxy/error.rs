@@ -130,7 +130,7 @@ impl ProxyError {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        headers.insert("x-wasmgate-error", HeaderValue::from_static(self.kind()));
+        headers.insert(crate::head::ERROR_HEADER, HeaderValue::from_static(self.kind()));
         if status == StatusCode::BAD_REQUEST {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
