@@ -68,6 +68,9 @@ pub enum ProxyError {
         /// The route's `timeouts.total`.
         after: std::time::Duration,
     },
+    /// The client's request body sent nothing for the route's body idle timeout.
+    #[error("the request body stalled")]
+    BodyTimeout,
     /// A bug in the gateway: an invariant did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -92,6 +95,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Plugin(e) if e.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,6 +115,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::Internal(_) => "internal",
             ProxyError::TotalTimeout { .. } => "total-timeout",
+            ProxyError::BodyTimeout => "body-timeout",
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::Plugin(e) => e.kind(),
             ProxyError::NoHealthyBackend { .. } => "no-healthy-backend",
@@ -131,7 +136,8 @@ impl ProxyError {
         let headers = response.headers_mut();
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         headers.insert(crate::head::ERROR_HEADER, HeaderValue::from_static(self.kind()));
-        if status == StatusCode::BAD_REQUEST {
+        // The request's framing can no longer be trusted, or its body was left unread.
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::REQUEST_TIMEOUT {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

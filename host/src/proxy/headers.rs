@@ -51,6 +51,8 @@ pub(super) fn check_sizes(parts: &Parts, limits: RequestLimits) -> Result<(), Pr
 /// - CONNECT and TRACE are refused (a tunnel, and a reflection of credentials);
 /// - an absolute-form target wins over Host (RFC 9112 §3.2.2) and HTTP/2's `:authority`
 ///   becomes Host; HTTP/1.1 and HTTP/2 need exactly one valid Host, without userinfo;
+/// - an HTTP/1.1 body framed as `chunked` more than once is refused (the parser takes it as one
+///   chunked body; another server might not, and so read a different message);
 /// - HTTP/2 header values may not start or end with white space, and split `cookie` fields are
 ///   joined (RFC 9113 §8.2.3) before going to an HTTP/1.1 upstream;
 /// - the path is normalised ([`head::normalize_path`]).
@@ -61,6 +63,8 @@ pub(super) fn check_head(parts: &mut Parts) -> Result<(), ProxyError> {
     check_host(parts)?;
     if parts.version == Version::HTTP_2 {
         check_h2_values(&mut parts.headers)?;
+    } else if chunked_twice(&parts.headers) {
+        return Err(ProxyError::BadRequest("Transfer-Encoding chunked more than once"));
     }
     if let Some(target) = parts.uri.path_and_query()
         && let Cow::Owned(normal) = head::normalize_path(target.path())?
@@ -99,6 +103,18 @@ fn check_host(parts: &mut Parts) -> Result<(), ProxyError> {
         }
         None => Ok(()),
     }
+}
+
+fn chunked_twice(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    // Most requests have no Transfer-Encoding at all, and the rest one line.
+    let (Some(first), rest) = (codings.next(), codings) else { return false };
+    std::iter::once(first)
+        .chain(rest)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .nth(1)
+        .is_some()
 }
 
 fn check_h2_values(headers: &mut HeaderMap) -> Result<(), ProxyError> {
@@ -233,6 +249,15 @@ mod tests {
         assert!(!ok(http::Request::get("http://user@a.example/")));
         assert!(!ok(http::Request::builder().method("TRACE").uri("/").header("host", "a")));
         assert!(ok(http::Request::get("/").version(Version::HTTP_10)));
+        let te = |values: &[&str]| {
+            let mut b = http::Request::post("/").header("host", "a");
+            for v in values {
+                b = b.header("transfer-encoding", *v);
+            }
+            ok(b)
+        };
+        assert!(te(&["chunked"]) && te(&["gzip, chunked"]));
+        assert!(!te(&["chunked", "chunked"]) && !te(&["chunked, Chunked"]));
         let mut p = parts(http::Request::get("http://target.example/x").header("host", "other.example"));
         check_head(&mut p).expect("absolute form");
         assert_eq!(p.headers[header::HOST], "target.example");

@@ -390,6 +390,7 @@ async fn read_whole(body: Timed<Incoming>, declared: Option<u64>, limit: usize) 
     }
     timed::read_whole(body, limit).await.map_err(|error| match error {
         ReadError::TooLarge(limit) => ProxyError::BodyTooLarge { limit },
+        ReadError::Broken(error) if error.is::<timed::Stalled>() => ProxyError::BodyTimeout,
         ReadError::Broken(_) => ProxyError::BadRequest("the request body broke off"),
     })
 }
@@ -643,6 +644,8 @@ async fn send(
             let error = UpstreamError::Status { backend: backend.address().to_string(), status };
             Sent::Failed(Failure { error, response: Some((response, in_flight)) })
         }
+        // The client's own body failed: nothing to retry, nothing against the backend.
+        Err(error @ UpstreamError::ClientBody { .. }) => return Err(error.into()),
         Err(error) => {
             group.record(index, true);
             Sent::Failed(error.into())

@@ -591,13 +591,33 @@ fn classify(backend: String, error: &hyper_util::client::legacy::Error) -> Upstr
 /// A failed exchange: a response the parser refused is the backend's fault, told apart from a
 /// connection that broke.
 fn exchange_error(backend: String, error: &hyper::Error, reason: String) -> UpstreamError {
-    if error.is_parse_too_large() {
+    if error.is_user()
+        && let Some(stalled) = client_body_failure(error)
+    {
+        UpstreamError::ClientBody { backend, reason, stalled }
+    } else if error.is_parse_too_large() {
         UpstreamError::HeadTooLarge { backend, reason }
     } else if error.is_parse() || error.is_parse_status() {
         UpstreamError::InvalidResponse { backend, reason }
     } else {
         UpstreamError::Exchange { backend, reason }
     }
+}
+
+/// Whether the request body the client sends failed the exchange: it stalled (true), or its
+/// framing broke as the server's parser read it (false).
+fn client_body_failure(error: &hyper::Error) -> Option<bool> {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<crate::timed::Stalled>() {
+            return Some(true);
+        }
+        if e.is::<hyper::Error>() {
+            return Some(false);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Refuses an HTTP/1 response whose length is framed two ways (RFC 9112 §6.3: a sign of

@@ -58,6 +58,18 @@ pub enum UpstreamError {
         /// What failed, with its causes.
         reason: String,
     },
+    /// The client's request body broke (malformed framing) or stalled on its way to the
+    /// backend: the client's fault, not the backend's, so it counts against neither the
+    /// backend nor a retry.
+    #[error("the request body failed on its way to {backend}: {reason}")]
+    ClientBody {
+        /// The backend's `host:port`.
+        backend: String,
+        /// What failed.
+        reason: String,
+        /// It stalled (no data for the body idle timeout) rather than broke.
+        stalled: bool,
+    },
     /// The response broke HTTP's framing or syntax rules (a bad status line, a field with
     /// control characters or obs-fold, two differing lengths, or a length framed two ways);
     /// the connection is not reused.
@@ -148,6 +160,7 @@ impl UpstreamError {
             | Self::RefusedStream { backend }
             | Self::ResponseTimeout { backend, .. }
             | Self::Exchange { backend, .. }
+            | Self::ClientBody { backend, .. }
             | Self::InvalidResponse { backend, .. }
             | Self::HeadTooLarge { backend, .. }
             | Self::Overloaded { backend, .. }
@@ -190,6 +203,10 @@ impl UpstreamError {
             Self::Exchange { .. } => {
                 (K::Reset, "upstream-exchange", S::BAD_GATEWAY, Some(RetryOn::Reset), true)
             }
+            Self::ClientBody { stalled: true, .. } => {
+                (K::Reset, "body-timeout", S::REQUEST_TIMEOUT, None, true)
+            }
+            Self::ClientBody { stalled: false, .. } => (K::Reset, "bad-request", S::BAD_REQUEST, None, true),
             // The backend answered, badly: it may have processed the request.
             Self::InvalidResponse { .. } => {
                 (K::Reset, "upstream-invalid-response", S::BAD_GATEWAY, None, true)
