@@ -7,7 +7,8 @@
 //! otherwise wait forever); an HTTP/1 request head must be complete within the same time,
 //! counted from when the connection is ready for it (so on HTTP/1 it also bounds the idle
 //! time between requests); any connection with no request in flight for `idle_timeout` is shut
-//! down gracefully (HTTP/2 gets GOAWAY).
+//! down gracefully (HTTP/2 gets GOAWAY); a client that takes no byte of a response for
+//! `write_timeout` is disconnected.
 //!
 //! Draining (on SIGTERM, or once a successor has taken the sockets over): accepting stops;
 //! HTTP/2 connections get GOAWAY; an HTTP/1 connection answers its next request with
@@ -245,6 +246,7 @@ where
         })
     };
     // With upgrades: a WebSocket handshake hands the connection to its tunnel.
+    let stream = crate::timed::WriteTimed::new(stream, settings.write_timeout);
     let connection = shared.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;

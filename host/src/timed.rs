@@ -1,10 +1,12 @@
-//! Bodies that fail when their stream stalls: no frame within the idle timeout, or the
-//! request's overall deadline passed. Both directions use it: the client's body on its way
-//! upstream (a client that trickles its body must not hold a backend connection forever)
-//! and the upstream's body on its way back. The timer is made only once a body actually has
-//! to wait, so a body that is ready at once costs no timer. [`read_whole`] reads a body
-//! whole within a size bound, for the request bodies the proxy keeps and the responses of
-//! outbound calls.
+//! Streams that fail when they stall. [`Timed`] bodies: no frame within the idle timeout, or
+//! the request's overall deadline passed. Both directions use it: the client's body on its
+//! way upstream (a client that trickles its body must not hold a backend connection forever)
+//! and the upstream's body on its way back. [`WriteTimed`] connections: a write the peer
+//! takes no byte of within the write timeout (a client that stops reading must not hold a
+//! response, and its backend, forever). The timer is made only once a stream actually has to
+//! wait, so one that is ready at once costs no timer. [`read_whole`] reads a body whole
+//! within a size bound, for the request bodies the proxy keeps and the responses of outbound
+//! calls.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// The error type of bodies the gateway passes on.
@@ -131,5 +134,91 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+/// `inner`, whose writes (and flushes) fail with [`std::io::ErrorKind::TimedOut`] once one
+/// has waited `limit` for the peer to take a byte. Reads pass through untouched.
+pub struct WriteTimed<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write waits; made at the first wait, then reset for each new one.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl<S> WriteTimed<S> {
+    /// `inner` with writes bounded by `limit`.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        WriteTimed { inner, limit, timer: None, waiting: false }
+    }
+
+    /// What a write that came back `result` means: a wait starts or goes on the clock, an
+    /// answer stops it.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if result.is_ready() {
+            self.waiting = false;
+            return result;
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let wake = Instant::now() + self.limit;
+            match self.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(wake),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(wake))),
+            }
+        }
+        let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client took no data for {:?}", self.limit),
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

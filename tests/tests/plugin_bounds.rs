@@ -1,6 +1,7 @@
 //! What a plugin can make the host hold is bounded: the real binary, with the `misbehave` guest
 //! trying to pass each bound (store bytes, local response bodies, log lines), gets the
-//! documented answer while the gateway's peak memory stays flat.
+//! documented answer while the gateway's peak memory stays flat; a guest that loops is stopped at
+//! its deadline, and one that reaches for the filesystem, environment or network gets nothing.
 
 use std::time::{Duration, Instant};
 
@@ -110,4 +111,48 @@ async fn plugin_log_lines_are_cut_and_rate_limited_and_memory_stays_flat() {
     assert!(dropped.contains("dropped="), "{dropped}");
     eprintln!("peak RSS {before} KiB, +{growth} KiB after 2000 log lines of 64 KiB tried");
     assert!(growth < 8 * 1024, "peak memory grew by {growth} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_is_stopped_at_its_deadline_and_fails_by_its_policy() {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let looping = r#"{ mode = "loop" }"#;
+    let toml = Toml::new()
+        .listener()
+        .upstream("o", &[origin.addr()])
+        .route("o")
+        .raw("path_prefix = \"/open\"\nplugins = [\"lenient\"]")
+        .route("o")
+        .raw("plugins = [\"strict\"]")
+        .plugin("strict", wasm::MISBEHAVE, looping)
+        .raw("deadline = \"20ms\"")
+        .plugin("lenient", wasm::MISBEHAVE, looping)
+        .raw("deadline = \"20ms\"\nfailure = \"fail-open\"");
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let stopped = client::get(addr, "/bad", &[]).await.expect("request");
+    assert_eq!((stopped.status.as_u16(), stopped.header("x-wasmgate-error")), (500, "plugin-deadline"));
+    // Fail-open: the plugin is skipped, the request served.
+    let skipped = client::get(addr, "/open/bad", &[]).await.expect("request");
+    assert_eq!((skipped.status.as_u16(), skipped.header("x-wasmgate-error")), (200, ""));
+    assert_eq!(client::get(addr, "/ok", &[]).await.expect("request").status, 200, "the next call is served");
+    assert_eq!(origin.requests(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reaches_no_filesystem_environment_or_network() {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let toml = harness::one_backend(origin.addr(), r#"plugins = ["m"]"#).plugin(
+        "m",
+        wasm::MISBEHAVE,
+        r#"{ mode = "sandbox" }"#,
+    );
+    let gw = harness::start(&toml).await.expect("gateway");
+    // A port that listens: only the sandbox can stop the connection.
+    let port = origin.addr().port().to_string();
+    let reply = client::get(gw.addrs()[0], "/bad", &[("x-port", &port)]).await.expect("request");
+    assert_eq!(reply.text(), "fs-list=denied fs-read=denied fs-write=denied env=0 net=denied");
+    assert!(!std::path::Path::new("/tmp/wasmgate-sandbox").exists());
+    gw.stop().await;
 }

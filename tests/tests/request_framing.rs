@@ -302,3 +302,34 @@ async fn idle_connections_are_closed_and_the_connection_cap_holds_new_ones_back(
     drop(second);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
+    let origin = wasmgate_example_origin::Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None)
+        .await
+        .expect("origin");
+    let toml = harness::one_backend(origin.addr(), "").raw("[server]\nwrite_timeout = \"500ms\"");
+    let gw = harness::start(&toml).await.expect("gateway");
+    const SIZE: usize = 200 << 20;
+    let mut stream = TcpStream::connect(gw.addrs()[0]).await.expect("connect");
+    stream
+        .write_all(format!("GET /bytes/{SIZE} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    // Read nothing while the gateway fills the socket's buffers and then waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection stayed open");
+    assert!(got < SIZE, "the whole response arrived: the client was never cut off");
+    gw.stop().await;
+}

@@ -317,6 +317,11 @@ async fn a_file_that_is_not_a_component_is_refused_naming_the_plugin_and_file() 
     assert!(msg.contains("bogus") && msg.contains("bogus.wasm"), "{msg}");
     let err = runtime().load(&spec("missing", "/nonexistent/p.wasm", "{}")).await.expect_err("refused");
     assert!(matches!(err, PluginError::Read { .. }), "{err}");
+    // A file over the size cap is refused before it is read (sparse: it takes no disk).
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge).expect("create").set_len((128 << 20) + 1).expect("size");
+    let err = runtime().load(&spec("huge", huge.to_str().expect("utf8"), "{}")).await.expect_err("refused");
+    assert!(err.to_string().contains("over the largest component"), "{err}");
 }
 
 #[tokio::test]

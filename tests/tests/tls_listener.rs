@@ -117,6 +117,53 @@ async fn certificates_are_chosen_by_sni_and_alpn_picks_h2() {
 }
 
 #[tokio::test]
+async fn hellos_below_tls_1_2_are_refused_and_silent_handshakes_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = harness::TempDir::new("tls-old").expect("dir");
+    let ca = TestCa::new().expect("ca");
+    ca.write_named(dir.path(), "a", &["a.test"]).expect("a");
+    ca.write_named(dir.path(), "b", &["b.test"]).expect("b");
+    let o = origin().await;
+    let gw = start(dir.path(), o.addr()).await;
+    for (version, name) in [([3u8, 1u8], "TLS 1.0"), ([3, 2], "TLS 1.1")] {
+        // A ClientHello offering only `version` (no supported_versions extension) and two
+        // suites of its time: TLS_RSA_WITH_AES_128_CBC_SHA and _256_.
+        let mut hello = vec![version[0], version[1]];
+        hello.extend([7u8; 32]);
+        hello.extend([0, 0, 4, 0x00, 0x2f, 0x00, 0x35, 1, 0]);
+        let mut handshake = vec![1, 0, 0, hello.len() as u8];
+        handshake.extend(hello);
+        let mut record = vec![0x16, 3, 1, 0, handshake.len() as u8];
+        record.extend(handshake);
+        let mut stream = tokio::net::TcpStream::connect(gw.addrs()[0]).await.expect("connect");
+        stream.write_all(&record).await.expect("write");
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        // An alert record (21), never a handshake record (22) carrying a ServerHello.
+        assert_eq!(answer.first(), Some(&0x15), "{name}: {answer:?}");
+    }
+    // A client that never finishes its handshake is dropped at the handshake timeout.
+    let quick = harness::start(
+        &tls_listener(dir.path(), "handshake_timeout = \"300ms\"").upstream("o", &[o.addr()]).route("o"),
+    )
+    .await
+    .expect("gateway");
+    let mut silent = tokio::net::TcpStream::connect(quick.addrs()[0]).await.expect("connect");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a silent TLS client was kept");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+    quick.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_certificate_replaced_on_disk_is_served_on_the_next_handshake() {
     let dir = harness::TempDir::new("tls-reload").expect("dir");
     let ca = TestCa::new().expect("ca");

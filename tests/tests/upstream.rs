@@ -221,6 +221,8 @@ async fn an_upstream_that_breaks_after_the_headers_aborts_the_client_side() {
     let response = sender.send_request(request.expect("req")).await.expect("headers arrive");
     assert_eq!(response.status(), 200);
     assert!(response.into_body().collect().await.is_err(), "HTTP/2 stream must be reset, not ended");
+    // The route retries resets (the default `retry_on`), but not once the response began.
+    assert_eq!(a.requests(), 2, "a reset after the headers was retried");
     gw.stop().await;
 }
 

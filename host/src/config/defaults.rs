@@ -27,6 +27,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub const STORE_LIMITS: StoreLimits = StoreLimits { max_entries: 1_000_000, max_bytes: 256 << 20 };
 /// What one plugin's share of the in-memory store holds at most.
 pub const PLUGIN_STORE_LIMITS: StoreLimits = StoreLimits { max_entries: 100_000, max_bytes: 64 << 20 };
+/// The largest component file the gateway loads (128 MiB): compiling is bounded by it too.
+pub const MAX_COMPONENT: usize = 128 << 20;
 /// The largest body a plugin may hand the host in one value (1 MiB).
 pub const MAX_LOCAL_BODY: usize = 1 << 20;
 /// Log lines per second one plugin may write.

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     /// How long an idle keep-alive connection stays open.
     #[serde(with = "units::duration")]
     pub idle_timeout: Duration,
+    /// How long a response write may wait for a client that reads nothing.
+    #[serde(with = "units::duration")]
+    pub write_timeout: Duration,
     /// On SIGTERM or Ctrl-C, how long in-flight requests have to finish.
     #[serde(with = "units::duration")]
     pub grace_period: Duration,
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             workers: 0,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             grace_period: Duration::from_secs(30),
             max_connections: 10_000,
             max_request_head: 64 * 1024,
@@ -75,6 +79,7 @@ impl ServerConfig {
         for (field, value) in [
             ("header_read_timeout", self.header_read_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("write_timeout", self.write_timeout),
             ("watch_interval", self.watch_interval),
         ] {
             if value.is_zero() {

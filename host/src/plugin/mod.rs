@@ -390,12 +390,22 @@ impl Runtime {
         Ok((Arc::new(self.load_bytes(spec, bytes, hash).await?), false))
     }
 
+    /// Reads the component, refusing one over [`defaults::MAX_COMPONENT`] before reading it.
     async fn read(spec: &PluginSpec) -> Result<Vec<u8>, PluginError> {
-        tokio::fs::read(&spec.path).await.map_err(|source| PluginError::Read {
-            plugin: spec.name.clone(),
-            path: spec.path.clone(),
-            source,
-        })
+        let failed =
+            |source| PluginError::Read { plugin: spec.name.clone(), path: spec.path.clone(), source };
+        let size = tokio::fs::metadata(&spec.path).await.map_err(failed)?.len();
+        if size > defaults::MAX_COMPONENT as u64 {
+            return Err(PluginError::Invalid {
+                plugin: spec.name.clone(),
+                path: spec.path.clone(),
+                reason: format!(
+                    "{size} bytes is over the largest component the gateway loads ({} bytes)",
+                    defaults::MAX_COMPONENT
+                ),
+            });
+        }
+        tokio::fs::read(&spec.path).await.map_err(failed)
     }
 
     async fn load_bytes(

@@ -34,10 +34,11 @@ enum Mode {
     StoreFlood,
     BigReply,
     LogFlood,
+    Sandbox,
 }
 
 /// The modes by their config name.
-const MODES: [(&str, Mode); 13] = [
+const MODES: [(&str, Mode); 14] = [
     ("loop", Mode::Loop),
     ("trap", Mode::Trap),
     ("grow", Mode::Grow),
@@ -51,6 +52,7 @@ const MODES: [(&str, Mode); 13] = [
     ("store-flood", Mode::StoreFlood),
     ("big-reply", Mode::BigReply),
     ("log-flood", Mode::LogFlood),
+    ("sandbox", Mode::Sandbox),
 ];
 
 /// Values `store-flood` writes per request, of [`FLOOD_VALUE`] bytes each.
@@ -96,6 +98,7 @@ impl Plugin for Misbehave {
                 | Mode::StoreFlood
                 | Mode::BigReply
                 | Mode::LogFlood
+                | Mode::Sandbox
         );
         if faulty && !req.path().starts_with("/bad") {
             return Action::Continue;
@@ -161,6 +164,7 @@ impl Plugin for Misbehave {
                 }
                 Action::Respond(LocalResponse::new(200).body("logged"))
             }
+            Mode::Sandbox => Action::Respond(LocalResponse::new(200).body(sandbox_report(req))),
             // `new` never builds this mode.
             Mode::RejectConfig | Mode::Sni => Action::Continue,
         }
@@ -214,6 +218,25 @@ fn set_response_header(resp: &mut Response, name: &str, value: impl AsRef<[u8]>)
     if let Err(error) = resp.set_header(name, value) {
         log::warn!("response header {name} refused: {error}");
     }
+}
+
+/// What the guest can reach beyond the WIT: the filesystem, the environment, the network
+/// (the port in request header `x-port`).
+fn sandbox_report(req: &Request) -> String {
+    let outcome = |ok: bool| if ok { "reached" } else { "denied" };
+    let root = std::fs::read_dir("/").is_ok();
+    let file = std::fs::read("/etc/hostname").is_ok() || std::fs::read("/proc/self/environ").is_ok();
+    let written = std::fs::write("/tmp/wasmgate-sandbox", b"x").is_ok();
+    let env = std::env::vars().count();
+    let port = req.header("x-port").and_then(|p| p.parse::<u16>().ok()).unwrap_or(1);
+    let net = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    format!(
+        "fs-list={} fs-read={} fs-write={} env={env} net={}",
+        outcome(root),
+        outcome(file),
+        outcome(written),
+        outcome(net)
+    )
 }
 
 /// Burns CPU until the host interrupts the call.
@@ -282,7 +305,7 @@ mod tests {
         assert_eq!(
             new("explode").expect_err("unknown mode"),
             "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
-             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood"
+             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood, sandbox"
         );
     }
 }
