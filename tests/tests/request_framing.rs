@@ -255,6 +255,18 @@ async fn hop_by_hop_headers_are_dropped_both_ways_and_absolute_form_routes() {
     for gone in ["x-secret", "keep-alive", "proxy-authenticate"] {
         assert!(!answer.contains(gone), "{gone} reached the client: {answer}");
     }
+
+    // Max-Forwards on OPTIONS: at 0 the gateway answers; above, it counts one hop.
+    let before = seen.lock().expect("seen").len();
+    let options =
+        |n: u32| format!("OPTIONS /x HTTP/1.1\r\nHost: target.example\r\nMax-Forwards: {n}\r\n\r\n");
+    let (answer, _) = send_raw(addr, options(0).as_bytes(), Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.to_lowercase().contains("allow:"), "{answer}");
+    assert_eq!(seen.lock().expect("seen").len(), before, "Max-Forwards: 0 went upstream");
+    let (answer, _) = send_raw(addr, options(5).as_bytes(), Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let head = seen.lock().expect("seen").last().expect("forwarded").head.clone();
+    assert!(head.contains("max-forwards: 4"), "{head}");
     gw.stop().await;
 }
 

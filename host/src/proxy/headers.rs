@@ -185,6 +185,23 @@ pub(super) fn redirect_https(
     Ok(response)
 }
 
+/// `Max-Forwards` on OPTIONS (RFC 9110 §7.6.2; TRACE, the other method it applies to, is
+/// refused): at 0 the gateway is the final recipient and answers itself; otherwise the count
+/// goes down by one on its way upstream. A value that is not a number is left alone.
+pub(super) fn max_forwards(parts: &mut Parts) -> Option<http::Response<super::ProxyBody>> {
+    const MAX_FORWARDS: HeaderName = HeaderName::from_static("max-forwards");
+    let left = parts.headers.get(MAX_FORWARDS)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    if left > 0 {
+        parts.headers.insert(MAX_FORWARDS, HeaderValue::from(left - 1));
+        return None;
+    }
+    let mut response = http::Response::new(super::ProxyBody::local(bytes::Bytes::new()));
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"));
+    Some(response)
+}
+
 /// True for responses that never carry a body (RFC 9110 §6.4.1).
 pub(super) fn bodiless(method: &Method, status: http::StatusCode) -> bool {
     method == Method::HEAD
@@ -277,6 +294,20 @@ mod tests {
         check_head(&mut p).expect("valid");
         assert_eq!(p.headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
         assert!(check_head(&mut parts(h2().header("x", " padded"))).is_err());
+    }
+
+    #[test]
+    fn max_forwards_counts_down_and_zero_is_answered_here() {
+        let options = |value: &str| {
+            parts(http::Request::options("/").header("host", "a").header("max-forwards", value))
+        };
+        let mut p = options("3");
+        assert!(max_forwards(&mut p).is_none());
+        assert_eq!(p.headers["max-forwards"], "2");
+        let answered = max_forwards(&mut options("0")).expect("answered here");
+        assert_eq!(answered.status(), http::StatusCode::OK);
+        assert!(answered.headers().contains_key(header::ALLOW));
+        assert!(max_forwards(&mut options("x")).is_none());
     }
 
     #[test]

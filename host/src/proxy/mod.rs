@@ -180,6 +180,11 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
             .unwrap_or_else(|error| refuse(gw, &error, &conn, Some(&route)));
         return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
     }
+    if parts.method == http::Method::OPTIONS
+        && let Some(response) = headers::max_forwards(&mut parts)
+    {
+        return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
+    }
     let method = parts.method.clone();
     let trace =
         gw.telemetry.as_ref().map(|t| RequestTrace::start(t, &parts, &route.name, conn.client, conn.tls));

@@ -446,3 +446,47 @@ impl Drop for InFlight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(policy: OutlierPolicy) -> Group {
+        let backends = (1..=4)
+            .map(|i| Backend::new(format!("b{i}"), SocketAddr::from(([127, 0, 0, 1], 9000 + i)), 1))
+            .collect();
+        Group::new("g", backends).with_outlier_detection(policy)
+    }
+
+    fn ejected_for_ms(group: &Group, index: usize) -> u64 {
+        group.backends[index].ejected_until.load(Ordering::Relaxed).saturating_sub(clock_ms())
+    }
+
+    #[test]
+    fn each_ejection_lasts_longer_and_at_most_the_share_is_ejected() {
+        let base = Duration::from_secs(10);
+        let g =
+            group(OutlierPolicy { consecutive_failures: 2, base_ejection: base, max_ejected_percent: 50 });
+        g.record(0, true);
+        g.record(0, false);
+        g.record(0, true);
+        assert!(!g.backends[0].is_ejected(), "a success in between resets the count");
+        g.record(0, true);
+        assert!(g.backends[0].is_ejected());
+        let first = ejected_for_ms(&g, 0);
+        assert!((9_000..=10_000).contains(&first), "{first} ms");
+        // Back early (as if the time had passed), then ejected again: twice as long.
+        g.backends[0].ejected_until.store(0, Ordering::Relaxed);
+        g.record(0, true);
+        g.record(0, true);
+        let second = ejected_for_ms(&g, 0);
+        assert!((19_000..=20_000).contains(&second), "{second} ms");
+        // Half the group may be out at once, never more.
+        for index in [1, 2] {
+            g.record(index, true);
+            g.record(index, true);
+        }
+        let out: Vec<bool> = g.backends.iter().map(Backend::is_ejected).collect();
+        assert_eq!(out, [true, true, false, false]);
+    }
+}
