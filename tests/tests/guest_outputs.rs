@@ -38,8 +38,12 @@ async fn arbitrary_plugin_outputs_get_documented_answers() {
     let panics = Arc::new(AtomicUsize::new(0));
     let counted = panics.clone();
     let default_hook = std::panic::take_hook();
+    // Panics of the gateway's tasks only: another test's failing assertion runs on its own
+    // thread, named after it.
     std::panic::set_hook(Box::new(move |info| {
-        counted.fetch_add(1, Ordering::SeqCst);
+        if std::thread::current().name().is_none_or(|name| name.starts_with("tokio-runtime-worker")) {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
         default_hook(info);
     }));
     let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");

@@ -156,3 +156,53 @@ async fn a_plugin_reaches_no_filesystem_environment_or_network() {
     assert!(!std::path::Path::new("/tmp/wasmgate-sandbox").exists());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_response_over_one_mib_is_refused_to_the_plugin() {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let toml = harness::one_backend(origin.addr(), r#"plugins = ["m"]"#)
+        .plugin("m", wasm::MISBEHAVE, r#"{ mode = "outbound-big" }"#)
+        .raw("deadline = \"2s\"");
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let fits = client::get(addr, "/bad/1048576", &[]).await.expect("request");
+    assert_eq!(fits.text(), "ok 1048576");
+    for _ in 0..20 {
+        let over = client::get(addr, "/bad/8388608", &[]).await.expect("request");
+        assert_eq!(over.text(), "err outbound response too large");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_choices_are_checked_and_request_state_never_reaches_the_next_request() {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let toml = Toml::new()
+        .listener()
+        .upstream("o", &[origin.addr()])
+        .route("o")
+        .raw("path_prefix = \"/bad\"\nplugins = [\"choice\"]")
+        .route("o")
+        .raw("plugins = [\"state\"]")
+        .plugin("choice", wasm::MISBEHAVE, r#"{ mode = "bad-choice" }"#)
+        .plugin("state", wasm::MISBEHAVE, r#"{ mode = "state-leak" }"#)
+        // One instance: the next request runs on the very instance that kept the state.
+        .raw("instances = 1");
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    for path in ["/bad/backend", "/bad/group", "/bad/group-backend"] {
+        let reply = client::get(addr, path, &[]).await.expect("request");
+        assert_eq!(
+            (reply.status.as_u16(), reply.header("x-wasmgate-error")),
+            (500, "plugin-invalid-value"),
+            "{path}"
+        );
+    }
+    assert_eq!(origin.requests(), 0, "a refused choice went upstream");
+    assert_eq!(client::get(addr, "/bad/fine", &[]).await.expect("request").status, 200);
+    let set = client::get(addr, "/set", &[]).await.expect("request");
+    assert_eq!(set.header("x-state"), "from /set", "the state lasts through its own request");
+    let next = client::get(addr, "/next", &[]).await.expect("request");
+    assert_eq!(next.header("x-state"), "missing", "one request's state reached the next");
+    gw.stop().await;
+}

@@ -35,10 +35,13 @@ enum Mode {
     BigReply,
     LogFlood,
     Sandbox,
+    OutboundBig,
+    BadChoice,
+    StateLeak,
 }
 
 /// The modes by their config name.
-const MODES: [(&str, Mode); 14] = [
+const MODES: [(&str, Mode); 17] = [
     ("loop", Mode::Loop),
     ("trap", Mode::Trap),
     ("grow", Mode::Grow),
@@ -53,6 +56,9 @@ const MODES: [(&str, Mode); 14] = [
     ("big-reply", Mode::BigReply),
     ("log-flood", Mode::LogFlood),
     ("sandbox", Mode::Sandbox),
+    ("outbound-big", Mode::OutboundBig),
+    ("bad-choice", Mode::BadChoice),
+    ("state-leak", Mode::StateLeak),
 ];
 
 /// Values `store-flood` writes per request, of [`FLOOD_VALUE`] bytes each.
@@ -99,6 +105,7 @@ impl Plugin for Misbehave {
                 | Mode::BigReply
                 | Mode::LogFlood
                 | Mode::Sandbox
+                | Mode::OutboundBig
         );
         if faulty && !req.path().starts_with("/bad") {
             return Action::Continue;
@@ -164,17 +171,42 @@ impl Plugin for Misbehave {
                 }
                 Action::Respond(LocalResponse::new(200).body("logged"))
             }
+            Mode::StateLeak => {
+                // `/set` leaves a value in the per-request state; no other request may see it.
+                if req.path() == "/set" && !state::set("secret", b"from /set") {
+                    log::warn("state-leak: the state refused `secret`");
+                }
+                Action::Continue
+            }
             Mode::Sandbox => Action::Respond(LocalResponse::new(200).body(sandbox_report(req))),
-            // `new` never builds this mode.
-            Mode::RejectConfig | Mode::Sni => Action::Continue,
+            Mode::OutboundBig => {
+                // `/bad/<bytes>`: an outbound call to group `o` for a body of that size.
+                let size = req.path().trim_start_matches("/bad/").to_owned();
+                let call = wasmgate_sdk::outbound::OutboundRequest::get(format!("/bytes/{size}"));
+                let report = match wasmgate_sdk::outbound::call("o", call) {
+                    Ok(response) => format!("ok {}", response.body.len()),
+                    Err(error) => format!("err {error}"),
+                };
+                Action::Respond(LocalResponse::new(200).body(report))
+            }
+            // `new` never builds this mode; the others act in other phases.
+            Mode::RejectConfig | Mode::Sni | Mode::BadChoice => Action::Continue,
         }
     }
 
-    fn select_upstream(&mut self, _req: &Request, upstream: &Upstream) -> UpstreamChoice {
+    fn select_upstream(&mut self, req: &Request, upstream: &Upstream) -> UpstreamChoice {
         if self.mode == Mode::Sni
             && let Err(error) = upstream.set_sni("api.test")
         {
             log::warn(&format!("sni: the host refused api.test: {error}"));
+        }
+        if self.mode == Mode::BadChoice {
+            return match req.path().as_str() {
+                "/bad/backend" => UpstreamChoice::Backend(99),
+                "/bad/group" => UpstreamChoice::Group("nope".to_owned()),
+                "/bad/group-backend" => UpstreamChoice::GroupBackend("o".to_owned(), 7),
+                _ => UpstreamChoice::Default,
+            };
         }
         if self.mode == Mode::Phases && upstream.backends().len() >= 2 {
             UpstreamChoice::Backend(1)
@@ -191,6 +223,10 @@ impl Plugin for Misbehave {
     }
 
     fn on_response_headers(&mut self, req: &Request, resp: &mut Response) -> Action {
+        if self.mode == Mode::StateLeak {
+            let seen = state::get("secret").unwrap_or_else(|| b"missing".to_vec());
+            set_response_header(resp, "x-state", seen);
+        }
         if self.mode == Mode::Phases {
             let seen = state::get("seen").unwrap_or_else(|| b"missing".to_vec());
             set_response_header(resp, "x-state", seen);
@@ -305,7 +341,8 @@ mod tests {
         assert_eq!(
             new("explode").expect_err("unknown mode"),
             "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
-             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood, sandbox"
+             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood, sandbox, \
+             outbound-big, bad-choice, state-leak"
         );
     }
 }
