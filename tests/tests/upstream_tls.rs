@@ -262,3 +262,72 @@ async fn a_refused_stream_is_retried_on_another_backend_even_for_a_post() {
     assert!(kinds.contains(&(200, String::new())), "{kinds:?}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_http1_response_over_auto_closes_its_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = harness::TempDir::new("auto-h1").expect("dir");
+    let ca = TestCa::new().expect("ca");
+    let ca_pem = ca.write_pem(dir.path()).expect("pem");
+    // A raw TLS origin that offers only HTTP/1.1 and frames `/cl-te` two ways.
+    let (chain, key) = ca.leaf(&["api.test"]).expect("leaf");
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let answer: &[u8] = if head.starts_with("GET /cl-te") {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                        if tls.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let tls = format!("{{ sni = \"api.test\", ca = \"{}\" }}", ca_pem.display());
+    let gw = harness::start(&tls_group(addr, &tls, "auto").raw("retries = 0")).await.expect("gateway");
+    let gw_addr = gw.addrs()[0];
+    assert_eq!(client::get(gw_addr, "/ok", &[]).await.expect("request").text(), "ok");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let refused = client::get(gw_addr, "/cl-te", &[]).await.expect("request");
+    assert_eq!(
+        (refused.status.as_u16(), refused.header("x-wasmgate-error")),
+        (502, "upstream-invalid-response")
+    );
+    // The next request goes on a new connection: the refused one was never pooled again.
+    assert_eq!(client::get(gw_addr, "/ok", &[]).await.expect("request").text(), "ok");
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "the refused response's connection was reused");
+    gw.stop().await;
+}

@@ -544,6 +544,12 @@ impl UpstreamClient {
                 }
             }
             Transport::Pooled(client) => {
+                let mut request = request;
+                // ALPN may settle on HTTP/1.1, whose connection a refused response must not
+                // return to the pool: keep a handle to poison it. HTTP/2 streams cannot desync
+                // their connection, so an `http2` group needs none.
+                let captured = (self.settings.protocol == UpstreamProtocol::Auto)
+                    .then(|| hyper_util::client::legacy::connect::capture_connection(&mut request));
                 let exchange = client.request(request);
                 let result = if limits == self.settings.limits {
                     tokio::time::timeout(limit, exchange).await
@@ -551,7 +557,16 @@ impl UpstreamClient {
                     tokio::time::timeout(limit, ROUTE_LIMITS.scope(limits, exchange)).await
                 };
                 match result {
-                    Ok(Ok(response)) => framed(address, response, self.settings.head),
+                    Ok(Ok(response)) => {
+                        let http1 = response.version() <= http::Version::HTTP_11;
+                        framed(address, response, self.settings.head).inspect_err(|_| {
+                            if let (true, Some(captured)) = (http1, &captured)
+                                && let Some(connection) = captured.connection_metadata().as_ref()
+                            {
+                                connection.poison();
+                            }
+                        })
+                    }
                     Ok(Err(error)) => Err(classify(address(), &error)),
                     Err(_) => Err(UpstreamError::ResponseTimeout { backend: address(), after: limit }),
                 }
