@@ -411,6 +411,48 @@ pub async fn websocket_echo() -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
+/// Answers each request head that arrives on `stream` with the bytes `answer` gives for it
+/// (the head's text, request line first), closing after those it flags; request bodies are not
+/// read. For raw origins that must write exact bytes.
+pub async fn answer_heads<S>(mut stream: S, answer: impl Fn(&str) -> (Vec<u8>, bool))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            let (bytes, close) = answer(&head);
+            if stream.write_all(&bytes).await.is_err() || close {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Counts, from now on, the panics on the gateway's tasks (tokio's worker threads): a fuzz
+/// test fails on any. Another test's failing assertion runs on its own thread, named after
+/// it, and is not counted.
+pub fn count_gateway_panics() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let panics = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = panics.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name().is_none_or(|name| name.starts_with("tokio-runtime-worker")) {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        default_hook(info);
+    }));
+    panics
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

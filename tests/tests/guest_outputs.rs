@@ -5,8 +5,7 @@
 //! are served as usual.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,17 +34,7 @@ async fn arbitrary_plugin_outputs_get_documented_answers() {
         |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     // `WASMGATE_FUZZ_FIRST` replays from a seed a failure named.
     let (first, cases) = (env("WASMGATE_FUZZ_FIRST", 0), env("WASMGATE_FUZZ_CASES", 150));
-    let panics = Arc::new(AtomicUsize::new(0));
-    let counted = panics.clone();
-    let default_hook = std::panic::take_hook();
-    // Panics of the gateway's tasks only: another test's failing assertion runs on its own
-    // thread, named after it.
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name().is_none_or(|name| name.starts_with("tokio-runtime-worker")) {
-            counted.fetch_add(1, Ordering::SeqCst);
-        }
-        default_hook(info);
-    }));
+    let panics = harness::count_gateway_panics();
     let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
     let toml = Toml::new()
         .listener()
@@ -133,7 +122,6 @@ async fn arbitrary_plugin_outputs_get_documented_answers() {
             assert_eq!(plain.status, 200, "seed {seed}: a request without the guest");
         }
     }
-    let _ = std::panic::take_hook();
     eprintln!("{cases} chaos requests in {:.1} s: {tally:?}", started.elapsed().as_secs_f64());
     assert_eq!(panics.load(Ordering::SeqCst), 0, "the gateway panicked");
     assert!(tally.keys().any(|k| k.starts_with("plugin-")), "no plugin fault at all: {tally:?}");

@@ -206,3 +206,18 @@ async fn upstream_choices_are_checked_and_request_state_never_reaches_the_next_r
     assert_eq!(next.header("x-state"), "missing", "one request's state reached the next");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_grow_a_head_past_256_fields() {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let toml = harness::one_backend(origin.addr(), r#"plugins = ["m"]"#).plugin(
+        "m",
+        wasm::MISBEHAVE,
+        r#"{ mode = "many-headers" }"#,
+    );
+    let gw = harness::start(&toml).await.expect("gateway");
+    // The request brings Host; the plugin may add fields up to 256 in all.
+    let reply = client::get(gw.addrs()[0], "/bad", &[]).await.expect("request");
+    assert_eq!(reply.text(), "refused 45");
+    gw.stop().await;
+}

@@ -346,3 +346,22 @@ async fn a_plugin_is_kept_only_while_its_spec_and_bytes_stay_the_same() {
     let (replaced, kept) = rt.load_or_keep(&spec, Some(&first)).await.expect("load");
     assert!(!kept && replaced.sha256() != first.sha256());
 }
+
+#[tokio::test]
+async fn only_loading_compiles_never_a_call_nor_a_reload_that_keeps_the_plugin() {
+    harness::init_tracing();
+    let rt = Runtime::new(&RuntimeConfig { cache_dir: None, instance_slots: 64, ..Default::default() })
+        .expect("engine");
+    let mut spec = misbehave("counter");
+    // A fresh instance for every call: instantiating, from the precompiled component.
+    spec.isolation = Isolation::PerRequest;
+    let plugin = Arc::new(load(&rt, &spec).await);
+    assert_eq!(rt.components_compiled(), 1);
+    for _ in 0..20 {
+        plugin.on_request_headers(&mut exchange("/ok")).await.expect("call");
+    }
+    assert_eq!(rt.components_compiled(), 1, "a call compiled the component");
+    let (_, kept) = rt.load_or_keep(&spec, Some(&plugin)).await.expect("reload");
+    assert!(kept);
+    assert_eq!(rt.components_compiled(), 1, "a reload that kept the plugin compiled it");
+}

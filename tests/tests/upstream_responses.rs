@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmgate_tests::harness;
 
 /// The response for `path`, and whether the origin closes the connection after it.
@@ -70,30 +69,15 @@ async fn raw_origin() -> (SocketAddr, Arc<AtomicUsize>) {
     let connections = Arc::new(AtomicUsize::new(0));
     let counted = connections.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                        let (mut bytes, close) = response(&path);
-                        if head.starts_with("HEAD ") && path == "/head-with-body" {
-                            bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_vec();
-                        }
-                        if stream.write_all(&bytes).await.is_err() || close {
-                            return;
-                        }
-                    }
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+            tokio::spawn(harness::answer_heads(stream, |head| {
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                if head.starts_with("HEAD ") && path == "/head-with-body" {
+                    return (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_vec(), false);
                 }
-            });
+                response(path)
+            }));
         }
     });
     (addr, connections)
@@ -283,17 +267,7 @@ mod fuzz {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_responses_never_desync_or_panic_the_gateway() {
     let cases: u64 = std::env::var("WASMGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
-    let panics = Arc::new(AtomicUsize::new(0));
-    let counted = panics.clone();
-    let default_hook = std::panic::take_hook();
-    // Panics of the gateway's tasks only: another test's failing assertion runs on its own
-    // thread, named after it.
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name().is_none_or(|name| name.starts_with("tokio-runtime-worker")) {
-            counted.fetch_add(1, Ordering::SeqCst);
-        }
-        default_hook(info);
-    }));
+    let panics = harness::count_gateway_panics();
     let (origin, _) = raw_origin().await;
     // Short timeouts: a mutation that leaves a head or body incomplete costs half a second.
     let route = r#"retries = 0
@@ -326,7 +300,6 @@ timeouts = { response = "500ms", body_idle = "500ms" }"#;
             String::from_utf8_lossy(&fuzz::response(seed).0)
         );
     }
-    let _ = std::panic::take_hook();
     eprintln!("{cases} mutated responses in {:.1} s; statuses {statuses:?}", started.elapsed().as_secs_f64());
     assert_eq!(panics.load(Ordering::SeqCst), 0, "the gateway panicked");
     gw.stop().await;

@@ -267,7 +267,6 @@ async fn a_refused_stream_is_retried_on_another_backend_even_for_a_post() {
 async fn a_refused_http1_response_over_auto_closes_its_connection() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = harness::TempDir::new("auto-h1").expect("dir");
     let ca = TestCa::new().expect("ca");
@@ -292,27 +291,16 @@ async fn a_refused_http1_response_over_auto_closes_its_connection() {
             counted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        let answer: &[u8] = if head.starts_with("GET /cl-te") {
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                        };
-                        if tls.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                    match tls.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                harness::answer_heads(tls, |head| {
+                    let answer: &[u8] = if head.starts_with("GET /cl-te") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    (answer.to_vec(), false)
+                })
+                .await;
             });
         }
     });

@@ -7,6 +7,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -17,6 +19,8 @@ use wasmtime::component::Component;
 pub(crate) struct CompileCache {
     dir: Option<PathBuf>,
     engine_key: String,
+    /// Components compiled so far (cache hits not counted), shared by every clone.
+    compiled: Arc<AtomicU64>,
 }
 
 /// How a component was obtained, for logs and start-up figures.
@@ -34,7 +38,17 @@ impl CompileCache {
         // a new build may miss the cache once, never load a mismatch (wasmtime checks again).
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        CompileCache { dir, engine_key: format!("{:016x}", h.finish()) }
+        CompileCache { dir, engine_key: format!("{:016x}", h.finish()), compiled: Arc::default() }
+    }
+
+    /// Components compiled so far.
+    pub(crate) fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        Component::from_binary(engine, bytes)
     }
 
     /// The SHA-256 of `bytes`, hex-encoded: the component's identity in logs and the admin API.
@@ -50,7 +64,7 @@ impl CompileCache {
         hash: &str,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let Some(dir) = &self.dir else {
-            return Ok((Component::from_binary(engine, bytes)?, CacheOutcome::Compiled));
+            return Ok((self.compile(engine, bytes)?, CacheOutcome::Compiled));
         };
         let path = dir.join(format!("{hash}-{}.cwasm", self.engine_key));
         if path.exists() {
@@ -61,7 +75,7 @@ impl CompileCache {
                 }
             }
         }
-        let component = Component::from_binary(engine, bytes)?;
+        let component = self.compile(engine, bytes)?;
         if let Err(error) = store(dir, &path, &component) {
             tracing::warn!(dir = %dir.display(), %error, "cannot write the compiled-plugin cache");
         }

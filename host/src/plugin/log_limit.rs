@@ -80,8 +80,8 @@ mod tests {
         let counter = Counter::default();
         let limit = LogLimit::new(50, counter.clone());
         let admitted = (0..200).filter(|_| limit.admit().is_some()).count();
-        // One second's credit, plus what a slow machine earns while the loop runs.
-        assert!((50..=55).contains(&admitted), "{admitted} admitted");
+        // One second's credit, plus what a busy machine earns while the loop runs.
+        assert!((50..=70).contains(&admitted), "{admitted} admitted");
         assert_eq!(counter.get(), 200 - admitted as u64);
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(limit.admit(), Some(200 - admitted as u64), "the next line says how many were dropped");

@@ -357,6 +357,12 @@ impl Runtime {
         &self.shared.metrics
     }
 
+    /// Components compiled since the runtime began (a cache hit compiles nothing): only
+    /// loading compiles, never a request.
+    pub fn components_compiled(&self) -> u64 {
+        self.cache.compiled()
+    }
+
     /// The store plugin `plugin` reaches, once a plugin of that name was loaded.
     pub fn store_of(&self, plugin: &str) -> Option<Arc<dyn Store>> {
         match &self.shared.stores {

@@ -395,7 +395,9 @@ async fn read_whole(body: Timed<Incoming>, declared: Option<u64>, limit: usize) 
     }
     timed::read_whole(body, limit).await.map_err(|error| match error {
         ReadError::TooLarge(limit) => ProxyError::BodyTooLarge { limit },
-        ReadError::Broken(error) if error.is::<timed::Stalled>() => ProxyError::BodyTimeout,
+        ReadError::Broken(error) if matches!(error.downcast_ref(), Some(timed::Stalled::Idle(..))) => {
+            ProxyError::BodyTimeout
+        }
         ReadError::Broken(_) => ProxyError::BadRequest("the request body broke off"),
     })
 }

@@ -619,13 +619,14 @@ fn exchange_error(backend: String, error: &hyper::Error, reason: String) -> Upst
     }
 }
 
-/// Whether the request body the client sends failed the exchange: it stalled (true), or its
-/// framing broke as the server's parser read it (false).
+/// Whether the request body the client sends failed the exchange: it sent nothing for the
+/// body idle timeout (true), or its framing broke as the server's parser read it (false). The
+/// request's total timeout running out is neither: that is the exchange's.
 fn client_body_failure(error: &hyper::Error) -> Option<bool> {
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
-        if e.is::<crate::timed::Stalled>() {
-            return Some(true);
+        if let Some(stalled) = e.downcast_ref::<crate::timed::Stalled>() {
+            return matches!(stalled, crate::timed::Stalled::Idle(..)).then_some(true);
         }
         if e.is::<hyper::Error>() {
             return Some(false);

@@ -481,6 +481,14 @@ mod tests {
         g.record(0, true);
         let second = ejected_for_ms(&g, 0);
         assert!((19_000..=20_000).contains(&second), "{second} ms");
+        // It grows to ten times the base, and no further.
+        for _ in 0..12 {
+            g.backends[0].ejected_until.store(0, Ordering::Relaxed);
+            g.record(0, true);
+            g.record(0, true);
+        }
+        let longest = ejected_for_ms(&g, 0);
+        assert!((99_000..=100_000).contains(&longest), "{longest} ms");
         // Half the group may be out at once, never more.
         for index in [1, 2] {
             g.record(index, true);

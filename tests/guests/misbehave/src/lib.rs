@@ -38,10 +38,11 @@ enum Mode {
     OutboundBig,
     BadChoice,
     StateLeak,
+    ManyHeaders,
 }
 
 /// The modes by their config name.
-const MODES: [(&str, Mode); 17] = [
+const MODES: [(&str, Mode); 18] = [
     ("loop", Mode::Loop),
     ("trap", Mode::Trap),
     ("grow", Mode::Grow),
@@ -59,6 +60,7 @@ const MODES: [(&str, Mode); 17] = [
     ("outbound-big", Mode::OutboundBig),
     ("bad-choice", Mode::BadChoice),
     ("state-leak", Mode::StateLeak),
+    ("many-headers", Mode::ManyHeaders),
 ];
 
 /// Values `store-flood` writes per request, of [`FLOOD_VALUE`] bytes each.
@@ -106,6 +108,7 @@ impl Plugin for Misbehave {
                 | Mode::LogFlood
                 | Mode::Sandbox
                 | Mode::OutboundBig
+                | Mode::ManyHeaders
         );
         if faulty && !req.path().starts_with("/bad") {
             return Action::Continue;
@@ -170,6 +173,10 @@ impl Plugin for Misbehave {
                     log::info(&line);
                 }
                 Action::Respond(LocalResponse::new(200).body("logged"))
+            }
+            Mode::ManyHeaders => {
+                let refused = (0..300).filter(|i| req.add_header(&format!("x-h{i}"), "v").is_err()).count();
+                Action::Respond(LocalResponse::new(200).body(format!("refused {refused}")))
             }
             Mode::StateLeak => {
                 // `/set` leaves a value in the per-request state; no other request may see it.
@@ -342,7 +349,7 @@ mod tests {
             new("explode").expect_err("unknown mode"),
             "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
              reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood, sandbox, \
-             outbound-big, bad-choice, state-leak"
+             outbound-big, bad-choice, state-leak, many-headers"
         );
     }
 }
