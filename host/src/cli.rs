@@ -238,6 +238,9 @@ async fn check(config: Config) -> ExitCode {
         Err(error) => return fail(&error),
     };
     println!("{}: ok", file.display());
+    for warning in gateway.warnings() {
+        println!("  warning: {warning}");
+    }
     for (name, plugin) in gateway.plugins() {
         // `init` is every plugin's; list the request phases.
         let phases: Vec<&str> =

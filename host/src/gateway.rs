@@ -84,15 +84,12 @@ impl Gateway {
             target: config.server.max_request_target,
             field_line: config.server.max_field_line,
         };
-        let served = Served {
-            router: Router::new(routes),
-            upstreams,
-            metrics,
-            telemetry,
-            access,
-            upstream_seconds,
-            request_limits,
-        };
+        let router = Router::new(routes);
+        for warning in shadowing(&router) {
+            tracing::warn!(file = %config.file.display(), "{warning}");
+        }
+        let served =
+            Served { router, upstreams, metrics, telemetry, access, upstream_seconds, request_limits };
         Ok(Gateway { served, plugins, config, resolver, resolve_in, _health: health })
     }
 
@@ -151,6 +148,11 @@ impl Gateway {
     /// A loaded plugin by name.
     pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
         self.plugins.get(name)
+    }
+
+    /// What the config allows but is likely a mistake: routes that can never match.
+    pub fn warnings(&self) -> Vec<String> {
+        shadowing(&self.served.router)
     }
 
     /// Every loaded plugin, by name.
@@ -305,7 +307,21 @@ fn build_routes(
         };
         let chain: Vec<Arc<Plugin>> =
             r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
-        routes.push(Arc::new(Route::new(i, r, &chain, group.clone(), client, runtime.metrics())));
+        let route = Route::new(i, r, &chain, group.clone(), client, runtime.metrics())
+            .map_err(|(field, reason)| config.error(field, reason))?;
+        routes.push(Arc::new(route));
     }
     Ok(routes)
+}
+/// A warning for each route an earlier one makes unreachable, naming both.
+fn shadowing(router: &Router) -> Vec<String> {
+    router
+        .shadowed()
+        .into_iter()
+        .map(|(earlier, later)| {
+            format!(
+                "route `{later}` can never match: route `{earlier}`, before it, takes every request it would"
+            )
+        })
+        .collect()
 }

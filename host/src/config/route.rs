@@ -1,6 +1,6 @@
-//! `[[routes]]`: what a route matches (host, path prefix, methods), its plugin chain and
-//! upstream group, and how its requests are retried ([`RetryOn`]) and timed
-//! ([`RouteTimeouts`]).
+//! `[[routes]]`: what a route matches (hosts, path prefix, exact path or pattern, methods,
+//! request headers and query parameters, [`FieldMatch`]), its plugin chain and upstream group,
+//! and how its requests are retried ([`RetryOn`]) and timed ([`RouteTimeouts`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,9 +18,22 @@ pub struct RouteConfig {
     pub name: Option<String>,
     /// Match this host exactly, or any subdomain with `*.example.org`; any host if unset.
     pub host: Option<String>,
+    /// Match any of these hosts, each like `host` (which may not be set as well).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Match paths starting with this; default `/`.
     #[serde(default = "defaults::path_prefix")]
     pub path_prefix: String,
+    /// Match this path exactly (as normalised, without the query).
+    pub path: Option<String>,
+    /// Match paths this regular expression matches whole (`regex` crate syntax, linear time).
+    pub path_regex: Option<String>,
+    /// Request headers that must all match.
+    #[serde(default)]
+    pub headers: Vec<FieldMatch>,
+    /// Query parameters that must all match, compared as sent (not percent-decoded).
+    #[serde(default)]
+    pub query: Vec<FieldMatch>,
     /// Match only these methods; any if empty.
     #[serde(default, with = "methods")]
     pub methods: Vec<http::Method>,
@@ -89,14 +102,34 @@ impl RouteConfig {
                 ));
             }
         }
+        if self.host.is_some() && !self.hosts.is_empty() {
+            return Err(at.invalid(field("hosts"), "set `host` or `hosts`, not both"));
+        }
         // A `*` only as a leading `*.` label; Host headers are ASCII, so a route host is too.
-        if let Some(host) = &self.host
-            && let rest = host.strip_prefix("*.").unwrap_or(host)
-            && (rest.is_empty() || rest.contains('*') || !host.is_ascii())
+        let hosts = self.host.iter().map(|h| ("host".to_owned(), h));
+        for (name, host) in
+            hosts.chain(self.hosts.iter().enumerate().map(|(j, h)| (format!("hosts[{j}]"), h)))
         {
-            return Err(
-                at.invalid(field("host"), format!("`{host}` is not a host name or a `*.suffix` pattern"))
-            );
+            let rest = host.strip_prefix("*.").unwrap_or(host);
+            if rest.is_empty() || rest.contains('*') || !host.is_ascii() {
+                return Err(
+                    at.invalid(field(&name), format!("`{host}` is not a host name or a `*.suffix` pattern"))
+                );
+            }
+        }
+        if let Some(path) = &self.path
+            && !path.starts_with('/')
+        {
+            return Err(at.invalid(field("path"), "must start with `/`"));
+        }
+        if let Some(pattern) = &self.path_regex {
+            whole_match(pattern).map_err(|reason| at.invalid(field("path_regex"), reason))?;
+        }
+        for (kind, matches) in [("headers", &self.headers), ("query", &self.query)] {
+            for (j, m) in matches.iter().enumerate() {
+                m.validate(kind == "headers")
+                    .map_err(|reason| at.invalid(field(&format!("{kind}[{j}]")), reason))?;
+            }
         }
         let t = &self.timeouts;
         if t.body_idle.is_zero()
@@ -111,6 +144,53 @@ impl RouteConfig {
         // The methods were checked when they were read.
         Ok(())
     }
+}
+
+/// One request header or query parameter a route requires: `{ name, value }` (equal),
+/// `{ name, regex }` (matched whole) or `{ name, present = true | false }`. With several values
+/// of one name, any may match.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatch {
+    /// The header (case-insensitive) or parameter (exact) name.
+    pub name: String,
+    /// The value, exactly (a header's compared byte for byte, as sent).
+    pub value: Option<String>,
+    /// A regular expression the whole value must match.
+    pub regex: Option<String>,
+    /// True: the field must be there, whatever its value; false: it must not be.
+    pub present: Option<bool>,
+}
+
+impl FieldMatch {
+    fn validate(&self, header: bool) -> Result<(), String> {
+        let tests = [self.value.is_some(), self.regex.is_some(), self.present.is_some()];
+        if tests.iter().filter(|t| **t).count() != 1 {
+            return Err(format!("`{}`: give exactly one of `value`, `regex` or `present`", self.name));
+        }
+        if header && http::HeaderName::from_bytes(self.name.as_bytes()).is_err() {
+            return Err(format!("`{}` is not a header name", self.name));
+        }
+        if self.name.is_empty() {
+            return Err("the name is empty".to_owned());
+        }
+        if let Some(pattern) = &self.regex {
+            whole_match(pattern)?;
+        }
+        Ok(())
+    }
+}
+
+/// The most memory one compiled pattern may take: bounds what a config can make the gateway
+/// hold, and keeps matching fast.
+const PATTERN_SIZE: usize = 1 << 20;
+
+/// `pattern` compiled to match a whole path or value.
+pub fn whole_match(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(PATTERN_SIZE)
+        .build()
+        .map_err(|error| format!("`{pattern}` is not a valid pattern: {error}"))
 }
 
 /// `methods = ["GET", "HEAD"]`: read as [`http::Method`]s, written back as their names.

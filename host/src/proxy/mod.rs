@@ -24,6 +24,7 @@ mod body;
 mod error;
 mod filter;
 mod headers;
+pub mod matcher;
 mod route;
 mod tunnel;
 
@@ -162,7 +163,7 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     // Route match.
     let route = {
         let host = request_host(&parts).unwrap_or_default();
-        match gw.router.find(host, parts.uri.path(), &parts.method) {
+        match gw.router.find(host, &parts) {
             Some(route) => route.clone(),
             None => {
                 let error = ProxyError::NoRoute {

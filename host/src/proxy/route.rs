@@ -1,49 +1,17 @@
-//! Routes: which requests a route takes (host, path prefix, methods) and what it does with them
-//! (its plugin chain and upstream group). Routes are tried in config order; the first match wins.
+//! Routes: what a route does with the requests it takes (its plugin chain, upstream group,
+//! retries and timeouts; what it takes is [`RouteMatch`]'s). Routes are tried in config order;
+//! the first match wins.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use http::Method;
+use http::request::Parts;
 
+use super::matcher::RouteMatch;
 use crate::config::{RetryOn, RouteConfig, RouteTimeouts};
 use crate::metrics::{Metrics, NameLabel, Timing};
 use crate::plugin::{ChainOrder, Phase, Plugin};
 use crate::upstream::{Group, UpstreamClient, retry_on_status};
-
-/// How a route matches the host.
-#[derive(Debug)]
-pub(crate) enum HostMatch {
-    Any,
-    /// Exactly this host (lowercase, no port).
-    Exact(String),
-    /// Any subdomain: the suffix starts with a dot (`.example.org`).
-    Suffix(String),
-}
-
-impl HostMatch {
-    pub(crate) fn new(pattern: Option<&str>) -> Self {
-        match pattern {
-            None => HostMatch::Any,
-            Some(p) => match p.strip_prefix('*') {
-                Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
-                None => HostMatch::Exact(p.to_ascii_lowercase()),
-            },
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Any => true,
-            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
-            HostMatch::Suffix(s) => {
-                host.len() > s.len()
-                    && host.is_char_boundary(host.len() - s.len())
-                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
-            }
-        }
-    }
-}
 
 /// When a failed upstream attempt is tried again, and how many retries may run at once.
 #[derive(Debug, Default)]
@@ -116,9 +84,8 @@ pub(crate) struct Route {
     /// The name as a metrics label, and the route's request latency.
     pub(crate) label: Arc<String>,
     pub(crate) seconds: Timing,
-    pub(crate) host: HostMatch,
-    pub(crate) path_prefix: String,
-    pub(crate) methods: Vec<Method>,
+    /// What the route takes.
+    matcher: RouteMatch,
     pub(crate) group: Arc<Group>,
     pub(crate) client: Arc<UpstreamClient>,
     pub(crate) retry: RetryPolicy,
@@ -136,7 +103,8 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    /// Route `index` of the config, with its plugin chain, group and client resolved.
+    /// Route `index` of the config, with its plugin chain, group and client resolved; fails,
+    /// naming the field, on a pattern that does not compile.
     pub(crate) fn new(
         index: usize,
         config: &RouteConfig,
@@ -144,7 +112,9 @@ impl Route {
         group: Arc<Group>,
         client: Arc<UpstreamClient>,
         metrics: &Metrics,
-    ) -> Self {
+    ) -> Result<Self, (String, String)> {
+        let matcher = RouteMatch::new(config)
+            .map_err(|(field, reason)| (format!("routes[{index}].{field}"), reason))?;
         let name = config.name.clone().unwrap_or_else(|| format!("route-{index}"));
         let label = Arc::new(name.clone());
         let seconds = metrics.request_seconds.get_or_create(&NameLabel { name: label.clone() }).clone();
@@ -155,13 +125,11 @@ impl Route {
             }
             plugins
         });
-        Route {
+        Ok(Route {
             name: Arc::from(name),
             label,
             seconds,
-            host: HostMatch::new(config.host.as_deref()),
-            path_prefix: config.path_prefix.clone(),
-            methods: config.methods.clone(),
+            matcher,
             group,
             client,
             retry: RetryPolicy::new(
@@ -175,13 +143,11 @@ impl Route {
             redirect_https: config.redirect_https,
             websocket: config.websocket.then_some(config.tunnel_idle),
             chains,
-        }
+        })
     }
 
-    fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
-        prefix_matches(&self.path_prefix, path)
-            && (self.methods.is_empty() || self.methods.contains(method))
-            && self.host.matches(host)
+    fn matches(&self, host: &str, request: &Parts) -> bool {
+        self.matcher.matches(host, request)
     }
 
     /// The route's plugins that implement `phase`, in the order they run.
@@ -213,12 +179,6 @@ impl Route {
     }
 }
 
-/// `/api` takes `/api` and `/api/...` but not `/apix`: prefixes end at a segment boundary.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
-}
-
 /// Every route, in config order.
 pub(crate) struct Router {
     routes: Vec<Arc<Route>>,
@@ -229,16 +189,26 @@ impl Router {
         Router { routes }
     }
 
-    /// The first route that takes the request.
-    pub(crate) fn find(&self, host: &str, path: &str, method: &Method) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| r.matches(host, path, method))
+    /// Each route that an earlier one leaves no request to, with the earlier: the later can
+    /// never match.
+    pub(crate) fn shadowed(&self) -> Vec<(&str, &str)> {
+        let mut shadowed = Vec::new();
+        for (j, later) in self.routes.iter().enumerate() {
+            if let Some(earlier) = self.routes[..j].iter().find(|e| e.matcher.covers(&later.matcher)) {
+                shadowed.push((&*earlier.name, &*later.name));
+            }
+        }
+        shadowed
+    }
+
+    /// The first route that takes the request for `host`.
+    pub(crate) fn find(&self, host: &str, request: &Parts) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches(host, request))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{HostMatch, prefix_matches};
-
     #[test]
     fn the_retry_budget_allows_a_share_of_requests_in_progress_and_at_least_three() {
         let policy = super::RetryPolicy::new(1, 0, 20, &[]);
@@ -249,27 +219,5 @@ mod tests {
         drop(active);
         let few: Vec<_> = (0..10).filter_map(|_| policy.try_retry()).collect();
         assert_eq!(few.len(), 3, "at least three, however quiet the route");
-    }
-
-    #[test]
-    fn prefixes_end_at_segment_boundaries() {
-        assert!(prefix_matches("/", "/anything"));
-        assert!(prefix_matches("/api", "/api"));
-        assert!(prefix_matches("/api", "/api/v1"));
-        assert!(!prefix_matches("/api", "/apix"));
-        assert!(prefix_matches("/api/", "/api/v1"));
-        assert!(!prefix_matches("/api/", "/api"));
-    }
-
-    #[test]
-    fn host_patterns() {
-        assert!(HostMatch::new(None).matches("anything"));
-        assert!(HostMatch::new(Some("Api.Example.org")).matches("api.example.org"));
-        assert!(!HostMatch::new(Some("api.example.org")).matches("www.example.org"));
-        let wildcard = HostMatch::new(Some("*.example.org"));
-        assert!(wildcard.matches("a.example.org"));
-        assert!(wildcard.matches("a.b.EXAMPLE.org"));
-        assert!(!wildcard.matches("example.org"));
-        assert!(!wildcard.matches("badexample.org"));
     }
 }
