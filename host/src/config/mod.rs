@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::observe::{AccessField, AdminConfig, LogConfig, LogFormat, TraceProtocol, TracesConfig};
 pub use self::plugin::{FailurePolicy, Isolation, PluginConfig};
-pub use self::route::{FieldMatch, RetryOn, RouteConfig, RouteTimeouts, whole_match};
+pub use self::route::{FieldMatch, HeaderEdits, RetryOn, Rewrite, RouteConfig, RouteTimeouts, whole_match};
 pub use self::server::{
     CertificateConfig, ClientAuth, ListenerConfig, ListenerTlsConfig, RuntimeSection, ServerConfig,
     StoreBackend, StoreSection, WhenUnavailable,

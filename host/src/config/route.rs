@@ -1,6 +1,7 @@
 //! `[[routes]]`: what a route matches (hosts, path prefix, exact path or pattern, methods,
-//! request headers and query parameters, [`FieldMatch`]), its plugin chain and upstream group,
-//! and how its requests are retried ([`RetryOn`]) and timed ([`RouteTimeouts`]).
+//! request headers and query parameters, [`FieldMatch`]), how it rewrites the request
+//! ([`Rewrite`], [`HeaderEdits`]), its plugin chain and upstream group, and how its requests
+//! are retried ([`RetryOn`]) and timed ([`RouteTimeouts`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +35,14 @@ pub struct RouteConfig {
     /// Query parameters that must all match, compared as sent (not percent-decoded).
     #[serde(default)]
     pub query: Vec<FieldMatch>,
+    /// The request's path or host, rewritten before the route's plugins see it.
+    pub rewrite: Option<Rewrite>,
+    /// Request headers set, added or removed before the route's plugins see them.
+    #[serde(default)]
+    pub request_headers: HeaderEdits,
+    /// Response headers set, added or removed before the route's response plugins see them.
+    #[serde(default)]
+    pub response_headers: HeaderEdits,
     /// Match only these methods; any if empty.
     #[serde(default, with = "methods")]
     pub methods: Vec<http::Method>,
@@ -125,6 +134,14 @@ impl RouteConfig {
         if let Some(pattern) = &self.path_regex {
             whole_match(pattern).map_err(|reason| at.invalid(field("path_regex"), reason))?;
         }
+        if let Some(rewrite) = &self.rewrite {
+            rewrite.validate().map_err(|reason| at.invalid(field("rewrite"), reason))?;
+        }
+        for (name, edits) in
+            [("request_headers", &self.request_headers), ("response_headers", &self.response_headers)]
+        {
+            edits.validate().map_err(|reason| at.invalid(field(name), reason))?;
+        }
         for (kind, matches) in [("headers", &self.headers), ("query", &self.query)] {
             for (j, m) in matches.iter().enumerate() {
                 m.validate(kind == "headers")
@@ -176,6 +193,80 @@ impl FieldMatch {
         }
         if let Some(pattern) = &self.regex {
             whole_match(pattern)?;
+        }
+        Ok(())
+    }
+}
+
+/// `rewrite = { prefix = "/v2" }`: the matched `path_prefix` replaced, the rest kept;
+/// `{ path = "/status" }`: the whole path replaced (the query kept); `host`: the Host sent
+/// upstream.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// What the matched path prefix becomes.
+    pub prefix: Option<String>,
+    /// What the whole path becomes.
+    pub path: Option<String>,
+    /// The Host header sent upstream.
+    pub host: Option<String>,
+}
+
+impl Rewrite {
+    fn validate(&self) -> Result<(), String> {
+        if self.prefix.is_some() && self.path.is_some() {
+            return Err("set `prefix` or `path`, not both".to_owned());
+        }
+        for path in self.prefix.iter().chain(&self.path) {
+            if !path.starts_with('/')
+                || path.contains(['?', '#'])
+                || crate::head::normalize_path(path).is_err()
+            {
+                return Err(format!("`{path}` is not an absolute path"));
+            }
+        }
+        if let Some(host) = &self.host
+            && host.parse::<http::uri::Authority>().is_err()
+        {
+            return Err(format!("`{host}` is not a host"));
+        }
+        Ok(())
+    }
+}
+
+/// `{ set = { name = "value" }, add = { name = "value" }, remove = ["name"] }`: `remove` drops
+/// a header, `set` replaces every value of one, `add` appends one; applied in that order.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    /// Headers given this one value.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Headers given one more value.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Headers removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let names = self.set.keys().chain(self.add.keys()).chain(&self.remove);
+        for name in names {
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a header name"))?;
+            if crate::head::is_reserved(&header) {
+                return Err(format!("`{name}` is the gateway's to manage"));
+            }
+        }
+        for value in self.set.values().chain(self.add.values()) {
+            http::HeaderValue::from_str(value).map_err(|_| format!("`{value}` is not a header value"))?;
         }
         Ok(())
     }

@@ -186,6 +186,10 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     {
         return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
     }
+    if let Err(error) = route.edit_request(&mut parts) {
+        let response = refuse(gw, &error, &conn, Some(&route));
+        return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
+    }
     let method = parts.method.clone();
     let trace =
         gw.telemetry.as_ref().map(|t| RequestTrace::start(t, &parts, &route.name, conn.client, conn.tls));
@@ -364,6 +368,7 @@ async fn run_route(
     parts.version = Version::HTTP_11;
     head::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, Version::HTTP_11);
+    route.response_headers.apply(&mut parts.headers);
     if route.has(Phase::ResponseBody) && !headers::bodiless(&ex.request.method, parts.status) {
         // Plugins may change the body's length: it goes chunked.
         parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -5,10 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
+use super::ProxyError;
 use super::matcher::RouteMatch;
-use crate::config::{RetryOn, RouteConfig, RouteTimeouts};
+use crate::config::{HeaderEdits, RetryOn, RouteConfig, RouteTimeouts};
+use crate::head;
 use crate::metrics::{Metrics, NameLabel, Timing};
 use crate::plugin::{ChainOrder, Phase, Plugin};
 use crate::upstream::{Group, UpstreamClient, retry_on_status};
@@ -86,6 +89,12 @@ pub(crate) struct Route {
     pub(crate) seconds: Timing,
     /// What the route takes.
     matcher: RouteMatch,
+    /// The route's own rewrite of the request's path and host.
+    rewrite: Option<Rewrite>,
+    /// The route's own edits of the request head, before its plugins.
+    request_headers: HeadEdits,
+    /// The route's own edits of the upstream's response head, before its plugins.
+    pub(crate) response_headers: HeadEdits,
     pub(crate) group: Arc<Group>,
     pub(crate) client: Arc<UpstreamClient>,
     pub(crate) retry: RetryPolicy,
@@ -130,6 +139,14 @@ impl Route {
             label,
             seconds,
             matcher,
+            rewrite: config.rewrite.as_ref().map(|r| Rewrite {
+                matched: config.path_prefix.clone(),
+                prefix: r.prefix.clone(),
+                path: r.path.clone(),
+                host: r.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+            }),
+            request_headers: HeadEdits::new(&config.request_headers),
+            response_headers: HeadEdits::new(&config.response_headers),
             group,
             client,
             retry: RetryPolicy::new(
@@ -148,6 +165,16 @@ impl Route {
 
     fn matches(&self, host: &str, request: &Parts) -> bool {
         self.matcher.matches(host, request)
+    }
+
+    /// The route's own edits of the request (rewrite, then headers), before its plugins see
+    /// it; a rewrite that leaves no valid target is a 400.
+    pub(crate) fn edit_request(&self, request: &mut Parts) -> Result<(), ProxyError> {
+        if let Some(rewrite) = &self.rewrite {
+            rewrite.apply(request)?;
+        }
+        self.request_headers.apply(&mut request.headers);
+        Ok(())
     }
 
     /// The route's plugins that implement `phase`, in the order they run.
@@ -176,6 +203,81 @@ impl Route {
     /// True when the response body needs the exchange: response-body, trailer or log plugins.
     pub(crate) fn follows_response_body(&self) -> bool {
         [Phase::ResponseBody, Phase::ResponseTrailers, Phase::Log].into_iter().any(|phase| self.has(phase))
+    }
+}
+
+/// `rewrite = { ... }`, ready: see [`crate::config::Rewrite`].
+#[derive(Debug)]
+struct Rewrite {
+    /// The route's `path_prefix`, which `prefix` replaces.
+    matched: String,
+    prefix: Option<String>,
+    path: Option<String>,
+    host: Option<HeaderValue>,
+}
+
+impl Rewrite {
+    fn apply(&self, request: &mut Parts) -> Result<(), ProxyError> {
+        let path = request.uri.path();
+        let new = match (&self.path, &self.prefix) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(prefix)) => {
+                Some(replace_prefix(prefix, path.strip_prefix(self.matched.as_str()).unwrap_or(path)))
+            }
+            (None, None) => None,
+        };
+        if let Some(new) = new {
+            request.uri = head::with_target(&request.uri, &new, request.uri.query())?;
+        }
+        if let Some(host) = &self.host {
+            request.headers.insert(header::HOST, host.clone());
+        }
+        Ok(())
+    }
+}
+
+/// `prefix` followed by `rest` (what followed the matched prefix), with one `/` between them.
+fn replace_prefix(prefix: &str, rest: &str) -> String {
+    match (prefix.ends_with('/'), rest.strip_prefix('/')) {
+        (_, _) if rest.is_empty() => prefix.to_owned(),
+        (true, Some(rest)) => format!("{prefix}{rest}"),
+        (false, None) => format!("{prefix}/{rest}"),
+        _ => format!("{prefix}{rest}"),
+    }
+}
+
+/// `request_headers` or `response_headers`, parsed once (the config check refused invalid
+/// names and values).
+#[derive(Debug, Default)]
+pub(crate) struct HeadEdits {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeadEdits {
+    fn new(config: &HeaderEdits) -> Self {
+        let parse = |(name, value): (&String, &String)| {
+            Some((HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?))
+        };
+        HeadEdits {
+            set: config.set.iter().filter_map(parse).collect(),
+            add: config.add.iter().filter_map(parse).collect(),
+            remove: config.remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
+        }
+    }
+
+    /// Removes, then sets, then adds.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
     }
 }
 
@@ -209,6 +311,16 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rewritten_prefix_keeps_what_followed_it_with_one_slash() {
+        use super::replace_prefix;
+        assert_eq!(replace_prefix("/v2", "/items/7"), "/v2/items/7");
+        assert_eq!(replace_prefix("/v2/", "/items"), "/v2/items");
+        assert_eq!(replace_prefix("/v2", "items"), "/v2/items");
+        assert_eq!(replace_prefix("/", "/items"), "/items");
+        assert_eq!(replace_prefix("/v2", ""), "/v2");
+    }
+
     #[test]
     fn the_retry_budget_allows_a_share_of_requests_in_progress_and_at_least_three() {
         let policy = super::RetryPolicy::new(1, 0, 20, &[]);
