@@ -117,8 +117,10 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+const HOP_BY_HOP_COUNT: usize = 9;
+
 /// Hop-by-hop headers named by RFC 9110 §7.6.1, plus the legacy ones proxies still meet.
-pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -142,7 +144,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // looked up again to be removed: most heads carry none, or only Connection.
     let mut present = 0u16;
     // The bit after those of HOP_BY_HOP.
-    const ERROR_BIT: u16 = 1 << 9;
+    const ERROR_BIT: u16 = 1 << HOP_BY_HOP_COUNT;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present |= 1 << i;

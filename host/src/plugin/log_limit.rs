@@ -17,10 +17,8 @@ pub(super) const MAX_LOG_LINE: usize = 4096;
 pub(crate) struct LogLimit {
     /// Nanoseconds since [`EPOCH`] until which the bucket is spent.
     spent_until: AtomicU64,
-    /// Nanoseconds one line costs.
+    /// Nanoseconds one line costs; a burst may use one second's credit.
     per_line: u64,
-    /// Nanoseconds of credit a burst may use: one second.
-    burst: u64,
     /// Lines dropped since the last line written.
     dropped: AtomicU64,
     dropped_total: Counter,
@@ -36,7 +34,6 @@ impl LogLimit {
         LogLimit {
             spent_until: AtomicU64::new(0),
             per_line: SECOND / u64::from(rate.max(1)),
-            burst: SECOND,
             dropped: AtomicU64::new(0),
             dropped_total,
         }
@@ -48,7 +45,7 @@ impl LogLimit {
         let mut spent = self.spent_until.load(Ordering::Relaxed);
         loop {
             let next = spent.max(now) + self.per_line;
-            if next - now > self.burst {
+            if next - now > SECOND {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.dropped_total.inc();
                 return None;

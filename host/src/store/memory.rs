@@ -117,6 +117,13 @@ impl Budget {
         true
     }
 
+    /// Counts `entries` and `bytes` more, whatever the limits (a few bytes of an integer
+    /// growing in place, or a refused set's old value put back).
+    fn force(&self, entries: usize, bytes: usize) {
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     fn release(&self, entries: usize, bytes: usize) {
         self.entries.fetch_sub(entries, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -205,8 +212,7 @@ impl Shard {
                     // Room it just held; a moment over the bound rather than a lost value.
                     let old_cost = StoreLimits::cost(key.len(), old.value.len());
                     self.bytes += old_cost;
-                    total.entries.fetch_add(1, Ordering::Relaxed);
-                    total.bytes.fetch_add(old_cost, Ordering::Relaxed);
+                    total.force(1, old_cost);
                     self.entries.insert(key.into(), old);
                 }
                 return Err(StoreError::Full);
@@ -234,10 +240,10 @@ impl Shard {
         entry.value = value;
         if after >= before {
             self.bytes += after - before;
-            total.bytes.fetch_add(after - before, Ordering::Relaxed);
+            total.force(0, after - before);
         } else {
             self.bytes -= before - after;
-            total.bytes.fetch_sub(before - after, Ordering::Relaxed);
+            total.release(0, before - after);
         }
     }
 
