@@ -299,15 +299,9 @@ fn build_routes(
 ) -> Result<Vec<Arc<Route>>, ConfigError> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
-        let group_name = r.upstream.get_ref().as_str();
-        let (Some(group), Some(client)) = (upstreams.get(group_name), upstreams.client(group_name)) else {
-            return Err(
-                config.error(format!("routes[{i}].upstream"), format!("no upstream group `{group_name}`"))
-            );
-        };
         let chain: Vec<Arc<Plugin>> =
-            r.plugins.iter().filter_map(|p| plugins.get(p.get_ref()).cloned()).collect();
-        let route = Route::new(i, r, &chain, group.clone(), client, runtime.metrics())
+            r.plugins.iter().filter_map(|p| plugins.get(&p.get_ref().name).cloned()).collect();
+        let route = Route::new(i, r, &chain, upstreams, runtime.metrics())
             .map_err(|(field, reason)| config.error(field, reason))?;
         routes.push(Arc::new(route));
     }

@@ -90,6 +90,32 @@ pub(crate) fn with_target(uri: &Uri, path: &str, query: Option<&str>) -> Result<
     Uri::from_parts(parts).map_err(|_| BadPath("invalid path"))
 }
 
+/// `prefix` followed by `rest` (what followed a matched prefix), with one `/` between them.
+pub(crate) fn replace_prefix(prefix: &str, rest: &str) -> String {
+    match (prefix.ends_with('/'), rest.strip_prefix('/')) {
+        (_, _) if rest.is_empty() => prefix.to_owned(),
+        (true, Some(rest)) => format!("{prefix}{rest}"),
+        (false, None) => format!("{prefix}/{rest}"),
+        _ => format!("{prefix}{rest}"),
+    }
+}
+
+/// The port of the authority a request is for (absolute-form target, else `Host`), if it
+/// names one.
+pub(crate) fn request_port(request: &http::request::Parts) -> Option<u16> {
+    match request.uri.authority() {
+        Some(a) => a.port_u16(),
+        None => request
+            .headers
+            .get(http::header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<http::uri::Authority>()
+            .ok()?
+            .port_u16(),
+    }
+}
+
 /// The length a head declares in `Content-Length`, if it declares a valid one.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()

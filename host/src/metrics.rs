@@ -84,6 +84,15 @@ pub struct StoreErrorLabels {
     pub kind: &'static str,
 }
 
+/// A mirrored request, by route and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The route whose request was copied.
+    pub route: Arc<String>,
+    /// `answered`, `failed`, `dropped` (every place in flight taken) or `streamed-body`.
+    pub outcome: &'static str,
+}
+
 /// A plugin, by its name in the config.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -196,6 +205,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Plugin log lines dropped over the plugin's `log_rate`.
     pub plugin_logs_dropped: Family<PluginLabels, Counter>,
+    /// Mirrored requests, by route and outcome.
+    pub mirror_requests: Family<MirrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -252,8 +263,15 @@ impl Default for Metrics {
             "Plugin log lines dropped because the plugin wrote more than its log_rate",
             plugin_logs_dropped.clone(),
         );
+        let mirror_requests = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "wasmgate_mirror_requests",
+            "Copies of requests sent to a route's mirror, by route and outcome",
+            mirror_requests.clone(),
+        );
         Metrics {
             registry,
+            mirror_requests,
             plugins,
             requests,
             request_seconds,

@@ -97,6 +97,10 @@ fn check_warns_of_a_route_that_can_never_match_and_refuses_bad_route_options() {
             "routes[0].headers[0]",
             "exactly one of",
         ),
+        (r#"redirect = { status = 304 }"#, "routes[0].upstream", "exactly one of"),
+        ("[routes.redirect]\nstatus = 200", "routes[0].upstream", "exactly one of"),
+        (r#"mirror = { upstream = "nowhere" }"#, "routes[0].mirror.upstream", "no upstream group"),
+        (r#"sticky = { header = "x-user" }"#, "routes[0].sticky", "only a route with `backends`"),
     ];
     for (extra, field, reason) in refused {
         let (ok, _, err) = harness::check(dir.path(), &base.clone().route("o").raw(extra)).expect("check");
@@ -143,5 +147,203 @@ rewrite = { path = "/health", host = "internal.test" }"#,
     let second = seen.last().expect("the origin got it");
     assert_eq!(second.target, "/health?full=1");
     assert_eq!(second.headers["host"], "internal.test");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_redirect_with_every_status_and_answer_directly() {
+    let o = origin("o").await;
+    let mut toml = Toml::new().listener().upstream("o", &[o.addr()]);
+    for status in [301, 302, 303, 307, 308] {
+        toml = toml.raw("[[routes]]").raw(&format!(
+            "path_prefix = \"/r{status}\"\nredirect = {{ status = {status}, prefix = \"/to\" }}"
+        ));
+    }
+    let toml = toml
+        .raw("[[routes]]")
+        .raw(
+            r#"path = "/moved"
+redirect = { scheme = "https", host = "new.test", port = 8443, path = "/here" }"#,
+        )
+        .raw("[[routes]]")
+        .raw(
+            r#"path = "/plain"
+redirect = { scheme = "https" }"#,
+        )
+        .raw("[[routes]]")
+        .raw(
+            r#"path = "/maintenance"
+respond = { status = 503, body = "down for maintenance", headers = { retry-after = "120" } }"#,
+        )
+        .raw("[[routes]]")
+        .raw(
+            r#"path = "/healthz"
+respond = {}"#,
+        )
+        .route("o")
+        .raw("redirect_https = 8443");
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let port = addr.port();
+    for status in [301, 302, 303, 307, 308] {
+        let reply = client::get(addr, &format!("/r{status}/a/b?x=1"), &[]).await.expect("request");
+        assert_eq!(reply.status.as_u16(), status);
+        assert_eq!(
+            reply.header("location"),
+            format!("http://127.0.0.1:{port}/to/a/b?x=1"),
+            "the prefix replaced, the request's own scheme, host, port and query kept"
+        );
+    }
+    let reply = client::get(addr, "/moved?q=2", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.header("location")), (302, "https://new.test:8443/here?q=2"));
+    let reply = client::get(addr, "/plain", &[("host", "site.test:8080")]).await.expect("request");
+    assert_eq!(reply.header("location"), "https://site.test/plain", "a new scheme drops the request's port");
+    let reply = client::get(addr, "/maintenance", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (503, "down for maintenance"));
+    assert_eq!(
+        (reply.header("retry-after"), reply.header("content-type")),
+        ("120", "text/plain; charset=utf-8")
+    );
+    let reply = client::get(addr, "/healthz", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.body.len()), (200, 0));
+    let reply = client::get(addr, "/elsewhere?y", &[("host", "site.test")]).await.expect("request");
+    assert_eq!(
+        (reply.status.as_u16(), reply.header("location")),
+        (308, "https://site.test:8443/elsewhere?y"),
+        "redirect_https is a redirect too"
+    );
+    assert_eq!(o.requests(), 0, "no answer above went upstream");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_sends_each_side_its_weight_and_a_cookie_keeps_a_client_on_its_side() {
+    let (v1, v2) = (origin("v1").await, origin("v2").await);
+    let split = r#"backends = [{ upstream = "v1", weight = 90 }, { upstream = "v2", weight = 10 }]"#;
+    let toml = Toml::new()
+        .listener()
+        .upstream("v1", &[v1.addr()])
+        .upstream("v2", &[v2.addr()])
+        .raw("[[routes]]")
+        .raw("path_prefix = \"/sticky\"")
+        .raw(split)
+        .raw(r#"sticky = { cookie = "wg-side" }"#)
+        .raw("[[routes]]")
+        .raw("path_prefix = \"/user\"")
+        .raw(split)
+        .raw(r#"sticky = { header = "x-user" }"#)
+        .raw("[[routes]]")
+        .raw(split);
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let http = client::http1();
+    let total = 10_000;
+    let mut to_v2 = 0;
+    for _ in 0..total {
+        let request =
+            http::Request::get(format!("http://{addr}/")).body(Default::default()).expect("request");
+        let reply = client::send(&http, request).await.expect("request");
+        to_v2 += usize::from(reply.header("x-origin") == "v2");
+    }
+    let share = to_v2 as f64 / f64::from(total);
+    assert!((0.07..=0.13).contains(&share), "v2 took {share:.4} of the requests, not 10% ± 3%");
+
+    // A client without the cookie gets a side and the cookie naming it; with it, that side.
+    let mut sides = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let first = client::get(addr, "/sticky", &[]).await.expect("request");
+        let cookie = first.header("set-cookie").split(';').next().expect("a cookie").to_owned();
+        assert!(cookie.starts_with("wg-side="), "{cookie}");
+        let side = first.header("x-origin").to_owned();
+        for _ in 0..5 {
+            let again = client::get(addr, "/sticky", &[("cookie", &format!("a=b; {cookie}"))])
+                .await
+                .expect("request");
+            assert_eq!(again.header("x-origin"), side, "the cookie keeps the client on its side");
+            assert_eq!(again.header("set-cookie"), "", "and is not set again");
+        }
+        sides.insert(side);
+    }
+    assert_eq!(sides.len(), 2, "new clients are spread over both sides");
+    let reply = client::get(addr, "/sticky", &[("cookie", "wg-side=forged")]).await.expect("request");
+    assert!(reply.header("set-cookie").starts_with("wg-side="), "an unknown side gets a new cookie");
+
+    // By header: the same user always lands on the same side.
+    for user in 0..50 {
+        let user = format!("user-{user}");
+        let first = client::get(addr, "/user", &[("x-user", &user)]).await.expect("request");
+        let again = client::get(addr, "/user", &[("x-user", &user)]).await.expect("request");
+        assert_eq!(first.header("x-origin"), again.header("x-origin"), "{user}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_sees_every_request_and_a_slow_one_never_slows_the_client() {
+    let (primary, shadow) = (origin("primary").await, origin("shadow").await);
+    let (mute, _held) = harness::mute_server().await.expect("a mirror that never answers");
+    let toml = Toml::new()
+        .listener()
+        .upstream("primary", &[primary.addr()])
+        .upstream("shadow", &[shadow.addr()])
+        .upstream("mute", &[mute])
+        .route("primary")
+        .raw("path_prefix = \"/quiet\"")
+        .raw(r#"mirror = { upstream = "mute", max_in_flight = 4, timeout = "30s" }"#)
+        .route("primary")
+        .raw(r#"mirror = { upstream = "shadow" }"#);
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    let http = client::http1();
+    for i in 0..20 {
+        let request = http::Request::post(format!("http://{addr}/echo/{i}"))
+            .header("x-n", i.to_string())
+            .body(http_body_util::Full::new(bytes::Bytes::from(format!("body {i}"))))
+            .expect("request");
+        let reply = client::send(&http, request).await.expect("request");
+        assert_eq!(
+            (reply.status.as_u16(), reply.header("x-origin")),
+            (200, "primary"),
+            "the primary answers"
+        );
+    }
+    harness::wait_until("the mirror saw every request", || shadow.requests() == 20).await;
+    let seen = shadow.seen();
+    for i in 0..20 {
+        let copy = seen.iter().find(|s| s.target == format!("/echo/{i}")).expect("copied");
+        assert_eq!(
+            (copy.method.as_str(), copy.headers["x-n"].to_str().ok()),
+            ("POST", Some(i.to_string().as_str()))
+        );
+    }
+
+    // A mirror that never answers: the client's requests go at the primary's pace, and copies
+    // beyond the four in flight are dropped, not queued.
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let reply = client::get(addr, "/quiet", &[]).await.expect("request");
+        assert_eq!(
+            reply.header("x-origin"),
+            "primary",
+            "{} {}",
+            reply.status,
+            reply.header("x-wasmgate-error")
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "30 requests took {took:?}");
+    let metrics = gw.runtime().metrics().render(None);
+    let count = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("wasmgate_mirror_requests_total")
+                    && l.contains("route=\"route-0\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("dropped"), 26, "four in flight, the rest dropped:\n{metrics}");
     gw.stop().await;
 }

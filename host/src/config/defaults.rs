@@ -70,6 +70,21 @@ pub(super) fn handshake_timeout() -> Duration {
 pub(super) fn reload_interval() -> Duration {
     Duration::from_secs(5)
 }
+pub(super) fn mirror_percent() -> u32 {
+    100
+}
+pub(super) fn mirror_in_flight() -> usize {
+    64
+}
+pub(super) fn mirror_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn redirect_status() -> u16 {
+    302
+}
+pub(super) fn respond_status() -> u16 {
+    200
+}
 pub(super) fn yes() -> bool {
     true
 }

@@ -13,6 +13,7 @@ mod observe;
 mod plugin;
 mod route;
 mod server;
+mod traffic;
 mod units;
 mod upstream;
 
@@ -24,11 +25,15 @@ use serde::{Deserialize, Serialize};
 
 pub use self::observe::{AccessField, AdminConfig, LogConfig, LogFormat, TraceProtocol, TracesConfig};
 pub use self::plugin::{FailurePolicy, Isolation, PluginConfig};
-pub use self::route::{FieldMatch, HeaderEdits, RetryOn, Rewrite, RouteConfig, RouteTimeouts, whole_match};
+pub use self::route::{
+    FieldMatch, HeaderEdits, MAX_SPLIT_WEIGHT, RetryOn, Rewrite, RouteConfig, RoutePlugin, RouteTimeouts,
+    whole_match,
+};
 pub use self::server::{
     CertificateConfig, ClientAuth, ListenerConfig, ListenerTlsConfig, RuntimeSection, ServerConfig,
     StoreBackend, StoreSection, WhenUnavailable,
 };
+pub use self::traffic::{Mirror, Redirect, Respond, SplitBackend, Sticky};
 pub use self::upstream::{
     AllUnhealthy, BackendConfig, BalanceSetting, HashKey, HashKeySetting, HealthCheckConfig, HealthCheckKind,
     OutlierConfig, ResolvedTls, ResolverSection, StatusRange, UpstreamConfig, UpstreamProtocol,

@@ -1,7 +1,8 @@
 //! `[[routes]]`: what a route matches (hosts, path prefix, exact path or pattern, methods,
 //! request headers and query parameters, [`FieldMatch`]), how it rewrites the request
-//! ([`Rewrite`], [`HeaderEdits`]), its plugin chain and upstream group, and how its requests
-//! are retried ([`RetryOn`]) and timed ([`RouteTimeouts`]).
+//! ([`Rewrite`], [`HeaderEdits`]), its plugin chain ([`RoutePlugin`]), where its requests go
+//! (one upstream group, a split, or an answer of its own: `traffic.rs`), and how they are
+//! retried ([`RetryOn`]) and timed ([`RouteTimeouts`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::traffic::{Mirror, Redirect, Respond, SplitBackend, Sticky};
 use super::{Check, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
 
 /// `[[routes]]`.
@@ -46,11 +48,23 @@ pub struct RouteConfig {
     /// Match only these methods; any if empty.
     #[serde(default, with = "methods")]
     pub methods: Vec<http::Method>,
-    /// Plugins, in the order their request phases run (response phases run in reverse).
+    /// Plugins, in the order their request phases run (response phases run in reverse), each
+    /// by name or with the route's own config for it.
     #[serde(default)]
-    pub plugins: Vec<Spanned<String>>,
+    pub plugins: Vec<Spanned<RoutePlugin>>,
     /// The group under `[upstreams]` that serves the route; its span locates a wrong name.
-    pub upstream: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
+    /// Instead of `upstream`: groups that share the route's requests by weight.
+    #[serde(default)]
+    pub backends: Vec<SplitBackend>,
+    /// What keeps a client on one side of `backends`; none by default.
+    pub sticky: Option<Sticky>,
+    /// A copy of the route's requests sent to another group.
+    pub mirror: Option<Mirror>,
+    /// Instead of an upstream: the route answers with this redirect.
+    pub redirect: Option<Redirect>,
+    /// Instead of an upstream: the route answers with this fixed response.
+    pub respond: Option<Respond>,
     /// Further attempts after a failed one, each on another backend where there is one. Only
     /// requests without a body are retried, and a non-idempotent one only when nothing was
     /// sent (the connection failed).
@@ -86,6 +100,20 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// The route's name: its `name`, else `route-INDEX`.
+    pub fn name_at(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("route-{index}"))
+    }
+
+    /// The upstream groups the route's requests go to, with their weights: `upstream` alone
+    /// (weight 1), or `backends`; none on a route that answers itself.
+    pub fn groups(&self) -> Vec<(&Spanned<String>, u32)> {
+        match &self.upstream {
+            Some(upstream) => vec![(upstream, 1)],
+            None => self.backends.iter().map(|b| (&b.upstream, b.weight)).collect(),
+        }
+    }
+
     /// Checks route `index`, whose upstream and plugins must be among those configured.
     pub(super) fn validate(
         &self,
@@ -95,19 +123,81 @@ impl RouteConfig {
         at: &Check<'_>,
     ) -> Result<(), ConfigError> {
         let field = |f: &str| format!("routes[{index}].{f}");
-        if !upstreams.contains_key(self.upstream.get_ref()) {
-            return Err(at.invalid_at(
+        let targets = [
+            self.upstream.is_some(),
+            !self.backends.is_empty(),
+            self.redirect.is_some(),
+            self.respond.is_some(),
+        ];
+        if targets.iter().filter(|t| **t).count() != 1 {
+            return Err(at.invalid(
                 field("upstream"),
-                self.upstream.span(),
-                format!("no upstream group `{}` is configured", self.upstream.get_ref()),
+                "give exactly one of `upstream`, `backends`, `redirect` or `respond`",
             ));
         }
+        let answers = self.redirect.is_some() || self.respond.is_some();
+        if answers && (!self.plugins.is_empty() || self.mirror.is_some() || self.redirect_https.is_some()) {
+            return Err(at.invalid(
+                field(if self.plugins.is_empty() { "mirror" } else { "plugins" }),
+                "a route that answers itself (`redirect`, `respond`) runs no plugins, mirror or `redirect_https`",
+            ));
+        }
+        let named = self.upstream.iter().map(|u| ("upstream".to_owned(), u));
+        let named = named
+            .chain(
+                self.backends
+                    .iter()
+                    .enumerate()
+                    .map(|(j, b)| (format!("backends[{j}].upstream"), &b.upstream)),
+            )
+            .chain(self.mirror.iter().map(|m| ("mirror.upstream".to_owned(), &m.upstream)));
+        for (name, group) in named {
+            if !upstreams.contains_key(group.get_ref()) {
+                return Err(at.invalid_at(
+                    field(&name),
+                    group.span(),
+                    format!("no upstream group `{}` is configured", group.get_ref()),
+                ));
+            }
+        }
+        let total: u64 = self.backends.iter().map(|b| u64::from(b.weight)).sum();
+        if !self.backends.is_empty() && total == 0 {
+            return Err(at.invalid(field("backends"), "every weight is 0: no side takes a request"));
+        }
+        if total > u64::from(MAX_SPLIT_WEIGHT) {
+            return Err(
+                at.invalid(field("backends"), format!("the weights add up to more than {MAX_SPLIT_WEIGHT}"))
+            );
+        }
+        if let Some(sticky) = &self.sticky {
+            if self.backends.is_empty() {
+                return Err(at.invalid(field("sticky"), "only a route with `backends` has sides to stick to"));
+            }
+            sticky.validate().map_err(|reason| at.invalid(field("sticky"), reason))?;
+        }
+        if let Some(mirror) = &self.mirror {
+            mirror.validate().map_err(|reason| at.invalid(field("mirror"), reason))?;
+        }
+        if let Some(redirect) = &self.redirect {
+            redirect.validate().map_err(|reason| at.invalid(field("redirect"), reason))?;
+        }
+        if let Some(respond) = &self.respond {
+            respond.validate().map_err(|reason| at.invalid(field("respond"), reason))?;
+        }
         for (j, p) in self.plugins.iter().enumerate() {
-            if !plugins.contains_key(p.get_ref()) {
+            let name = &p.get_ref().name;
+            if !plugins.contains_key(name) {
                 return Err(at.invalid_at(
                     field(&format!("plugins[{j}]")),
                     p.span(),
-                    format!("no plugin `{}` is configured", p.get_ref()),
+                    format!("no plugin `{name}` is configured"),
+                ));
+            }
+            if self.plugins[..j].iter().any(|q| q.get_ref().name == *name) {
+                return Err(at.invalid_at(
+                    field(&format!("plugins[{j}]")),
+                    p.span(),
+                    format!("plugin `{name}` is in the chain twice"),
                 ));
             }
         }
@@ -214,17 +304,7 @@ pub struct Rewrite {
 
 impl Rewrite {
     fn validate(&self) -> Result<(), String> {
-        if self.prefix.is_some() && self.path.is_some() {
-            return Err("set `prefix` or `path`, not both".to_owned());
-        }
-        for path in self.prefix.iter().chain(&self.path) {
-            if !path.starts_with('/')
-                || path.contains(['?', '#'])
-                || crate::head::normalize_path(path).is_err()
-            {
-                return Err(format!("`{path}` is not an absolute path"));
-            }
-        }
+        check_paths(self.prefix.as_ref(), self.path.as_ref())?;
         if let Some(host) = &self.host
             && host.parse::<http::uri::Authority>().is_err()
         {
@@ -257,18 +337,79 @@ impl HeaderEdits {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let names = self.set.keys().chain(self.add.keys()).chain(&self.remove);
-        for name in names {
-            let header = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`{name}` is not a header name"))?;
-            if crate::head::is_reserved(&header) {
-                return Err(format!("`{name}` is the gateway's to manage"));
+        check_headers(self.set.iter().chain(&self.add))?;
+        let none = String::new();
+        check_headers(self.remove.iter().map(|name| (name, &none)))
+    }
+}
+
+/// A replacement `prefix` or whole `path` (not both), each an absolute path without query.
+pub(super) fn check_paths(prefix: Option<&String>, path: Option<&String>) -> Result<(), String> {
+    if prefix.is_some() && path.is_some() {
+        return Err("set `prefix` or `path`, not both".to_owned());
+    }
+    for path in prefix.into_iter().chain(path) {
+        if !path.starts_with('/') || path.contains(['?', '#']) || crate::head::normalize_path(path).is_err() {
+            return Err(format!("`{path}` is not an absolute path"));
+        }
+    }
+    Ok(())
+}
+
+/// Header names and values a route sets: valid, and none the gateway manages itself.
+pub(super) fn check_headers<'a>(
+    headers: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    for (name, value) in headers {
+        let header = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a header name"))?;
+        if crate::head::is_reserved(&header) {
+            return Err(format!("`{name}` is the gateway's to manage"));
+        }
+        http::HeaderValue::from_str(value).map_err(|_| format!("`{value}` is not a header value"))?;
+    }
+    Ok(())
+}
+
+/// The most a split's weights may add up to: each request's side is looked up in a table of
+/// that many slots.
+pub const MAX_SPLIT_WEIGHT: u32 = 10_000;
+
+/// One plugin of a route's chain: `"name"`, or `{ name = "…", config = { … } }` with the
+/// route's own config for it, handed to the plugin's `init-route`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoutePlugin {
+    /// The plugin under `[plugins]`.
+    pub name: String,
+    /// The route's config for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
+}
+
+impl<'de> Deserialize<'de> for RoutePlugin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WithConfig {
+            name: String,
+            #[serde(default)]
+            config: toml::Table,
+        }
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = RoutePlugin;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a plugin name, or `{ name = \"…\", config = { … } }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<RoutePlugin, E> {
+                Ok(RoutePlugin { name: name.to_owned(), config: None })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RoutePlugin, A::Error> {
+                let entry = WithConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RoutePlugin { name: entry.name, config: Some(entry.config) })
             }
         }
-        for value in self.set.values().chain(self.add.values()) {
-            http::HeaderValue::from_str(value).map_err(|_| format!("`{value}` is not a header value"))?;
-        }
-        Ok(())
+        d.deserialize_any(Entry)
     }
 }
 

@@ -166,25 +166,6 @@ pub(super) fn request_websocket(headers: &mut HeaderMap) {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
-/// The 308 that sends a plain-HTTP request to the same host and target over HTTPS on `port`.
-pub(super) fn redirect_https(
-    parts: &Parts,
-    port: u16,
-) -> Result<http::Response<super::ProxyBody>, ProxyError> {
-    let host = head::request_host(parts).ok_or(ProxyError::BadRequest("missing host"))?;
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let location = match port {
-        443 => format!("https://{host}{target}"),
-        port => format!("https://{host}:{port}{target}"),
-    };
-    let location =
-        HeaderValue::try_from(location).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    let mut response = http::Response::new(super::ProxyBody::local(bytes::Bytes::new()));
-    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
-    response.headers_mut().insert(header::LOCATION, location);
-    Ok(response)
-}
-
 /// `Max-Forwards` on OPTIONS (RFC 9110 §7.6.2; TRACE, the other method it applies to, is
 /// refused): at 0 the gateway is the final recipient and answers itself; otherwise the count
 /// goes down by one on its way upstream. A value that is not a number is left alone.

@@ -3,13 +3,15 @@
 //!
 //! - head checks: the request head is checked and normalised (method, Host, path, hop-by-hop
 //!   headers removed); a malformed request gets 400 ([`handle`]);
-//! - route match: no route, 404 ([`handle`]);
+//! - route match: no route, 404; a route that answers itself (`redirect`, `respond`,
+//!   `redirect_https`) answers here; a split route picks its side ([`handle`]);
 //! - `on-request-headers`, in chain order: any plugin may answer locally ([`run_route`] from
 //!   here to `on-response-headers`);
 //! - `on-request-body` on a body held whole, before anything goes upstream;
 //! - `select-upstream`: the first plugin with an opinion, else the group's balancer;
 //! - upstream head: the forwarding headers are added;
-//! - `on-upstream-request`, in chain order: any plugin may answer locally;
+//! - `on-upstream-request`, in chain order: any plugin may answer locally; then a copy goes to
+//!   the route's mirror, if it has one;
 //! - forward: connect, send, wait for the response headers, and retry where safe, with
 //!   `on-request-body` on a streamed body and `on-upstream-error` after each failed attempt
 //!   ([`forward`], one attempt in [`send`]);
@@ -20,12 +22,15 @@
 //! A request waiting on its upstream holds no plugin instance: each phase call borrows one.
 
 mod access;
+mod answer;
 mod body;
 mod error;
 mod filter;
 mod headers;
 pub mod matcher;
+mod mirror;
 mod route;
+mod split;
 mod tunnel;
 
 use std::collections::HashMap;
@@ -50,6 +55,7 @@ pub(crate) use self::route::{RetryPolicy, Route, Router};
 use self::access::AccessEntry;
 use self::body::{Outcome, Record};
 use self::filter::{Direction, Filter, FilteredRequest};
+use self::split::Target;
 use crate::head::{self, request_host};
 use crate::metrics::{Metrics, RequestLabels, Timing, method_label};
 use crate::plugin::{Action, BodyVerdict, Choice, Exchange, LocalReply, OnError, Phase, UpstreamFailure};
@@ -176,9 +182,12 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
             }
         }
     };
-    if let (Some(port), false) = (route.redirect_https, conn.tls) {
-        let response = headers::redirect_https(&parts, port)
-            .unwrap_or_else(|error| refuse(gw, &error, &conn, Some(&route)));
+    let answer = match (&route.redirect_https, conn.tls) {
+        (Some(redirect), false) => Some(redirect.respond(&parts, conn.tls)),
+        _ => route.answer.as_ref().map(|answer| answer.respond(&parts, conn.tls)),
+    };
+    if let Some(answer) = answer {
+        let response = answer.unwrap_or_else(|error| refuse(gw, &error, &conn, Some(&route)));
         return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
     }
     if parts.method == http::Method::OPTIONS
@@ -190,6 +199,11 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
         let response = refuse(gw, &error, &conn, Some(&route));
         return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
     }
+    let Some(pick) = route.split.pick(&parts) else {
+        let response = refuse(gw, &ProxyError::Internal("a route without a group"), &conn, Some(&route));
+        return recorded(gw, Some(&route), &parts.method, Outcome::new(started), response, None);
+    };
+    let (target, set_cookie) = (pick.target, pick.set_cookie);
     let method = parts.method.clone();
     let trace =
         gw.telemetry.as_ref().map(|t| RequestTrace::start(t, &parts, &route.name, conn.client, conn.tls));
@@ -198,7 +212,7 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
         conn.client,
         conn.tls,
         route.name.clone(),
-        route.group.clone(),
+        target.group.clone(),
         gw.upstreams.clone(),
     ));
     ex.client_identity = conn.identity.clone();
@@ -228,14 +242,14 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     // the bodies (which carry the same deadline).
     let deadline = route.timeouts.total.map(|total| tokio::time::Instant::now() + total);
     let request = Inbound { body, bytes_in: outcome.bytes_in.clone(), websocket, deadline };
-    let exchange = run_route(gw, &route, &conn, &mut ex, request, &mut outcome);
+    let exchange = run_route(gw, &route, target, &conn, &mut ex, request, &mut outcome);
     let result = match (deadline, route.timeouts.total) {
         (Some(deadline), Some(after)) => tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or(Err(ProxyError::TotalTimeout { after })),
         _ => exchange.await,
     };
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             outcome.error = Some(error.kind());
@@ -243,6 +257,9 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
             refuse(gw, &error, &conn, Some(&route))
         }
     };
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(http::header::SET_COOKIE, cookie.clone());
+    }
     outcome.backend = ex.backend.clone();
     // A plugin may have named the request since (request-id).
     let access = access.map(|mut entry| {
@@ -275,10 +292,11 @@ struct Inbound {
 }
 
 /// The request phases from `on-request-headers` to `on-response-headers`, for a request that
-/// matched `route`.
+/// matched `route` and goes to `target`'s group unless a plugin chooses another.
 async fn run_route(
     gw: &Served,
     route: &Arc<Route>,
+    target: &Target,
     conn: &Conn,
     ex: &mut Box<Exchange>,
     inbound: Inbound,
@@ -303,7 +321,7 @@ async fn run_route(
         Some(limit) => {
             Payload::Kept(read_whole(body, head::content_length(&ex.request.headers), limit).await?)
         }
-        None => Payload::new(body, &ex.request.headers, &route.retry).await?,
+        None => Payload::new(body, &ex.request.headers, &route.retry, route.mirror.is_some()).await?,
     };
     if payload.is_filtered(route) {
         // Plugins may change the body's length: it goes chunked.
@@ -336,6 +354,11 @@ async fn run_route(
             return Ok(local_response(reply));
         }
     }
+    if let Some(mirror) = &route.mirror
+        && mirror.takes()
+    {
+        mirror.send(&ex.request, payload.kept());
+    }
     headers::ensure_host(&mut ex.request.headers, group.backends()[index].authority());
     if websocket.is_some() {
         headers::request_websocket(&mut ex.request.headers);
@@ -343,10 +366,11 @@ async fn run_route(
 
     // Forward.
     let sent = Instant::now();
-    let (response, in_flight, index) = match forward(gw, route, conn, ex, &group, index, payload).await? {
-        Forwarded::Response(response, in_flight, index) => (response, in_flight, index),
-        Forwarded::Answer(reply) => return Ok(local_response(reply)),
-    };
+    let (response, in_flight, index) =
+        match forward(gw, route, target, conn, ex, &group, index, payload).await? {
+            Forwarded::Response(response, in_flight, index) => (response, in_flight, index),
+            Forwarded::Answer(reply) => return Ok(local_response(reply)),
+        };
     let upstream = sent.elapsed();
     if let Some(seconds) = gw.upstream_seconds.get(group.name()) {
         seconds.observe(upstream.as_secs_f64());
@@ -435,16 +459,18 @@ enum Payload {
 }
 
 impl Payload {
+    /// Kept when within the route's `retry_buffer` and a retry or a mirror may send it again.
     async fn new(
         body: Timed<Incoming>,
         headers: &http::HeaderMap,
         retry: &RetryPolicy,
+        mirrored: bool,
     ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Kept(Bytes::new()));
         }
         let length = head::content_length(headers);
-        if retry.retries == 0 || length.is_none_or(|n| n > retry.buffer as u64) {
+        if (retry.retries == 0 && !mirrored) || length.is_none_or(|n| n > retry.buffer as u64) {
             return Ok(Payload::Stream(Some(body)));
         }
         Ok(Payload::Kept(read_whole(body, length, retry.buffer).await?))
@@ -452,6 +478,14 @@ impl Payload {
 
     fn replayable(&self) -> bool {
         matches!(self, Payload::Kept(_))
+    }
+
+    /// The body, when it is kept whole.
+    fn kept(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Kept(bytes) => Some(bytes),
+            Payload::Stream(_) => None,
+        }
     }
 
     /// A streamed body goes through the route's request-body plugins chunk by chunk.
@@ -479,7 +513,7 @@ enum Selected {
     Respond(LocalReply),
 }
 
-/// The first plugin with an opinion decides; otherwise the route group's balancer.
+/// The first plugin with an opinion decides; otherwise the balancer of the request's group.
 async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Selected, ProxyError> {
     let client = ex.client_addr.ip();
     for plugin in route.chain(Phase::SelectUpstream) {
@@ -488,7 +522,7 @@ async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Select
             Some(Choice::Backend(group, index)) => return Ok(Selected::Backend(group, index)),
             Some(Choice::Group(group)) => return balance(&group, ex, client),
             Some(Choice::HashKey(key)) => {
-                let group = &route.group;
+                let group = &ex.group;
                 return group
                     .pick_hashed(hash_key(key.as_bytes()))
                     .map(|index| Selected::Backend(group.clone(), index))
@@ -497,7 +531,7 @@ async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Select
             Some(Choice::Respond(reply)) => return Ok(Selected::Respond(reply)),
         }
     }
-    balance(&route.group, ex, client)
+    balance(&ex.group.clone(), ex, client)
 }
 
 /// The group's balancer picks, with the request's hash key when the group hashes.
@@ -518,9 +552,11 @@ enum Forwarded {
 /// Sends the request to backend `index` of `group`, and after a failure to another where that
 /// is safe: only a request whose body is kept can be sent again, and a non-idempotent one only
 /// if the backend cannot have processed it. Error-phase plugins may answer, or ask for a retry.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     gw: &Served,
     route: &Arc<Route>,
+    target: &Target,
     conn: &Conn,
     ex: &mut Box<Exchange>,
     group: &Arc<Group>,
@@ -533,7 +569,7 @@ async fn forward(
     let mut _retry_slot = None;
     let mut attempt = 0;
     loop {
-        let failure = match send(gw, route, ex, group, index, &mut payload, attempt).await? {
+        let failure = match send(gw, route, target, ex, group, index, &mut payload, attempt).await? {
             Sent::Response(response, in_flight) => {
                 return Ok(Forwarded::Response(response, in_flight, index));
             }
@@ -587,9 +623,11 @@ impl From<UpstreamError> for Failure {
 
 /// One attempt on backend `index`: admission by its circuit breaker, the request, its span, and
 /// the exchange lent to a filtered body and taken back.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     gw: &Served,
     route: &Arc<Route>,
+    target: &Target,
     ex: &mut Box<Exchange>,
     group: &Arc<Group>,
     index: usize,
@@ -597,7 +635,7 @@ async fn send(
     attempt: u32,
 ) -> Result<Sent, ProxyError> {
     let backend = &group.backends()[index];
-    let client = client_for(gw, route, group, ex.sni.as_deref())?;
+    let client = client_for(gw, target, group, ex.sni.as_deref())?;
     // Counted until the response body is done: least-request balancing and the circuit breaker
     // read it.
     let wait = route.timeouts.response.unwrap_or(client.response_timeout());
@@ -683,16 +721,16 @@ fn upstream_request(
         .map_err(|_| ProxyError::BadRequest("invalid request target"))
 }
 
-/// The client of `group` (the route's own, or that of the group a plugin chose), for the
+/// The client of `group` (the request's own, or that of the group a plugin chose), for the
 /// server name a plugin chose, if any.
 fn client_for(
     gw: &Served,
-    route: &Route,
+    target: &Target,
     group: &Arc<Group>,
     sni: Option<&str>,
 ) -> Result<Arc<UpstreamClient>, ProxyError> {
-    let client = if Arc::ptr_eq(group, &route.group) {
-        route.client.clone()
+    let client = if Arc::ptr_eq(group, &target.group) {
+        target.client.clone()
     } else {
         gw.upstreams.client(group.name()).ok_or(ProxyError::Internal("a group without a client"))?
     };

@@ -1,4 +1,5 @@
-//! Routes: what a route does with the requests it takes (its plugin chain, upstream group,
+//! Routes: what a route does with the requests it takes (its own edits, plugin chain, where
+//! the request goes ([`Split`], [`Mirror`]) or the answer it gives itself ([`Answer`]),
 //! retries and timeouts; what it takes is [`RouteMatch`]'s). Routes are tried in config order;
 //! the first match wins.
 
@@ -9,12 +10,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
 use super::ProxyError;
+use super::answer::{Answer, Redirect};
 use super::matcher::RouteMatch;
+use super::mirror::Mirror;
+use super::split::Split;
 use crate::config::{HeaderEdits, RetryOn, RouteConfig, RouteTimeouts};
 use crate::head;
 use crate::metrics::{Metrics, NameLabel, Timing};
 use crate::plugin::{ChainOrder, Phase, Plugin};
-use crate::upstream::{Group, UpstreamClient, retry_on_status};
+use crate::upstream::{Upstreams, retry_on_status};
 
 /// When a failed upstream attempt is tried again, and how many retries may run at once.
 #[derive(Debug, Default)]
@@ -95,12 +99,16 @@ pub(crate) struct Route {
     request_headers: HeadEdits,
     /// The route's own edits of the upstream's response head, before its plugins.
     pub(crate) response_headers: HeadEdits,
-    pub(crate) group: Arc<Group>,
-    pub(crate) client: Arc<UpstreamClient>,
+    /// The groups the route's requests go to (none on a route that answers itself).
+    pub(crate) split: Split,
+    /// Where copies of the route's requests go.
+    pub(crate) mirror: Option<Mirror>,
+    /// The route's own answer, instead of an upstream's.
+    pub(crate) answer: Option<Answer>,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeouts: RouteTimeouts,
-    /// Plain-HTTP requests are redirected to HTTPS on this port.
-    pub(crate) redirect_https: Option<u16>,
+    /// Plain-HTTP requests are redirected to HTTPS (`redirect_https`).
+    pub(crate) redirect_https: Option<Redirect>,
     /// Request bodies read whole up to this size before the upstream is chosen.
     pub(crate) request_buffer: Option<usize>,
     /// WebSocket upgrades are tunnelled, with this idle timeout; refused if `None`.
@@ -112,20 +120,35 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    /// Route `index` of the config, with its plugin chain, group and client resolved; fails,
-    /// naming the field, on a pattern that does not compile.
+    /// Route `index` of the config, with its plugin chain and groups resolved; fails, naming
+    /// the field, on a pattern that does not compile or a group that is not there.
     pub(crate) fn new(
         index: usize,
         config: &RouteConfig,
         chain: &[Arc<Plugin>],
-        group: Arc<Group>,
-        client: Arc<UpstreamClient>,
+        upstreams: &Upstreams,
         metrics: &Metrics,
     ) -> Result<Self, (String, String)> {
-        let matcher = RouteMatch::new(config)
-            .map_err(|(field, reason)| (format!("routes[{index}].{field}"), reason))?;
-        let name = config.name.clone().unwrap_or_else(|| format!("route-{index}"));
+        let field = |f: &str| format!("routes[{index}].{f}");
+        let matcher = RouteMatch::new(config).map_err(|(f, reason)| (field(&f), reason))?;
+        let resolve = |name: &str| match (upstreams.get(name), upstreams.client(name)) {
+            (Some(group), Some(client)) => Ok((group.clone(), client)),
+            _ => Err((field("upstream"), format!("no upstream group `{name}`"))),
+        };
+        let mut sides = Vec::new();
+        for (group, weight) in config.groups() {
+            let (group, client) = resolve(group.get_ref())?;
+            sides.push((group, client, weight));
+        }
+        let name = config.name_at(index);
         let label = Arc::new(name.clone());
+        let mirror = match &config.mirror {
+            Some(m) => {
+                let (group, client) = resolve(m.upstream.get_ref())?;
+                Some(Mirror::new(m, group, client, &label, metrics))
+            }
+            None => None,
+        };
         let seconds = metrics.request_seconds.get_or_create(&NameLabel { name: label.clone() }).clone();
         let chains = Phase::ALL.map(|phase| {
             let mut plugins: Vec<_> = chain.iter().filter(|p| p.has(phase)).cloned().collect();
@@ -147,8 +170,9 @@ impl Route {
             }),
             request_headers: HeadEdits::new(&config.request_headers),
             response_headers: HeadEdits::new(&config.response_headers),
-            group,
-            client,
+            split: Split::new(sides, config.sticky.as_ref()),
+            mirror,
+            answer: Answer::new(config),
             retry: RetryPolicy::new(
                 config.retries,
                 config.retry_buffer,
@@ -157,7 +181,7 @@ impl Route {
             ),
             timeouts: config.timeouts,
             request_buffer: config.request_buffer,
-            redirect_https: config.redirect_https,
+            redirect_https: config.redirect_https.map(Redirect::https),
             websocket: config.websocket.then_some(config.tunnel_idle),
             chains,
         })
@@ -222,7 +246,7 @@ impl Rewrite {
         let new = match (&self.path, &self.prefix) {
             (Some(path), _) => Some(path.clone()),
             (None, Some(prefix)) => {
-                Some(replace_prefix(prefix, path.strip_prefix(self.matched.as_str()).unwrap_or(path)))
+                Some(head::replace_prefix(prefix, path.strip_prefix(self.matched.as_str()).unwrap_or(path)))
             }
             (None, None) => None,
         };
@@ -233,16 +257,6 @@ impl Rewrite {
             request.headers.insert(header::HOST, host.clone());
         }
         Ok(())
-    }
-}
-
-/// `prefix` followed by `rest` (what followed the matched prefix), with one `/` between them.
-fn replace_prefix(prefix: &str, rest: &str) -> String {
-    match (prefix.ends_with('/'), rest.strip_prefix('/')) {
-        (_, _) if rest.is_empty() => prefix.to_owned(),
-        (true, Some(rest)) => format!("{prefix}{rest}"),
-        (false, None) => format!("{prefix}/{rest}"),
-        _ => format!("{prefix}{rest}"),
     }
 }
 
@@ -313,7 +327,7 @@ impl Router {
 mod tests {
     #[test]
     fn a_rewritten_prefix_keeps_what_followed_it_with_one_slash() {
-        use super::replace_prefix;
+        use crate::head::replace_prefix;
         assert_eq!(replace_prefix("/v2", "/items/7"), "/v2/items/7");
         assert_eq!(replace_prefix("/v2/", "/items"), "/v2/items");
         assert_eq!(replace_prefix("/v2", "items"), "/v2/items");
