@@ -101,6 +101,7 @@ fn check_warns_of_a_route_that_can_never_match_and_refuses_bad_route_options() {
         ("[routes.redirect]\nstatus = 200", "routes[0].upstream", "exactly one of"),
         (r#"mirror = { upstream = "nowhere" }"#, "routes[0].mirror.upstream", "no upstream group"),
         (r#"sticky = { header = "x-user" }"#, "routes[0].sticky", "only a route with `backends`"),
+        ("plugins = [{ name = \"p\", config = { rate = 1 } }]", "routes[0].plugins[0]", "no plugin `p`"),
     ];
     for (extra, field, reason) in refused {
         let (ok, _, err) = harness::check(dir.path(), &base.clone().route("o").raw(extra)).expect("check");

@@ -193,6 +193,13 @@ impl RouteConfig {
                     format!("no plugin `{name}` is configured"),
                 ));
             }
+            if p.get_ref().config.is_some() {
+                return Err(at.invalid_at(
+                    field(&format!("plugins[{j}].config")),
+                    p.span(),
+                    "per-route plugin config is not supported yet: give the plugin by name",
+                ));
+            }
             if self.plugins[..j].iter().any(|q| q.get_ref().name == *name) {
                 return Err(at.invalid_at(
                     field(&format!("plugins[{j}]")),
