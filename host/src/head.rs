@@ -90,8 +90,38 @@ pub(crate) fn with_target(uri: &Uri, path: &str, query: Option<&str>) -> Result<
     Uri::from_parts(parts).map_err(|_| BadPath("invalid path"))
 }
 
+/// A route's new path: the whole path (`path`), or its matched `path_prefix` replaced
+/// (`prefix`), as rewrites and redirects set them.
+#[derive(Debug)]
+pub(crate) enum PathEdit {
+    Whole(String),
+    Prefix { matched: String, with: String },
+}
+
+impl PathEdit {
+    /// The edit `path` or `prefix` asks for (the config check allows one at most), for a
+    /// route matching `matched`.
+    pub(crate) fn new(path: Option<&String>, prefix: Option<&String>, matched: &str) -> Option<PathEdit> {
+        match (path, prefix) {
+            (Some(path), _) => Some(PathEdit::Whole(path.clone())),
+            (None, Some(with)) => Some(PathEdit::Prefix { matched: matched.to_owned(), with: with.clone() }),
+            (None, None) => None,
+        }
+    }
+
+    /// What `path` becomes.
+    pub(crate) fn apply(&self, path: &str) -> String {
+        match self {
+            PathEdit::Whole(whole) => whole.clone(),
+            PathEdit::Prefix { matched, with } => {
+                replace_prefix(with, path.strip_prefix(matched.as_str()).unwrap_or(path))
+            }
+        }
+    }
+}
+
 /// `prefix` followed by `rest` (what followed a matched prefix), with one `/` between them.
-pub(crate) fn replace_prefix(prefix: &str, rest: &str) -> String {
+fn replace_prefix(prefix: &str, rest: &str) -> String {
     match (prefix.ends_with('/'), rest.strip_prefix('/')) {
         (_, _) if rest.is_empty() => prefix.to_owned(),
         (true, Some(rest)) => format!("{prefix}{rest}"),
@@ -100,20 +130,10 @@ pub(crate) fn replace_prefix(prefix: &str, rest: &str) -> String {
     }
 }
 
-/// The port of the authority a request is for (absolute-form target, else `Host`), if it
-/// names one.
+/// The port of the authority a request is for, if it names one.
 pub(crate) fn request_port(request: &http::request::Parts) -> Option<u16> {
-    match request.uri.authority() {
-        Some(a) => a.port_u16(),
-        None => request
-            .headers
-            .get(http::header::HOST)?
-            .to_str()
-            .ok()?
-            .parse::<http::uri::Authority>()
-            .ok()?
-            .port_u16(),
-    }
+    let authority = request_authority(request)?;
+    authority[strip_port(authority).len()..].strip_prefix(':')?.parse().ok()
 }
 
 /// The length a head declares in `Content-Length`, if it declares a valid one.
@@ -124,11 +144,14 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// The host a request is for, without the port: the absolute-form target's authority wins over
 /// `Host` (RFC 9112 §3.2.2).
 pub(crate) fn request_host(request: &http::request::Parts) -> Option<&str> {
-    let authority = match request.uri.authority() {
-        Some(a) => a.as_str(),
-        None => request.headers.get(http::header::HOST)?.to_str().ok()?,
-    };
-    Some(strip_port(authority))
+    request_authority(request).map(strip_port)
+}
+
+fn request_authority(request: &http::request::Parts) -> Option<&str> {
+    match request.uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => request.headers.get(http::header::HOST)?.to_str().ok(),
+    }
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -263,6 +286,16 @@ mod tests {
         assert_eq!(norm("/a%00"), Err(()));
         assert_eq!(norm("/a%zz"), Err(()));
         assert!(matches!(normalize_path("/plain/path"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn a_rewritten_prefix_keeps_what_followed_it_with_one_slash() {
+        use super::replace_prefix;
+        assert_eq!(replace_prefix("/v2", "/items/7"), "/v2/items/7");
+        assert_eq!(replace_prefix("/v2/", "/items"), "/v2/items");
+        assert_eq!(replace_prefix("/v2", "items"), "/v2/items");
+        assert_eq!(replace_prefix("/", "/items"), "/items");
+        assert_eq!(replace_prefix("/v2", ""), "/v2");
     }
 
     #[test]

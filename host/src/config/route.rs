@@ -48,8 +48,7 @@ pub struct RouteConfig {
     /// Match only these methods; any if empty.
     #[serde(default, with = "methods")]
     pub methods: Vec<http::Method>,
-    /// Plugins, in the order their request phases run (response phases run in reverse), each
-    /// by name or with the route's own config for it.
+    /// Plugins, in the order their request phases run (response phases run in reverse).
     #[serde(default)]
     pub plugins: Vec<Spanned<RoutePlugin>>,
     /// The group under `[upstreams]` that serves the route; its span locates a wrong name.
@@ -383,7 +382,7 @@ pub(super) fn check_headers<'a>(
 pub const MAX_SPLIT_WEIGHT: u32 = 10_000;
 
 /// One plugin of a route's chain: `"name"`, or `{ name = "…", config = { … } }` with the
-/// route's own config for it, handed to the plugin's `init-route`.
+/// route's own config for it (refused by the check until plugins can be handed it).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RoutePlugin {
     /// The plugin under `[plugins]`.

@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 
 use super::{ProxyBody, ProxyError};
 use crate::config;
-use crate::head;
+use crate::head::{self, PathEdit};
 
 /// What a route answers with instead of forwarding.
 #[derive(Debug)]
@@ -43,9 +43,7 @@ pub(crate) struct Redirect {
     https: Option<bool>,
     host: Option<String>,
     port: Option<u16>,
-    path: Option<String>,
-    /// The route's `path_prefix`, and what it becomes.
-    prefix: Option<(String, String)>,
+    path: Option<PathEdit>,
 }
 
 impl Redirect {
@@ -55,8 +53,7 @@ impl Redirect {
             https: config.scheme.as_deref().map(|s| s == "https"),
             host: config.host.clone(),
             port: config.port,
-            path: config.path.clone(),
-            prefix: config.prefix.clone().map(|p| (matched.to_owned(), p)),
+            path: PathEdit::new(config.path.as_ref(), config.prefix.as_ref(), matched),
         }
     }
 
@@ -68,7 +65,6 @@ impl Redirect {
             host: None,
             port: Some(port),
             path: None,
-            prefix: None,
         }
     }
 
@@ -88,13 +84,9 @@ impl Redirect {
             Some(port) => format!(":{port}"),
             None => String::new(),
         };
-        let path = request.uri.path();
-        let path = match (&self.path, &self.prefix) {
-            (Some(path), _) => path.clone(),
-            (None, Some((matched, prefix))) => {
-                head::replace_prefix(prefix, path.strip_prefix(matched.as_str()).unwrap_or(path))
-            }
-            (None, None) => path.to_owned(),
+        let path = match &self.path {
+            Some(edit) => edit.apply(request.uri.path()),
+            None => request.uri.path().to_owned(),
         };
         let query = request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         let location = HeaderValue::try_from(format!("{scheme}://{host}{port}{path}{query}"))

@@ -531,7 +531,7 @@ async fn select_upstream(route: &Route, ex: &mut Box<Exchange>) -> Result<Select
             Some(Choice::Respond(reply)) => return Ok(Selected::Respond(reply)),
         }
     }
-    balance(&ex.group.clone(), ex, client)
+    balance(&ex.group, ex, client)
 }
 
 /// The group's balancer picks, with the request's hash key when the group hashes.

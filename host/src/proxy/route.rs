@@ -15,7 +15,7 @@ use super::matcher::RouteMatch;
 use super::mirror::Mirror;
 use super::split::Split;
 use crate::config::{HeaderEdits, RetryOn, RouteConfig, RouteTimeouts};
-use crate::head;
+use crate::head::{self, PathEdit};
 use crate::metrics::{Metrics, NameLabel, Timing};
 use crate::plugin::{ChainOrder, Phase, Plugin};
 use crate::upstream::{Upstreams, retry_on_status};
@@ -163,9 +163,7 @@ impl Route {
             seconds,
             matcher,
             rewrite: config.rewrite.as_ref().map(|r| Rewrite {
-                matched: config.path_prefix.clone(),
-                prefix: r.prefix.clone(),
-                path: r.path.clone(),
+                path: PathEdit::new(r.path.as_ref(), r.prefix.as_ref(), &config.path_prefix),
                 host: r.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
             }),
             request_headers: HeadEdits::new(&config.request_headers),
@@ -233,24 +231,14 @@ impl Route {
 /// `rewrite = { ... }`, ready: see [`crate::config::Rewrite`].
 #[derive(Debug)]
 struct Rewrite {
-    /// The route's `path_prefix`, which `prefix` replaces.
-    matched: String,
-    prefix: Option<String>,
-    path: Option<String>,
+    path: Option<PathEdit>,
     host: Option<HeaderValue>,
 }
 
 impl Rewrite {
     fn apply(&self, request: &mut Parts) -> Result<(), ProxyError> {
-        let path = request.uri.path();
-        let new = match (&self.path, &self.prefix) {
-            (Some(path), _) => Some(path.clone()),
-            (None, Some(prefix)) => {
-                Some(head::replace_prefix(prefix, path.strip_prefix(self.matched.as_str()).unwrap_or(path)))
-            }
-            (None, None) => None,
-        };
-        if let Some(new) = new {
+        if let Some(edit) = &self.path {
+            let new = edit.apply(request.uri.path());
             request.uri = head::with_target(&request.uri, &new, request.uri.query())?;
         }
         if let Some(host) = &self.host {
@@ -325,16 +313,6 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_rewritten_prefix_keeps_what_followed_it_with_one_slash() {
-        use crate::head::replace_prefix;
-        assert_eq!(replace_prefix("/v2", "/items/7"), "/v2/items/7");
-        assert_eq!(replace_prefix("/v2/", "/items"), "/v2/items");
-        assert_eq!(replace_prefix("/v2", "items"), "/v2/items");
-        assert_eq!(replace_prefix("/", "/items"), "/items");
-        assert_eq!(replace_prefix("/v2", ""), "/v2");
-    }
-
     #[test]
     fn the_retry_budget_allows_a_share_of_requests_in_progress_and_at_least_three() {
         let policy = super::RetryPolicy::new(1, 0, 20, &[]);

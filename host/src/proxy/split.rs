@@ -18,6 +18,8 @@ pub(crate) struct Target {
     pub(crate) client: Arc<UpstreamClient>,
     /// What the sticky cookie says for this side (a hash of the group's name, not the name).
     token: String,
+    /// 0: drained, the cookie no longer keeps a client here.
+    weight: u32,
     /// `Set-Cookie` for this side, on a route whose sticky key is a cookie.
     set_cookie: Option<HeaderValue>,
 }
@@ -55,7 +57,7 @@ impl Split {
         let weights: Vec<u32> = sides.iter().map(|(_, _, w)| *w).collect();
         let sides = sides
             .into_iter()
-            .map(|(group, client, _)| {
+            .map(|(group, client, weight)| {
                 let token = format!("{:016x}", hash_key(group.name().as_bytes()));
                 let set_cookie = match &sticky {
                     Some(StickyBy::Cookie(name)) => {
@@ -63,7 +65,7 @@ impl Split {
                     }
                     _ => None,
                 };
-                Target { group, client, token, set_cookie }
+                Target { group, client, token, weight, set_cookie }
             })
             .collect();
         Split { sides, schedule: schedule(&weights), next: AtomicUsize::new(0), sticky }
@@ -92,10 +94,9 @@ impl Split {
             }
             Some(StickyBy::Cookie(name)) => {
                 let kept = cookie(request, name)
-                    .and_then(|token| self.sides.iter().enumerate().find(|(_, s)| s.token == token))
-                    .filter(|(i, _)| self.schedule.contains(&(*i as u16)));
+                    .and_then(|token| self.sides.iter().find(|s| s.token == token && s.weight > 0));
                 match kept {
-                    Some((_, target)) => Some(Pick { target, set_cookie: None }),
+                    Some(target) => Some(Pick { target, set_cookie: None }),
                     None => {
                         let target = by_turn()?;
                         Some(Pick { target, set_cookie: target.set_cookie.as_ref() })
