@@ -174,27 +174,36 @@ fn upstreams(gateway: &Gateway) -> serde_json::Value {
 fn plugins(gateway: &Gateway) -> serde_json::Value {
     let mut plugins = serde_json::Map::new();
     for (name, plugin) in gateway.plugins() {
-        let s = plugin.stats();
-        plugins.insert(
-            name.clone(),
-            json!({
-                "sha256": plugin.sha256(),
-                "cache": format!("{:?}", plugin.cache_outcome()),
-                "instances": {
-                    "created": s.instances_created,
-                    "discarded": s.instances_discarded,
-                    "idle": s.instances_idle,
-                },
-                "faults": {
-                    "traps": s.traps,
-                    "deadline": s.deadline_hits,
-                    "memory": s.memory_limit_hits,
-                    "pool_exhausted": s.pool_exhausted,
-                },
-            }),
-        );
+        let mut entry = plugin_json(plugin);
+        if let Some(canary) = plugin.canary() {
+            let mut version = plugin_json(canary.plugin());
+            version["weight"] = json!(canary.weight());
+            version["rolled_back"] = json!(canary.rolled_back());
+            entry["canary"] = version;
+        }
+        plugins.insert(name.clone(), entry);
     }
     serde_json::Value::Object(plugins)
+}
+
+/// One loaded version of a plugin: what it is, its instances and its faults.
+fn plugin_json(plugin: &crate::plugin::Plugin) -> serde_json::Value {
+    let s = plugin.stats();
+    json!({
+        "sha256": plugin.sha256(),
+        "cache": format!("{:?}", plugin.cache_outcome()),
+        "instances": {
+            "created": s.instances_created,
+            "discarded": s.instances_discarded,
+            "idle": s.instances_idle,
+        },
+        "faults": {
+            "traps": s.traps,
+            "deadline": s.deadline_hits,
+            "memory": s.memory_limit_hits,
+            "pool_exhausted": s.pool_exhausted,
+        },
+    })
 }
 
 /// Key names whose values are never shown, in any table (plugin configs included).
@@ -293,7 +302,16 @@ fn live_metrics(gateway: &Gateway) -> Registry {
 
     let instances = Family::<Pairs, Gauge>::default();
     let faults = Family::<Pairs, Counter>::default();
-    for (name, plugin) in gateway.plugins() {
+    let active = Family::<Pairs, Gauge>::default();
+    let versions = gateway.plugins().flat_map(|(name, plugin)| {
+        let canary = plugin.canary().map(|canary| {
+            let running = canary.rolled_back().is_none();
+            active.get_or_create(&vec![("plugin", name.clone())]).set(i64::from(running));
+            (canary.plugin().name().to_owned(), canary.plugin())
+        });
+        std::iter::once((name.clone(), &**plugin)).chain(canary)
+    });
+    for (name, plugin) in versions {
         let stats = plugin.stats();
         let live = stats.instances_created.saturating_sub(stats.instances_discarded);
         let of = |k: &'static str, v: &str| vec![("plugin", name.clone()), (k, v.to_owned())];
@@ -307,6 +325,11 @@ fn live_metrics(gateway: &Gateway) -> Registry {
         faults.get_or_create(&of("kind", "pool-exhausted")).inc_by(stats.pool_exhausted);
     }
     registry.register("wasmgate_plugin_instances", "Plugin instances alive and idle in the pool", instances);
+    registry.register(
+        "wasmgate_plugin_canary_active",
+        "1 while the plugin's canary takes its share of clients, 0 once rolled back",
+        active,
+    );
     registry.register(
         "wasmgate_plugin_faults",
         "Plugin calls that trapped, hit their deadline or memory limit, or found no instance",

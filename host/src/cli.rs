@@ -251,6 +251,15 @@ async fn check(config: Config) -> ExitCode {
             plugin.cache_outcome(),
             phases.join(", ")
         );
+        if let Some(canary) = plugin.canary() {
+            println!(
+                "  plugin {}: sha256 {} ({:?}), for {}% of clients",
+                canary.plugin().name(),
+                canary.plugin().sha256(),
+                canary.plugin().cache_outcome(),
+                canary.weight()
+            );
+        }
     }
     ExitCode::SUCCESS
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
 use crate::metrics::NameLabel;
-use crate::plugin::{Plugin, PluginSpec, Runtime};
+use crate::plugin::{Plugin, PluginError, PluginSpec, Runtime};
 use crate::proxy::{AccessLog, RequestLimits, Route, Router, Served};
 use crate::telemetry::Telemetry;
 use crate::upstream::{
@@ -183,13 +183,27 @@ async fn load_plugins(
         let (plugin, kept) = runtime
             .load_or_keep(&PluginSpec::from_config(name, p, config), previous.and_then(|g| g.plugin(name)))
             .await
-            .map_err(|e| config.error(format!("plugins.{name}"), e.to_string()))?;
+            .map_err(|e| {
+                let field = match &e {
+                    PluginError::RouteConfigRejected { route, .. } => route_config_field(config, name, route),
+                    _ => None,
+                };
+                config.error(field.unwrap_or_else(|| format!("plugins.{name}")), e.to_string())
+            })?;
         if kept {
             tracing::debug!(plugin = %name, "plugin unchanged: kept with its instances");
         }
         plugins.insert(name.clone(), plugin);
     }
     Ok(plugins)
+}
+
+/// Where route `route` gives plugin `plugin` its config: `routes[i].plugins[j].config`.
+fn route_config_field(config: &Config, plugin: &str, route: &str) -> Option<String> {
+    config.routes.iter().enumerate().filter(|(i, r)| r.name_at(*i) == route).find_map(|(i, r)| {
+        let j = r.plugins.iter().position(|p| p.get_ref().name == plugin)?;
+        Some(format!("routes[{i}].plugins[{j}].config"))
+    })
 }
 
 /// Resolves every backend (a name to every address it has) and builds the upstream groups

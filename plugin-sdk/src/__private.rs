@@ -7,8 +7,8 @@ use std::marker::PhantomData;
 use std::thread::LocalKey;
 
 use crate::{
-    Action, BodyAction, ErrorAction, LocalResponse, Plugin, Request, Response, Trailers, Upstream,
-    UpstreamChoice,
+    Action, BodyAction, ErrorAction, LocalResponse, Plugin, Request, Response, RouteConfig, Trailers,
+    Upstream, UpstreamChoice,
 };
 
 pub mod bindings {
@@ -17,7 +17,7 @@ pub mod bindings {
     //! `pub_export_macro` lets the plugin crate expand the `export!` macro; on targets other
     //! than wasm32 the imports are stubs that panic, so the SDK still builds and tests natively.
     wit_bindgen::generate!({
-        world: "plugin",
+        world: "plugin-with-routes",
         path: "../wit",
         pub_export_macro: true,
         default_bindings_module: "::wasmgate_sdk::__private::bindings",
@@ -25,6 +25,7 @@ pub mod bindings {
 }
 
 pub use bindings::exports::wasmgate::plugin::handler::Guest;
+pub use bindings::exports::wasmgate::plugin::routes::Guest as RoutesGuest;
 pub use bindings::wasmgate::plugin::types as wit;
 pub use wit::Phases;
 
@@ -41,7 +42,7 @@ pub trait Exported: Plugin {
     fn slot() -> &'static Slot<Self>;
 }
 
-/// The component's `handler` export for plugin `P`, named by the `export!` call the
+/// The component's `handler` and `routes` exports for plugin `P`, named by the `export!` call the
 /// `#[plugin]` expansion makes.
 pub struct Handler<P>(PhantomData<P>);
 
@@ -108,6 +109,13 @@ impl<P: Exported> Guest for Handler<P> {
     fn on_log(entry: wit::LogEntry) {
         let entry = entry.into();
         Self::with(|plugin| plugin.on_log(&Request::handle(), &entry));
+    }
+}
+
+impl<P: Exported> RoutesGuest for Handler<P> {
+    fn init_route(route: String, config: String) -> Result<(), String> {
+        Self::with(|plugin| plugin.init_route(&route, RouteConfig::new(config)))
+            .unwrap_or_else(|| Err("no instance: `init` refused the plugin config".to_owned()))
     }
 }
 

@@ -56,6 +56,7 @@ mod config;
 mod edit;
 mod request;
 mod response;
+mod route;
 mod upstream;
 
 pub mod clock;
@@ -74,6 +75,7 @@ pub use edit::EditError;
 pub use log::LogEntry;
 pub use request::Request;
 pub use response::{Response, Trailers};
+pub use route::{PerRoute, RouteConfig};
 pub use upstream::{Backend, FailureKind, Upstream, UpstreamFailure};
 
 /// Exports a [`Plugin`] impl as the component's `handler`.
@@ -152,6 +154,17 @@ pub trait Plugin: Sized + 'static {
     /// Builds an instance from its config, once per pooled instance. An `Err` makes the
     /// gateway refuse to start, with this message: name the bad setting.
     fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// A route's own config for the plugin (`plugins = [{ name = "…", config = { … } }]` in
+    /// a route), handed to each instance after [`new`](Plugin::new), once for each route that
+    /// gives one. Parse it with [`RouteConfig::parse`] and keep it in a [`PerRoute`], which
+    /// finds it again for a request by [`Request::route`]. An `Err` makes the gateway refuse
+    /// the config, naming the route. The default refuses any: a route cannot hand settings to
+    /// a plugin that would ignore them.
+    fn init_route(&mut self, route: &str, config: RouteConfig) -> Result<(), String> {
+        let _ = (route, config);
+        Err("the plugin takes no per-route config".to_owned())
+    }
 
     /// The request headers arrived: edit them (`req`), or answer with [`Action::Respond`].
     fn on_request_headers(&mut self, req: &mut Request) -> Action {

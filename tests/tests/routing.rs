@@ -6,6 +6,7 @@
 use wasmgate_example_origin::Origin;
 use wasmgate_tests::client;
 use wasmgate_tests::harness::{self, Toml};
+use wasmgate_tests::wasm;
 
 async fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin")
@@ -347,4 +348,177 @@ async fn a_mirror_sees_every_request_and_a_slow_one_never_slows_the_client() {
     };
     assert_eq!(count("dropped"), 26, "four in flight, the rest dropped:\n{metrics}");
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_hands_a_plugin_its_own_config_from_one_pool() {
+    let o = origin("o").await;
+    let toml = Toml::new()
+        .listener()
+        .upstream("o", &[o.addr()])
+        .plugin("tag", wasm::ADD_HEADER, r#"{ response = { x-all = "1" } }"#)
+        .raw("instances = 2")
+        .plugin("limit", wasm::RATE_LIMIT, "{ rate = 1000 }")
+        .plugin("old", wasm::CONTRACT_0_1_0, "")
+        .route("o")
+        .raw("name = \"gold\"\npath_prefix = \"/gold\"")
+        .raw(r#"plugins = [{ name = "tag", config = { response = { x-tier = "gold" } } }, "limit"]"#)
+        .route("o")
+        .raw("name = \"silver\"\npath_prefix = \"/silver\"")
+        .raw(r#"plugins = [{ name = "tag", config = { response = { x-tier = "silver" } } }]"#)
+        .route("o")
+        .raw("name = \"slow\"\npath_prefix = \"/slow-lane\"")
+        .raw(r#"plugins = [{ name = "limit", config = { rate = 0.001, burst = 2 } }]"#)
+        .route("o")
+        .raw("name = \"legacy\"\npath_prefix = \"/legacy\"\nplugins = [\"old\"]")
+        .route("o")
+        .raw("name = \"plain\"\nplugins = [\"tag\"]");
+    let gw = harness::start(&toml).await.expect("gateway");
+    let addr = gw.addrs()[0];
+    for (path, tier) in [("/gold", "gold"), ("/silver", "silver"), ("/", ""), ("/gold/x", "gold")] {
+        let reply = client::get(addr, path, &[]).await.expect("request");
+        assert_eq!(
+            (reply.status.as_u16(), reply.header("x-all"), reply.header("x-tier")),
+            (200, "1", tier),
+            "{path}"
+        );
+    }
+    // The instances made at load serve every route: no pool per route.
+    let tag = gw.gateway().plugin("tag").expect("loaded").stats();
+    assert_eq!(tag.instances_created, 2);
+
+    // The route's own limit, in buckets of its own: two pass, the third is over it, while the
+    // plugin's own limit (1000/s) lets the same client through on another route.
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(client::get(addr, "/slow-lane", &[]).await.expect("request").status.as_u16());
+        }
+        statuses
+    };
+    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(client::get(addr, "/gold", &[]).await.expect("request").status.as_u16(), 200);
+
+    // A component built against the 0.1.0 contract still loads and runs on this host.
+    let reply = client::get(addr, "/legacy", &[]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.header("x-contract")), (200, "0.1.0"));
+    let seen = o.seen();
+    let legacy = seen.iter().find(|s| s.target == "/legacy").expect("forwarded");
+    assert_eq!(legacy.headers.get("x-contract-route").and_then(|v| v.to_str().ok()), Some("legacy"));
+    gw.stop().await;
+}
+
+#[test]
+fn check_refuses_a_routes_plugin_config_the_plugin_refuses_naming_the_route() {
+    let dir = harness::TempDir::new("route-plugin-config").expect("dir");
+    let base = Toml::new()
+        .listener()
+        .upstream("o", &[harness::closed_port()])
+        .plugin("tag", wasm::ADD_HEADER, "")
+        .plugin("old", wasm::CONTRACT_0_1_0, "");
+    let refused = [
+        (
+            r#"plugins = ["old", { name = "tag", config = { response = { "x bad" = "1" } } }]"#,
+            "routes[1].plugins[1].config",
+            "plugin `tag` rejected the config of route `web`: response header \"x bad\": the name is not an RFC 9110 token",
+        ),
+        (
+            r#"plugins = [{ name = "tag", config = { reponse = {} } }]"#,
+            "routes[1].plugins[0].config",
+            "unknown field `reponse`",
+        ),
+        (
+            r#"plugins = [{ name = "old", config = { a = 1 } }]"#,
+            "routes[1].plugins[0].config",
+            "takes no per-route config",
+        ),
+    ];
+    for (plugins, field, reason) in refused {
+        let toml = base
+            .clone()
+            .route("o")
+            .raw("name = \"api\"\npath_prefix = \"/api\"")
+            .route("o")
+            .raw("name = \"web\"")
+            .raw(plugins);
+        let (ok, _, err) = harness::check(dir.path(), &toml).expect("check");
+        assert!(!ok && err.contains(field) && err.contains(reason), "{plugins}: {err}");
+    }
+    let twice = base.clone().route("o").raw("name = \"a\"").route("o").raw("name = \"a\"");
+    let (ok, _, err) = harness::check(dir.path(), &twice).expect("check");
+    assert!(!ok && err.contains("routes[1].name") && err.contains("named like routes[0]"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_canary_takes_its_share_of_clients_and_is_rolled_back_when_it_traps() {
+    let o = origin("o").await;
+    let dir = harness::TempDir::new("canary").expect("dir");
+    let canary = |path: &str, config: &str| {
+        format!(
+            r#"canary = {{ path = "{path}", weight = 10, key = "header:x-user", config = {config}, min_calls = 10, max_fault_rate = 0.5 }}"#
+        )
+    };
+    let toml = Toml::new()
+        .listener()
+        .upstream("o", &[o.addr()])
+        .plugin("tag", wasm::ADD_HEADER, r#"{ response = { x-version = "v1" } }"#)
+        .raw("instances = 4")
+        .raw(&canary(wasm::ADD_HEADER, r#"{ response = { x-version = "v2" } }"#))
+        .plugin("guard", wasm::ADD_HEADER, r#"{ response = { x-guarded = "1" } }"#)
+        .raw("instances = 4")
+        .raw(&canary(wasm::MISBEHAVE, r#"{ mode = "trap" }"#))
+        .route("o")
+        .raw("name = \"guarded\"\npath_prefix = \"/bad\"\nplugins = [\"guard\"]")
+        .route("o")
+        .raw("name = \"main\"\nplugins = [\"tag\"]")
+        .raw("[log]\nformat = \"json\"\naccess = true\naccess_fields = [\"path\", \"status\", \"canary\"]");
+    let gw = harness::GatewayProcess::start(dir.path(), &toml).expect("gateway");
+    let user = |i: usize| format!("user-{i}");
+
+    // A tenth of the clients run v2, and each keeps the version it got.
+    let mut versions = Vec::new();
+    for i in 0..1_000 {
+        let reply = client::get(gw.addr, "/", &[("x-user", &user(i))]).await.expect("request");
+        assert_eq!(reply.status, 200);
+        versions.push(reply.header("x-version").to_owned());
+    }
+    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
+    assert!((70..=130).contains(&on_v2), "{on_v2} of 1000 clients on the canary");
+    for (i, version) in versions.iter().enumerate().take(200) {
+        let reply = client::get(gw.addr, "/", &[("x-user", &user(i))]).await.expect("request");
+        assert_eq!(reply.header("x-version"), version, "client {i} keeps its version");
+    }
+    let v2_user = versions.iter().position(|v| v == "v2").expect("a client on the canary");
+    harness::wait_until("the access log names the canary", || {
+        gw.log_lines("wasmgate::access").iter().any(|l| l.contains(r#""canary":"tag@canary""#))
+    })
+    .await;
+    assert!(gw.log_lines(r#""canary":"-""#).len() >= 900, "the other clients ran no canary");
+
+    // A canary that traps (the guest faults on `/bad`) fails its own clients' requests
+    // (fail-closed) until more than half of its calls (at least ten) have faulted; then it is
+    // rolled back and every client runs the plugin's own version.
+    let mut failed = Vec::new();
+    for i in 0..400 {
+        let reply = client::get(gw.addr, "/bad", &[("x-user", &user(i))]).await.expect("request");
+        match reply.status.as_u16() {
+            200 => assert_eq!(reply.header("x-guarded"), "1"),
+            500 => failed.push(i),
+            other => panic!("client {i}: {other} {}", reply.header("x-wasmgate-error")),
+        }
+    }
+    let on_canary: Vec<usize> = (0..400).filter(|&i| versions[i] == "v2").collect();
+    assert!(failed.iter().all(|i| on_canary.contains(i)), "only the canary's clients fail: {failed:?}");
+    assert!((5..=10).contains(&failed.len()), "{failed:?}");
+    let after = on_canary.iter().filter(|&&i| i > failed[failed.len() - 1]).count();
+    assert!(after >= 20, "{after} of the canary's clients came after the rollback");
+    let rolled_back = gw.log_lines("canary rolled back");
+    assert_eq!(rolled_back.len(), 1, "{rolled_back:?}");
+    let faults = format!(r#""faults":{}"#, failed.len());
+    assert!(rolled_back[0].contains("guard@canary") && rolled_back[0].contains(&faults), "{rolled_back:?}");
+    let reply = client::get(gw.addr, "/bad", &[("x-user", &user(v2_user))]).await.expect("request");
+    assert_eq!((reply.status.as_u16(), reply.header("x-guarded")), (200, "1"));
+    // The healthy canary is still on.
+    let reply = client::get(gw.addr, "/", &[("x-user", &user(v2_user))]).await.expect("request");
+    assert_eq!(reply.header("x-version"), "v2");
 }

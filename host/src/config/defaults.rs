@@ -176,3 +176,23 @@ pub(super) fn max_local_body() -> usize {
 pub(super) fn log_rate() -> u32 {
     LOG_RATE
 }
+
+/// A canary's sticky key: the client's IP.
+pub(super) fn canary_key() -> String {
+    "client-addr".to_owned()
+}
+
+/// A canary is rolled back when more than 5% of its calls fault in a window…
+pub(super) fn canary_max_fault_rate() -> f64 {
+    0.05
+}
+
+/// …of one minute…
+pub(super) fn canary_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// …with at least 20 calls in it.
+pub(super) fn canary_min_calls() -> u64 {
+    20
+}

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::observe::{AccessField, AdminConfig, LogConfig, LogFormat, TraceProtocol, TracesConfig};
-pub use self::plugin::{FailurePolicy, Isolation, PluginConfig};
+pub use self::plugin::{CanaryConfig, FailurePolicy, Isolation, PluginConfig};
 pub use self::route::{
     FieldMatch, HeaderEdits, MAX_SPLIT_WEIGHT, RetryOn, Rewrite, RouteConfig, RoutePlugin, RouteTimeouts,
     whole_match,
@@ -160,6 +160,14 @@ impl Config {
         }
         for (i, r) in self.routes.iter().enumerate() {
             r.validate(i, &self.upstreams, &self.plugins, at)?;
+            // Metrics, logs and a plugin's per-route config know a route by its name.
+            let name = r.name_at(i);
+            if let Some(first) = (0..i).find(|&j| self.routes[j].name_at(j) == name) {
+                return Err(at.invalid(
+                    format!("routes[{i}].name"),
+                    format!("route `{name}` is named like routes[{first}]: route names must differ"),
+                ));
+            }
         }
         Ok(())
     }

@@ -65,11 +65,13 @@ pub enum AccessField {
     UserAgent,
     /// True over TLS.
     Tls,
+    /// The plugin canaries the request ran (`NAME@canary`, comma-separated), `-` for none.
+    Canary,
 }
 
 impl AccessField {
     /// Every field, in log order.
-    pub const ALL: [AccessField; 12] = [
+    pub const ALL: [AccessField; 13] = [
         AccessField::Client,
         AccessField::Method,
         AccessField::Host,
@@ -82,6 +84,7 @@ impl AccessField {
         AccessField::RequestId,
         AccessField::UserAgent,
         AccessField::Tls,
+        AccessField::Canary,
     ];
 }
 

@@ -50,12 +50,73 @@ pub struct PluginConfig {
     /// and counted.
     #[serde(default = "defaults::log_rate")]
     pub log_rate: u32,
+    /// A second version that runs for a share of clients, rolled back on faults.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// `[plugins.NAME] canary = { path = "v2.wasm", weight = 5 }`: a candidate version of the
+/// plugin that runs for `weight` percent of clients (sticky by `key`) with the plugin's limits
+/// and its share of the store, and stops getting traffic when its faults pass
+/// `max_fault_rate` of its calls over a `window`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The candidate `.wasm` component.
+    pub path: PathBuf,
+    /// Percent of clients that run it, 0 to 100 (fractions allowed: `0.5`).
+    pub weight: f64,
+    /// Its `init` config; the plugin's own when not set.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// What keeps a client on one version: `client-addr` (its IP) or `header:NAME` (requests
+    /// without the header fall back to the IP).
+    #[serde(default = "defaults::canary_key")]
+    pub key: String,
+    /// The share of its calls that may fault (trap, deadline, memory, a bad value) within a
+    /// window before it is rolled back.
+    #[serde(default = "defaults::canary_max_fault_rate")]
+    pub max_fault_rate: f64,
+    /// The window faults are counted over.
+    #[serde(default = "defaults::canary_window", with = "units::duration")]
+    pub window: Duration,
+    /// Calls a window needs before its fault rate counts.
+    #[serde(default = "defaults::canary_min_calls")]
+    pub min_calls: u64,
+}
+
+impl CanaryConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=100.0).contains(&self.weight) {
+            return Err(("weight", format!("{} is not a percentage from 0 to 100", self.weight)));
+        }
+        if !(0.0..=1.0).contains(&self.max_fault_rate) {
+            return Err(("max_fault_rate", format!("{} is not a share from 0 to 1", self.max_fault_rate)));
+        }
+        if self.window.is_zero() {
+            return Err(("window", "must be more than 0".to_owned()));
+        }
+        if self.min_calls == 0 {
+            return Err(("min_calls", "must be at least 1".to_owned()));
+        }
+        match self.key.strip_prefix("header:") {
+            _ if self.key == "client-addr" => Ok(()),
+            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
+            _ => Err(("key", format!("`{}` is neither `client-addr` nor `header:NAME`", self.key))),
+        }
+    }
 }
 
 impl PluginConfig {
     /// Checks plugin `name` against the runtime's `max_memory`.
     pub(super) fn validate(&self, name: &str, max_memory: usize, at: &Check<'_>) -> Result<(), ConfigError> {
         let field = |f: &str| format!("plugins.{name}.{f}");
+        // Names go into metric labels and logs, and `NAME@canary` names a canary.
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(
+                at.invalid(format!("plugins.{name}"), "a plugin's name is letters, digits, `-`, `_` and `.`")
+            );
+        }
         if self.instances == 0 {
             return Err(at.invalid(field("instances"), "must be at least 1"));
         }
@@ -80,6 +141,9 @@ impl PluginConfig {
         }
         if self.log_rate == 0 {
             return Err(at.invalid(field("log_rate"), "must be at least 1"));
+        }
+        if let Some(canary) = &self.canary {
+            canary.validate().map_err(|(f, reason)| at.invalid(field(&format!("canary.{f}")), reason))?;
         }
         if self.memory_limit > max_memory {
             return Err(at.invalid(

@@ -192,13 +192,6 @@ impl RouteConfig {
                     format!("no plugin `{name}` is configured"),
                 ));
             }
-            if p.get_ref().config.is_some() {
-                return Err(at.invalid_at(
-                    field(&format!("plugins[{j}].config")),
-                    p.span(),
-                    "per-route plugin config is not supported yet: give the plugin by name",
-                ));
-            }
             if self.plugins[..j].iter().any(|q| q.get_ref().name == *name) {
                 return Err(at.invalid_at(
                     field(&format!("plugins[{j}]")),
@@ -382,7 +375,7 @@ pub(super) fn check_headers<'a>(
 pub const MAX_SPLIT_WEIGHT: u32 = 10_000;
 
 /// One plugin of a route's chain: `"name"`, or `{ name = "…", config = { … } }` with the
-/// route's own config for it (refused by the check until plugins can be handed it).
+/// route's own config for it, which the plugin's `init-route` checks and keeps.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RoutePlugin {
     /// The plugin under `[plugins]`.

@@ -157,7 +157,9 @@ impl RuntimeSection {
                 format!("must be at least {} bytes", crate::store::StoreLimits::MIN_SHARE_BYTES),
             ));
         }
-        let needed: usize = plugins.values().map(|p| p.instances + 1).sum();
+        // A canary has a pool of its own, as large.
+        let needed: usize =
+            plugins.values().map(|p| (p.instances + 1) * (1 + usize::from(p.canary.is_some()))).sum();
         if needed > self.instance_slots as usize {
             return Err(at.invalid(
                 "runtime.instance_slots",

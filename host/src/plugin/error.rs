@@ -37,6 +37,16 @@ pub enum PluginError {
         /// The plugin's own message.
         message: String,
     },
+    /// The plugin refused a route's own config for it.
+    #[error("plugin `{plugin}` rejected the config of route `{route}`: {message}")]
+    RouteConfigRejected {
+        /// The plugin's name.
+        plugin: String,
+        /// The route whose config it refused.
+        route: String,
+        /// The plugin's own message.
+        message: String,
+    },
     /// A new instance could not be made (allocator slots used up, or a fault in `init`).
     #[error("plugin `{plugin}`: cannot create an instance: {reason}")]
     Instantiate {
@@ -117,6 +127,7 @@ impl PluginError {
             PluginError::Read { plugin, .. }
             | PluginError::Invalid { plugin, .. }
             | PluginError::ConfigRejected { plugin, .. }
+            | PluginError::RouteConfigRejected { plugin, .. }
             | PluginError::Instantiate { plugin, .. }
             | PluginError::Trap { plugin, .. }
             | PluginError::Deadline { plugin, .. }
@@ -143,7 +154,7 @@ impl PluginError {
         match self {
             PluginError::Read { .. } => "plugin-read",
             PluginError::Invalid { .. } => "plugin-invalid",
-            PluginError::ConfigRejected { .. } => "plugin-config",
+            PluginError::ConfigRejected { .. } | PluginError::RouteConfigRejected { .. } => "plugin-config",
             PluginError::Instantiate { .. } => "plugin-instantiate",
             PluginError::Trap { .. } => "plugin-trap",
             PluginError::Deadline { .. } => "plugin-deadline",

@@ -54,6 +54,9 @@ pub struct Exchange {
     /// The backend that answered, once one did.
     pub backend: Option<Arc<str>>,
     pub(crate) state: PluginState,
+    /// Each plugin with a canary that the request met: which version it runs (the canary's
+    /// name, or none for the plugin's own). Empty, and never allocated, without canaries.
+    canaries: Vec<(u32, Option<Arc<str>>)>,
 }
 
 impl Exchange {
@@ -80,6 +83,7 @@ impl Exchange {
             request_id: None,
             trace: None,
             state: PluginState::default(),
+            canaries: Vec::new(),
         }
     }
 
@@ -111,6 +115,24 @@ impl Exchange {
         };
         self.request_id = Some(id.clone());
         id
+    }
+
+    /// Whether the request runs plugin `plugin`'s canary, once that was chosen.
+    pub(crate) fn canary_pick(&self, plugin: u32) -> Option<bool> {
+        self.canaries.iter().find(|(id, _)| *id == plugin).map(|(_, canary)| canary.is_some())
+    }
+
+    /// Keeps the version of plugin `plugin` the request runs: `canary` names it, if it is the
+    /// canary.
+    pub(crate) fn pick_canary(&mut self, plugin: u32, canary: Option<Arc<str>>) {
+        self.canaries.push((plugin, canary));
+    }
+
+    /// The canaries the request ran, by name, comma-separated; none if it ran none.
+    pub fn canaries_run(&self) -> Option<String> {
+        let mut names = self.canaries.iter().filter_map(|(_, canary)| canary.as_deref());
+        let first = names.next()?;
+        Some(names.fold(first.to_owned(), |all, name| all + "," + name))
     }
 
     /// Names the request `id` in the logs from now on (a plugin set its `x-request-id`).

@@ -45,6 +45,8 @@ pub(crate) struct InstanceState {
     pub(crate) head_open: bool,
     pub(crate) plugin_id: u32,
     pub(crate) plugin: Arc<str>,
+    /// The name the store keys are kept under: the plugin's, also for its canary.
+    family: Arc<str>,
     /// Epoch ticks the current call may still run before it is stopped.
     pub(crate) ticks_left: u32,
     pub(crate) limits: MemoryLimit,
@@ -67,6 +69,7 @@ impl InstanceState {
     pub(crate) fn new(
         plugin_id: u32,
         plugin: Arc<str>,
+        family: Arc<str>,
         memory_limit: usize,
         shared: Arc<Shared>,
         store: Arc<dyn crate::store::Store>,
@@ -78,6 +81,7 @@ impl InstanceState {
             head_open: false,
             plugin_id,
             plugin,
+            family,
             ticks_left: 0,
             limits: MemoryLimit { limit: memory_limit, hit: false },
             store_down: None,
@@ -410,7 +414,7 @@ impl InstanceState {
         if key.len() > crate::store::MAX_KEY {
             return Err(WitStoreError::TooLarge);
         }
-        Ok(crate::store::store_key(&self.plugin, key))
+        Ok(crate::store::store_key(&self.family, key))
     }
 
     fn record(&mut self, kind: Kind, name: String, labels: Vec<(String, String)>, value: f64) -> bool {

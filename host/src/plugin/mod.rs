@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cache;
+mod canary;
 mod error;
 mod exchange;
 mod host_api;
@@ -25,6 +26,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use self::cache::{CacheOutcome, default_dir as default_cache_dir};
+pub use self::canary::{Canary, CanarySpec, SUFFIX as CANARY_SUFFIX};
 pub use self::error::PluginError;
 pub use self::exchange::Exchange;
 pub use self::pool::PluginStats;
@@ -198,6 +200,9 @@ pub struct PluginSpec {
     pub path: PathBuf,
     /// The plugin's config, as JSON, handed to `init`.
     pub config_json: String,
+    /// `(route, config JSON)` for each route that gives the plugin its own config, in route
+    /// order, handed to `init-route` after `init`.
+    pub route_configs: Vec<(String, String)>,
     /// How long one call may run.
     pub deadline: Duration,
     /// The memory limit of one instance, in bytes.
@@ -216,6 +221,8 @@ pub struct PluginSpec {
     pub max_local_body: usize,
     /// Log lines per second.
     pub log_rate: u32,
+    /// A second version for a share of clients.
+    pub canary: Option<Box<CanarySpec>>,
 }
 
 impl PluginSpec {
@@ -226,6 +233,7 @@ impl PluginSpec {
             name: name.into(),
             path: path.into(),
             config_json: "{}".to_owned(),
+            route_configs: Vec::new(),
             deadline: defaults::DEADLINE,
             memory_limit: defaults::MEMORY_LIMIT,
             instances: defaults::INSTANCES,
@@ -235,17 +243,34 @@ impl PluginSpec {
             store: defaults::PLUGIN_STORE_LIMITS,
             max_local_body: defaults::MAX_LOCAL_BODY,
             log_rate: defaults::LOG_RATE,
+            canary: None,
         }
+    }
+
+    /// The name the plugin's store entries are kept under: a canary shares its plugin's.
+    pub fn family(&self) -> &str {
+        self.name.strip_suffix(CANARY_SUFFIX).unwrap_or(&self.name)
     }
 
     /// Plugin `name` as `[plugins.NAME]` of `config` describes it, its path resolved against
     /// the config file's folder.
     pub fn from_config(name: &str, plugin: &PluginConfig, config: &Config) -> Self {
-        PluginSpec {
+        let mut spec = PluginSpec {
             name: name.to_owned(),
             path: config.resolve(&plugin.path),
             // A TOML table always has a JSON form; an empty one is `{}`.
-            config_json: serde_json::to_string(&plugin.config).unwrap_or_else(|_| "{}".to_owned()),
+            config_json: json(&plugin.config),
+            route_configs: config
+                .routes
+                .iter()
+                .enumerate()
+                .flat_map(|(i, route)| {
+                    let own = route.plugins.iter().map(|p| p.get_ref());
+                    own.filter(|p| p.name == name)
+                        .filter_map(|p| p.config.as_ref())
+                        .map(move |c| (route.name_at(i), json(c)))
+                })
+                .collect(),
             deadline: plugin.deadline,
             memory_limit: plugin.memory_limit,
             instances: plugin.instances,
@@ -255,8 +280,19 @@ impl PluginSpec {
             store: StoreLimits { max_entries: plugin.store_max_entries, max_bytes: plugin.store_max_bytes },
             max_local_body: plugin.max_local_body,
             log_rate: plugin.log_rate,
-        }
+            canary: None,
+        };
+        spec.canary = plugin.canary.as_ref().map(|canary| {
+            let json = canary.config.as_ref().map_or_else(|| spec.config_json.clone(), json);
+            Box::new(CanarySpec::new(&spec, canary, config.resolve(&canary.path), json))
+        });
+        spec
     }
+}
+
+/// A config table's JSON form (a TOML table always has one; an empty one is `{}`).
+fn json(table: &toml::Table) -> String {
+    serde_json::to_string(table).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The engine and everything shared by all plugins.
@@ -375,9 +411,8 @@ impl Runtime {
     /// instances and runs their `init` with the plugin's config. Blocking work runs on tokio's
     /// blocking pool.
     pub async fn load(&self, spec: &PluginSpec) -> Result<Plugin, PluginError> {
-        let bytes = Self::read(spec).await?;
-        let hash = CompileCache::content_hash(&bytes);
-        self.load_bytes(spec, bytes, hash).await
+        let (main, canary) = (Self::read(spec).await?, Self::read_canary(spec).await?);
+        self.load_versions(spec, main, canary).await
     }
 
     /// Like [`Runtime::load`], but keeps `previous` (its compiled code, pool and instances)
@@ -388,16 +423,42 @@ impl Runtime {
         spec: &PluginSpec,
         previous: Option<&Arc<Plugin>>,
     ) -> Result<(Arc<Plugin>, bool), PluginError> {
-        let bytes = Self::read(spec).await?;
-        let hash = CompileCache::content_hash(&bytes);
-        if let Some(previous) = previous.filter(|p| p.spec == *spec && p.hash == hash) {
+        let (main, canary) = (Self::read(spec).await?, Self::read_canary(spec).await?);
+        let canary_hash = canary.as_ref().map(|(_, hash)| hash.as_str());
+        if let Some(previous) = previous.filter(|p| {
+            p.spec == *spec && p.hash == main.1 && p.canary.as_ref().map(|c| c.plugin.sha256()) == canary_hash
+        }) {
             return Ok((previous.clone(), true));
         }
-        Ok((Arc::new(self.load_bytes(spec, bytes, hash).await?), false))
+        Ok((Arc::new(self.load_versions(spec, main, canary).await?), false))
     }
 
-    /// Reads the component, refusing one over [`defaults::MAX_COMPONENT`] before reading it.
-    async fn read(spec: &PluginSpec) -> Result<Vec<u8>, PluginError> {
+    /// The plugin, and its canary when it has one.
+    async fn load_versions(
+        &self,
+        spec: &PluginSpec,
+        (bytes, hash): (Vec<u8>, String),
+        canary: Option<(Vec<u8>, String)>,
+    ) -> Result<Plugin, PluginError> {
+        let mut plugin = self.load_bytes(spec, bytes, hash).await?;
+        if let (Some(canary_spec), Some((bytes, hash))) = (&spec.canary, canary) {
+            let candidate = self.load_bytes(&canary_spec.spec, bytes, hash).await?;
+            plugin.canary = Some(Box::new(Canary::new(candidate, (**canary_spec).clone())));
+        }
+        Ok(plugin)
+    }
+
+    /// The canary's component and its hash, if the plugin has one.
+    async fn read_canary(spec: &PluginSpec) -> Result<Option<(Vec<u8>, String)>, PluginError> {
+        match &spec.canary {
+            Some(canary) => Ok(Some(Self::read(&canary.spec).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the component, refusing one over [`defaults::MAX_COMPONENT`] before reading it;
+    /// returns it with its content hash.
+    async fn read(spec: &PluginSpec) -> Result<(Vec<u8>, String), PluginError> {
         let failed =
             |source| PluginError::Read { plugin: spec.name.clone(), path: spec.path.clone(), source };
         let size = tokio::fs::metadata(&spec.path).await.map_err(failed)?.len();
@@ -411,7 +472,9 @@ impl Runtime {
                 ),
             });
         }
-        tokio::fs::read(&spec.path).await.map_err(failed)
+        let bytes = tokio::fs::read(&spec.path).await.map_err(failed)?;
+        let hash = CompileCache::content_hash(&bytes);
+        Ok((bytes, hash))
     }
 
     async fn load_bytes(
@@ -434,8 +497,7 @@ impl Runtime {
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let factory = Factory::new(self.engine.clone(), pre, id, spec, self.epoch_tick, self.shared.clone())
-            .map_err(|e| invalid(format!("{e:#}")))?;
+        let factory = Factory::new(self.engine.clone(), pre, id, spec, self.epoch_tick, self.shared.clone())?;
         let name = factory.name.clone();
         let (first, phases) = factory.create().await?;
         let pool = Pool::new(factory, spec.isolation, spec.instances, spec.pool_wait, first).await?;
@@ -452,7 +514,17 @@ impl Runtime {
             let labels = PluginPhaseLabels { plugin: label.clone(), phase: phase.as_str() };
             self.shared.metrics.plugin_seconds.get_or_create(&labels).clone()
         });
-        Ok(Plugin { name, hash, spec: spec.clone(), phases, failure: spec.failure, outcome, pool, seconds })
+        Ok(Plugin {
+            name,
+            hash,
+            spec: spec.clone(),
+            phases,
+            failure: spec.failure,
+            outcome,
+            pool,
+            seconds,
+            canary: None,
+        })
     }
 }
 
@@ -611,6 +683,8 @@ pub struct Plugin {
     pool: Arc<Pool>,
     /// Call durations, by [`Phase::index`].
     seconds: [Timing; Phase::ALL.len()],
+    /// The version a share of clients runs instead.
+    canary: Option<Box<Canary>>,
 }
 
 impl Plugin {
@@ -629,9 +703,47 @@ impl Plugin {
         self.outcome
     }
 
-    /// True if the plugin implements `phase`; the proxy calls no other.
+    /// True if the plugin (or its canary) implements `phase`; the proxy calls no other.
     pub fn has(&self, phase: Phase) -> bool {
-        self.phases.contains(phase.flag())
+        self.phases.contains(phase.flag()) || self.canary.as_ref().is_some_and(|c| c.plugin.has(phase))
+    }
+
+    /// The plugin's canary, if it has one.
+    pub fn canary(&self) -> Option<&Canary> {
+        self.canary.as_deref()
+    }
+
+    /// Runs `call` on the version this request runs (the canary's choice is made at the
+    /// request's first call of the plugin and kept), or gives `skipped` when that version does
+    /// not implement `phase`. A canary's faults count towards its rollback.
+    async fn run<T>(
+        &self,
+        phase: Phase,
+        ex: &mut Box<Exchange>,
+        skipped: T,
+        call: impl AsyncFnOnce(&Plugin, &mut Box<Exchange>) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let Some(canary) = self.canary.as_deref() else {
+            return call(self, ex).await;
+        };
+        let id = self.pool.factory.id;
+        let picked = match ex.canary_pick(id) {
+            Some(picked) => picked,
+            None => {
+                let picked = canary.picks(ex);
+                ex.pick_canary(id, picked.then(|| canary.plugin.name.clone()));
+                picked
+            }
+        };
+        let version = if picked { &canary.plugin } else { self };
+        if !version.phases.contains(phase.flag()) {
+            return Ok(skipped);
+        }
+        let result = call(version, ex).await;
+        if picked {
+            canary.record(&result);
+        }
+        result
     }
 
     /// Counters of the plugin's instances and faults.
@@ -715,8 +827,11 @@ impl Plugin {
     /// The request headers arrived.
     pub async fn on_request_headers(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
         let phase = Phase::RequestHeaders;
-        let action = self.call(phase, true, ex, async |h, s| h.call_on_request_headers(s).await).await?;
-        self.action(phase, action)
+        self.run(phase, ex, Action::Continue, async |p, ex| {
+            let action = p.call(phase, true, ex, async |h, s| h.call_on_request_headers(s).await).await?;
+            p.action(phase, action)
+        })
+        .await
     }
 
     /// A request body chunk, or the whole body; `head_open` when nothing has gone upstream
@@ -729,15 +844,32 @@ impl Plugin {
         head_open: bool,
     ) -> Result<BodyVerdict, PluginError> {
         let phase = Phase::RequestBody;
-        let action =
-            self.call(phase, head_open, ex, async |h, s| h.call_on_request_body(s, chunk, end).await).await?;
-        self.body_verdict(phase, action)
+        self.run(phase, ex, BodyVerdict::Continue, async |p, ex| {
+            let action = p
+                .call(phase, head_open, ex, async |h, s| h.call_on_request_body(s, chunk, end).await)
+                .await?;
+            p.body_verdict(phase, action)
+        })
+        .await
     }
 
     /// Where should the request go?
     pub async fn select_upstream(&self, ex: &mut Box<Exchange>) -> Result<Choice, PluginError> {
         let phase = Phase::SelectUpstream;
-        let choice = self.call(phase, false, ex, async |h, s| h.call_select_upstream(s).await).await?;
+        self.run(phase, ex, Choice::Default, async |p, ex| {
+            let choice = p.call(phase, false, ex, async |h, s| h.call_select_upstream(s).await).await?;
+            p.choice(phase, ex, choice)
+        })
+        .await
+    }
+
+    /// A guest's upstream choice, checked against the groups in view.
+    fn choice(
+        &self,
+        phase: Phase,
+        ex: &Exchange,
+        choice: types::UpstreamChoice,
+    ) -> Result<Choice, PluginError> {
         let invalid = |reason: String| self.invalid(phase, "upstream choice", reason);
         let backend_of = |group: &Arc<Group>, index: u32| match usize::try_from(index) {
             Ok(i) if i < group.backends().len() => Ok(Choice::Backend(group.clone(), i)),
@@ -763,8 +895,11 @@ impl Plugin {
     /// The head is about to go upstream.
     pub async fn on_upstream_request(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
         let phase = Phase::UpstreamRequest;
-        let action = self.call(phase, true, ex, async |h, s| h.call_on_upstream_request(s).await).await?;
-        self.action(phase, action)
+        self.run(phase, ex, Action::Continue, async |p, ex| {
+            let action = p.call(phase, true, ex, async |h, s| h.call_on_upstream_request(s).await).await?;
+            p.action(phase, action)
+        })
+        .await
     }
 
     /// An upstream attempt failed.
@@ -775,20 +910,26 @@ impl Plugin {
     ) -> Result<OnError, PluginError> {
         let phase = Phase::UpstreamError;
         let failure = failure.to_wit();
-        let action =
-            self.call(phase, false, ex, async |h, s| h.call_on_upstream_error(s, &failure).await).await?;
-        Ok(match action {
-            types::ErrorAction::Default => OnError::Default,
-            types::ErrorAction::Retry => OnError::Retry,
-            types::ErrorAction::Respond(r) => OnError::Respond(self.local_reply(phase, r)?),
+        self.run(phase, ex, OnError::Default, async |p, ex| {
+            let action =
+                p.call(phase, false, ex, async |h, s| h.call_on_upstream_error(s, &failure).await).await?;
+            Ok(match action {
+                types::ErrorAction::Default => OnError::Default,
+                types::ErrorAction::Retry => OnError::Retry,
+                types::ErrorAction::Respond(r) => OnError::Respond(p.local_reply(phase, r)?),
+            })
         })
+        .await
     }
 
     /// The response headers arrived (in `ex.response`).
     pub async fn on_response_headers(&self, ex: &mut Box<Exchange>) -> Result<Action, PluginError> {
         let phase = Phase::ResponseHeaders;
-        let action = self.call(phase, false, ex, async |h, s| h.call_on_response_headers(s).await).await?;
-        self.action(phase, action)
+        self.run(phase, ex, Action::Continue, async |p, ex| {
+            let action = p.call(phase, false, ex, async |h, s| h.call_on_response_headers(s).await).await?;
+            p.action(phase, action)
+        })
+        .await
     }
 
     /// A response body chunk.
@@ -799,27 +940,35 @@ impl Plugin {
         end: bool,
     ) -> Result<BodyVerdict, PluginError> {
         let phase = Phase::ResponseBody;
-        let action =
-            self.call(phase, false, ex, async |h, s| h.call_on_response_body(s, chunk, end).await).await?;
-        match self.body_verdict(phase, action)? {
-            BodyVerdict::Respond(_) => {
-                Err(self.invalid(phase, "body action", "`respond` after the response began".to_owned()))
+        self.run(phase, ex, BodyVerdict::Continue, async |p, ex| {
+            let action =
+                p.call(phase, false, ex, async |h, s| h.call_on_response_body(s, chunk, end).await).await?;
+            match p.body_verdict(phase, action)? {
+                BodyVerdict::Respond(_) => {
+                    Err(p.invalid(phase, "body action", "`respond` after the response began".to_owned()))
+                }
+                verdict => Ok(verdict),
             }
-            verdict => Ok(verdict),
-        }
+        })
+        .await
     }
 
     /// The response trailers arrived; `ex.response`'s headers are the trailers during the call.
     pub async fn on_response_trailers(&self, ex: &mut Box<Exchange>) -> Result<(), PluginError> {
-        self.call(Phase::ResponseTrailers, false, ex, async |h, s| h.call_on_response_trailers(s).await)
-            .await?;
-        Ok(())
+        let phase = Phase::ResponseTrailers;
+        self.run(phase, ex, (), async |p, ex| {
+            p.call(phase, false, ex, async |h, s| h.call_on_response_trailers(s).await).await
+        })
+        .await
     }
 
     /// The request is over.
     pub async fn on_log(&self, ex: &mut Box<Exchange>, entry: &Logged) -> Result<(), PluginError> {
-        self.call(Phase::Log, false, ex, async |h, s| h.call_on_log(s, &entry.0).await).await?;
-        Ok(())
+        let phase = Phase::Log;
+        self.run(phase, ex, (), async |p, ex| {
+            p.call(phase, false, ex, async |h, s| h.call_on_log(s, &entry.0).await).await
+        })
+        .await
     }
 
     fn body_verdict(&self, phase: Phase, action: types::BodyAction) -> Result<BodyVerdict, PluginError> {

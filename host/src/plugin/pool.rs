@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
 use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 
 use super::bindings::{self, types::Phases};
@@ -32,10 +32,17 @@ pub(crate) struct Instance {
 /// Makes instances of one plugin: instantiation, limits and `init`.
 pub(crate) struct Factory {
     pub(crate) engine: Engine,
-    pub(crate) pre: bindings::PluginPre<InstanceState>,
+    pub(crate) pre: InstancePre<InstanceState>,
+    pub(crate) indices: bindings::PluginIndices,
+    /// `init-route`, if the component exports `routes`.
+    pub(crate) init_route: Option<ComponentExportIndex>,
     pub(crate) id: u32,
     pub(crate) name: Arc<str>,
+    /// The name its store entries are kept under (a canary's is its plugin's).
+    pub(crate) family: Arc<str>,
     pub(crate) config_json: String,
+    /// `(route, config JSON)` for each route that gives the plugin its own config.
+    pub(crate) route_configs: Vec<(String, String)>,
     pub(crate) deadline: Duration,
     pub(crate) deadline_ticks: u32,
     pub(crate) memory_limit: usize,
@@ -54,20 +61,45 @@ impl Factory {
         spec: &PluginSpec,
         tick: Duration,
         shared: Arc<Shared>,
-    ) -> wasmtime::Result<Self> {
+    ) -> Result<Self, PluginError> {
         let ticks = spec.deadline.as_micros().div_ceil(tick.as_micros().max(1));
         let labels = PluginLabels { plugin: Arc::new(spec.name.clone()) };
         let dropped = shared.metrics.plugin_logs_dropped.get_or_create(&labels).clone();
+        let component = pre.component();
+        let init_route = component
+            .get_export_index(None, bindings::ROUTES)
+            .and_then(|routes| component.get_export_index(Some(&routes), bindings::INIT_ROUTE));
+        if init_route.is_none()
+            && let Some((route, _)) = spec.route_configs.first()
+        {
+            return Err(PluginError::RouteConfigRejected {
+                plugin: spec.name.clone(),
+                route: route.clone(),
+                message: format!(
+                    "the component takes no per-route config (it does not export `{}`)",
+                    bindings::ROUTES
+                ),
+            });
+        }
+        let indices = bindings::PluginIndices::new(&pre).map_err(|error| PluginError::Invalid {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            reason: format!("{error:#}"),
+        })?;
         Ok(Factory {
             engine,
-            pre: bindings::PluginPre::new(pre)?,
+            indices,
+            pre,
+            init_route,
             id,
             name: Arc::from(spec.name.as_str()),
+            family: Arc::from(spec.family()),
             config_json: spec.config_json.clone(),
+            route_configs: spec.route_configs.clone(),
             deadline: spec.deadline,
             deadline_ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
             memory_limit: spec.memory_limit,
-            store: shared.store_for(&spec.name, spec.store),
+            store: shared.store_for(spec.family(), spec.store),
             log: Arc::new(LogLimit::new(spec.log_rate, dropped)),
             shared,
         })
@@ -78,6 +110,7 @@ impl Factory {
         let state = InstanceState::new(
             self.id,
             self.name.clone(),
+            self.family.clone(),
             self.memory_limit,
             self.shared.clone(),
             self.store.clone(),
@@ -87,15 +120,14 @@ impl Factory {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(on_epoch_tick);
         self.arm(&mut store, Phase::Init, false);
-        let bindings = match self.pre.instantiate_async(&mut store).await {
-            Ok(b) => b,
-            Err(error) => {
-                return Err(PluginError::Instantiate {
-                    plugin: self.name.to_string(),
-                    reason: format!("{error:#}"),
-                });
-            }
+        let instantiated = match self.pre.instantiate_async(&mut store).await {
+            Ok(instance) => self.indices.load(&mut store, &instance).map(|b| (instance, b)),
+            Err(error) => Err(error),
         };
+        let (instance, bindings) = instantiated.map_err(|error| PluginError::Instantiate {
+            plugin: self.name.to_string(),
+            reason: format!("{error:#}"),
+        })?;
         let handler = bindings.wasmgate_plugin_handler();
         let phases = match handler.call_init(&mut store, &self.config_json).await {
             Ok(Ok(phases)) => phases,
@@ -104,7 +136,43 @@ impl Factory {
             }
             Err(error) => return Err(self.fault(Phase::Init, &error, store.data())),
         };
+        if let Some(index) = &self.init_route {
+            self.init_routes(&mut store, &instance, index).await?;
+        }
         Ok((Instance { store, bindings: Box::new(bindings) }, phases))
+    }
+
+    /// Hands the new instance each route's own config, after `init`.
+    async fn init_routes(
+        &self,
+        store: &mut Store<InstanceState>,
+        instance: &wasmtime::component::Instance,
+        index: &ComponentExportIndex,
+    ) -> Result<(), PluginError> {
+        if self.route_configs.is_empty() {
+            return Ok(());
+        }
+        let func = instance
+            .get_typed_func::<(&str, &str), (Result<(), String>,)>(&mut *store, index)
+            .map_err(|error| PluginError::Instantiate {
+                plugin: self.name.to_string(),
+                reason: format!("`{}.{}`: {error:#}", bindings::ROUTES, bindings::INIT_ROUTE),
+            })?;
+        for (route, config) in &self.route_configs {
+            self.arm(store, Phase::Init, false);
+            match func.call_async(&mut *store, (route, config)).await {
+                Ok((Ok(()),)) => {}
+                Ok((Err(message),)) => {
+                    return Err(PluginError::RouteConfigRejected {
+                        plugin: self.name.to_string(),
+                        route: route.clone(),
+                        message,
+                    });
+                }
+                Err(error) => return Err(self.fault(Phase::Init, &error, store.data())),
+            }
+        }
+        Ok(())
     }
 
     /// Gives the next call its phase, what it may edit and its full deadline.

@@ -37,6 +37,8 @@ pub(crate) struct AccessEntry {
     pub(crate) request_id: Option<Arc<str>>,
     pub(crate) user_agent: String,
     pub(crate) tls: bool,
+    /// The plugin canaries that ran, known once the phases ran.
+    pub(crate) canaries: Option<String>,
 }
 
 impl AccessEntry {
@@ -49,6 +51,7 @@ impl AccessEntry {
         let backend = outcome.backend.as_deref().unwrap_or("-");
         let (host, path, route) = (self.host.as_str(), self.path.as_str(), &*self.route);
         let (request_id, user_agent) = (self.request_id.as_deref().unwrap_or("-"), self.user_agent.as_str());
+        let canary = self.canaries.as_deref().unwrap_or("-");
         // Unselected fields are `Empty`: formatters leave them out.
         tracing::info!(
             target: "wasmgate::access",
@@ -64,6 +67,7 @@ impl AccessEntry {
             request_id = if on(AccessField::RequestId) { &request_id as &dyn Value } else { &Empty },
             user_agent = if on(AccessField::UserAgent) { &user_agent as &dyn Value } else { &Empty },
             tls = if on(AccessField::Tls) { &self.tls as &dyn Value } else { &Empty },
+            canary = if on(AccessField::Canary) { &canary as &dyn Value } else { &Empty },
             "access"
         );
     }

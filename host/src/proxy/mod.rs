@@ -232,6 +232,7 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
             request_id: None,
             user_agent: header(http::header::USER_AGENT),
             tls: conn.tls,
+            canaries: None,
         })
     });
 
@@ -264,6 +265,7 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     // A plugin may have named the request since (request-id).
     let access = access.map(|mut entry| {
         entry.request_id = Some(ex.request_id());
+        entry.canaries = ex.canaries_run();
         entry
     });
     let span = ex.trace.as_ref().map(|trace| trace.context().clone());

@@ -1,12 +1,16 @@
 //! rate-limit: a token bucket per client address or per header value, kept in the shared
 //! store so that every instance on every thread draws from the same bucket. Requests over the
-//! limit are answered `429 Too Many Requests` in `on_request_headers`.
+//! limit are answered `429 Too Many Requests` in `on_request_headers`. A route may give its own
+//! limit in the same form (`{ name = "rate-limit", config = { rate = 100 } }`): its requests
+//! then draw from buckets of the route's own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use wasmgate_sdk::{Action, LocalResponse, Plugin, Request, clock, log, metrics, store};
+use wasmgate_sdk::{
+    Action, LocalResponse, PerRoute, Plugin, Request, RouteConfig, clock, log, metrics, store,
+};
 
 /// How many times a request re-reads its bucket when another request changed it in between,
 /// before it gives up and is let through: contention that high is better answered late than
@@ -87,14 +91,24 @@ enum Verdict {
     },
 }
 
+/// One limit: the plugin's, or a route's own.
 #[derive(Debug)]
-struct RateLimit {
+struct Policy {
     limit: Limit,
     key: KeySource,
     missing: Missing,
     /// How long an untouched bucket is kept: twice the time to refill it from empty. An entry
     /// that expires was full anyway, so expiry never gives a client more than the limit.
     ttl: Duration,
+    /// Put before the request key: empty for the plugin's limit, the route's name for a
+    /// route's own, so that the two never share a bucket.
+    scope: String,
+}
+
+#[derive(Debug)]
+struct RateLimit {
+    all: Policy,
+    routes: PerRoute<Policy>,
 }
 
 #[wasmgate_sdk::plugin]
@@ -102,6 +116,36 @@ impl Plugin for RateLimit {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
+        Ok(RateLimit { all: Policy::new(config, String::new())?, routes: PerRoute::new() })
+    }
+
+    fn init_route(&mut self, route: &str, config: RouteConfig) -> Result<(), String> {
+        self.routes.insert(route, Policy::new(config.parse()?, format!("route/{route}/"))?);
+        Ok(())
+    }
+
+    fn on_request_headers(&mut self, req: &mut Request) -> Action {
+        let policy = self.routes.of(req).unwrap_or(&self.all);
+        let key = match &policy.key {
+            KeySource::ClientAddr => client_ip(&req.client_addr()),
+            KeySource::Header(name) => match req.header(name).filter(|value| !value.is_empty()) {
+                Some(value) => value,
+                None if policy.missing == Missing::Allow => return Action::Continue,
+                None => return Action::Respond(missing_key(name)),
+            },
+        };
+        match policy.take(&store_key(&policy.scope, &key)) {
+            None => Action::Continue,
+            Some(retry_after_s) => {
+                metrics::counter("ratelimit_denied_total", &[], 1);
+                Action::Respond(too_many_requests(retry_after_s))
+            }
+        }
+    }
+}
+
+impl Policy {
+    fn new(config: Config, scope: String) -> Result<Self, String> {
         if !config.rate.is_finite() || config.rate <= 0.0 {
             return Err(format!("`rate` {} must be a positive number of tokens per second", config.rate));
         }
@@ -115,34 +159,15 @@ impl Plugin for RateLimit {
         let capacity_milli = u64::from(burst) * MILLI;
         let refill_ms = capacity_milli as f64 / config.rate;
         let ttl = Duration::from_millis((2.0 * refill_ms).ceil().clamp(1000.0, 1e15) as u64);
-        Ok(RateLimit {
+        Ok(Policy {
             limit: Limit { rate: config.rate, capacity_milli },
             key,
             missing: config.missing,
             ttl,
+            scope,
         })
     }
 
-    fn on_request_headers(&mut self, req: &mut Request) -> Action {
-        let key = match &self.key {
-            KeySource::ClientAddr => client_ip(&req.client_addr()),
-            KeySource::Header(name) => match req.header(name).filter(|value| !value.is_empty()) {
-                Some(value) => value,
-                None if self.missing == Missing::Allow => return Action::Continue,
-                None => return Action::Respond(missing_key(name)),
-            },
-        };
-        match self.take(&store_key(&key)) {
-            None => Action::Continue,
-            Some(retry_after_s) => {
-                metrics::counter("ratelimit_denied_total", &[], 1);
-                Action::Respond(too_many_requests(retry_after_s))
-            }
-        }
-    }
-}
-
-impl RateLimit {
     /// Takes a token from the bucket under `key` in the shared store, retrying when another
     /// request updated the bucket between the read and the write: `Some(retry_after_s)` if the
     /// bucket is empty. Fails open: if the store refuses, or contention does not let up, the
@@ -206,17 +231,18 @@ fn client_ip(addr: &str) -> String {
     addr.parse::<SocketAddr>().map_or_else(|_| addr.to_owned(), |addr| addr.ip().to_string())
 }
 
-/// The store key of a bucket: the request key, or a hash of it when it is too long for the
-/// store. The hash (FNV-1a, 64 bits, with the length) is stable across instances and
-/// gateways running the same plugin build.
-fn store_key(key: &str) -> String {
-    if key.len() <= MAX_RAW_KEY {
-        return format!("b:{key}");
+/// The store key of a bucket: the scope and request key, or a hash of them when they are too
+/// long for the store. The hash (FNV-1a, 64 bits, with the length) is stable across instances
+/// and gateways running the same plugin build.
+fn store_key(scope: &str, key: &str) -> String {
+    let len = scope.len() + key.len();
+    if len <= MAX_RAW_KEY {
+        return format!("b:{scope}{key}");
     }
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+    let hash = scope.bytes().chain(key.bytes()).fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    format!("h:{hash:016x}:{}", key.len())
+    format!("h:{hash:016x}:{len}")
 }
 
 /// A bucket in its stored form, `<tokens_milli>:<last_ms>`: readable when debugging the store.
@@ -383,12 +409,32 @@ mod tests {
 
     #[test]
     fn hashes_keys_too_long_for_the_store() {
-        assert_eq!(store_key("10.0.0.7"), "b:10.0.0.7");
+        assert_eq!(store_key("", "10.0.0.7"), "b:10.0.0.7");
         let long = "k".repeat(1_000);
-        let hashed = store_key(&long);
+        let hashed = store_key("", &long);
         assert!(hashed.starts_with("h:") && hashed.ends_with(":1000") && hashed.len() < 64, "{hashed}");
-        assert_eq!(hashed, store_key(&long));
-        assert_ne!(hashed, store_key(&"k".repeat(1_001)));
+        assert_eq!(hashed, store_key("", &long));
+        assert_ne!(hashed, store_key("", &"k".repeat(1_001)));
+    }
+
+    #[test]
+    fn a_routes_buckets_are_its_own() {
+        assert_eq!(store_key("route/api/", "10.0.0.7"), "b:route/api/10.0.0.7");
+        assert_ne!(store_key("route/api/", "10.0.0.7"), store_key("", "10.0.0.7"));
+        let long = "k".repeat(MAX_RAW_KEY);
+        assert_ne!(store_key("route/api/", &long), store_key("route/web/", &long));
+    }
+
+    #[test]
+    fn takes_a_routes_own_limit_and_refuses_a_bad_one() {
+        let mut plugin = RateLimit::new(config(1.0, None, "client-addr")).expect("valid config");
+        plugin.init_route("api", RouteConfig::new(r#"{"rate": 100, "burst": 5}"#)).expect("valid");
+        let own = plugin.routes.get("api").expect("kept");
+        assert_eq!((own.limit.capacity_milli, own.scope.as_str()), (5_000, "route/api/"));
+        let error = plugin.init_route("web", RouteConfig::new(r#"{"rate": 0}"#)).expect_err("zero rate");
+        assert!(error.starts_with("`rate` 0 must be"), "{error}");
+        let error = plugin.init_route("web", RouteConfig::new(r#"{"burst": 1}"#)).expect_err("no rate");
+        assert!(error.starts_with("invalid config: missing field `rate`"), "{error}");
     }
 
     #[test]
@@ -408,25 +454,26 @@ mod tests {
 
     #[test]
     fn builds_from_config_with_defaults_and_refuses_bad_values() {
-        let plugin = RateLimit::new(config(2.5, None, "client-addr")).expect("valid config");
+        let plugin = Policy::new(config(2.5, None, "client-addr"), String::new()).expect("valid config");
         assert_eq!(plugin.limit, Limit { rate: 2.5, capacity_milli: 3_000 });
         // 3 tokens at 2.5 per second refill in 1.2 s: kept for 2.4 s.
         assert_eq!(plugin.ttl, Duration::from_millis(2_400));
-        let slow = RateLimit::new(config(0.01, Some(1), "header:x-api-key")).expect("valid config");
+        let slow =
+            Policy::new(config(0.01, Some(1), "header:x-api-key"), String::new()).expect("valid config");
         assert_eq!(slow.limit.capacity_milli, 1_000);
         assert_eq!(slow.ttl, Duration::from_secs(200));
         // Never shorter than a second.
         assert_eq!(
-            RateLimit::new(config(1e6, Some(1), "client-addr")).expect("fast").ttl,
+            Policy::new(config(1e6, Some(1), "client-addr"), String::new()).expect("fast").ttl,
             Duration::from_secs(1)
         );
 
         for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            let error = RateLimit::new(config(rate, None, "client-addr")).expect_err("bad rate");
+            let error = Policy::new(config(rate, None, "client-addr"), String::new()).expect_err("bad rate");
             assert!(error.starts_with("`rate`"), "{error}");
         }
         assert_eq!(
-            RateLimit::new(config(1.0, Some(0), "client-addr")).expect_err("zero burst"),
+            Policy::new(config(1.0, Some(0), "client-addr"), String::new()).expect_err("zero burst"),
             "`burst` must be at least 1"
         );
     }
