@@ -186,9 +186,23 @@ fn plugins(gateway: &Gateway) -> serde_json::Value {
     serde_json::Value::Object(plugins)
 }
 
-/// One loaded version of a plugin: what it is, its instances and its faults.
+/// One loaded version of a plugin: what it is, its instances, its faults, what it uses of
+/// its limits, and the flags of those it is close to.
 fn plugin_json(plugin: &crate::plugin::Plugin) -> serde_json::Value {
     let s = plugin.stats();
+    let usage = plugin.usage();
+    let (waits, wait_p99) = usage.pool_waits();
+    let flags: Vec<serde_json::Value> = usage
+        .flags()
+        .into_iter()
+        .map(|flag| {
+            json!({
+                "kind": flag.pressure.as_str(),
+                "message": flag.message,
+                "raise": format!("plugins.{}.{}", plugin.name(), flag.pressure.setting()),
+            })
+        })
+        .collect();
     json!({
         "sha256": plugin.sha256(),
         "cache": format!("{:?}", plugin.cache_outcome()),
@@ -196,6 +210,8 @@ fn plugin_json(plugin: &crate::plugin::Plugin) -> serde_json::Value {
             "created": s.instances_created,
             "discarded": s.instances_discarded,
             "idle": s.instances_idle,
+            "in_use": in_use(&s),
+            "max": s.instances_max,
         },
         "faults": {
             "traps": s.traps,
@@ -203,7 +219,16 @@ fn plugin_json(plugin: &crate::plugin::Plugin) -> serde_json::Value {
             "memory": s.memory_limit_hits,
             "pool_exhausted": s.pool_exhausted,
         },
+        "memory": { "limit": usage.memory_limit(), "peak": usage.memory_peak() },
+        "deadline": { "ms": usage.deadline().as_secs_f64() * 1e3, "p99_used": usage.deadline_p99() },
+        "pool_wait": { "waits": waits, "p99_ms": wait_p99.map(|s| s * 1e3) },
+        "flags": flags,
     })
+}
+
+/// Instances lent to calls now: alive and not idle.
+fn in_use(s: &crate::plugin::PluginStats) -> u64 {
+    s.instances_created.saturating_sub(s.instances_discarded).saturating_sub(s.instances_idle)
 }
 
 /// Key names whose values are never shown, in any table (plugin configs included).
@@ -303,6 +328,8 @@ fn live_metrics(gateway: &Gateway) -> Registry {
     let instances = Family::<Pairs, Gauge>::default();
     let faults = Family::<Pairs, Counter>::default();
     let active = Family::<Pairs, Gauge>::default();
+    let memory = Family::<Pairs, Gauge>::default();
+    let flagged = Family::<Pairs, Gauge>::default();
     let versions = gateway.plugins().flat_map(|(name, plugin)| {
         let canary = plugin.canary().map(|canary| {
             let running = canary.rolled_back().is_none();
@@ -315,16 +342,38 @@ fn live_metrics(gateway: &Gateway) -> Registry {
         let stats = plugin.stats();
         let live = stats.instances_created.saturating_sub(stats.instances_discarded);
         let of = |k: &'static str, v: &str| vec![("plugin", name.clone()), (k, v.to_owned())];
-        instances.get_or_create(&of("state", "live")).set(i64::try_from(live).unwrap_or(i64::MAX));
-        instances
-            .get_or_create(&of("state", "idle"))
-            .set(i64::try_from(stats.instances_idle).unwrap_or(i64::MAX));
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        instances.get_or_create(&of("state", "live")).set(gauge(live));
+        instances.get_or_create(&of("state", "idle")).set(gauge(stats.instances_idle));
+        instances.get_or_create(&of("state", "in_use")).set(gauge(in_use(&stats)));
+        instances.get_or_create(&of("state", "max")).set(gauge(stats.instances_max));
+        let usage = plugin.usage();
+        memory.get_or_create(&vec![("plugin", name.clone())]).set(gauge(usage.memory_peak() as u64));
+        let flags = usage.flags();
+        for pressure in crate::plugin::Pressure::ALL {
+            let on = flags.iter().any(|f| f.pressure == pressure);
+            flagged.get_or_create(&of("kind", pressure.as_str())).set(i64::from(on));
+        }
         faults.get_or_create(&of("kind", "trap")).inc_by(stats.traps);
         faults.get_or_create(&of("kind", "deadline")).inc_by(stats.deadline_hits);
         faults.get_or_create(&of("kind", "memory")).inc_by(stats.memory_limit_hits);
         faults.get_or_create(&of("kind", "pool-exhausted")).inc_by(stats.pool_exhausted);
     }
-    registry.register("wasmgate_plugin_instances", "Plugin instances alive and idle in the pool", instances);
+    registry.register(
+        "wasmgate_plugin_instances",
+        "Plugin instances: live, idle in the pool, in_use by calls, and the pool's max",
+        instances,
+    );
+    registry.register(
+        "wasmgate_plugin_memory_peak_bytes",
+        "The most linear memory one instance of the plugin reached",
+        memory,
+    );
+    registry.register(
+        "wasmgate_plugin_flagged",
+        "1 while the plugin is close to a limit, by kind: memory (80% of memory_limit), deadline (p99 call at 50% of it), pool-wait (calls waited for an instance)",
+        flagged,
+    );
     registry.register(
         "wasmgate_plugin_canary_active",
         "1 while the plugin's canary takes its share of clients, 0 once rolled back",

@@ -130,6 +130,29 @@ impl Timing {
         inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
         inner.sum_nanos.fetch_add((value.max(0.0) * 1e9) as u64, Ordering::Relaxed);
     }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0 to 1) of the observations (the
+    /// highest bound for those above it), or none before the first.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let inner = &self.0;
+        let counts: Vec<u64> = inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        let bucket = counts.iter().position(|&c| {
+            seen += c;
+            seen >= rank
+        })?;
+        inner.bounds.get(bucket).or(inner.bounds.last()).copied()
+    }
 }
 
 impl prometheus_client::metrics::TypedMetric for Timing {
@@ -166,9 +189,14 @@ fn latency() -> Timing {
     Timing::new(exponential_buckets(0.0001, 2.0, 19))
 }
 
-fn store_latency() -> Timing {
-    // 10 µs to about 1.3 s: memory answers in microseconds, Redis in a round trip or a timeout.
+fn short_latency() -> Timing {
+    // 10 µs to about 1.3 s: the in-memory store answers in microseconds, Redis in a round trip
+    // or a timeout; a wait for a plugin instance is bounded by `pool_wait` (10 ms by default).
     Timing::new(exponential_buckets(0.000_01, 2.0, 18))
+}
+
+fn deadline_share() -> Timing {
+    Timing::new([0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0].into_iter())
 }
 
 fn plugin_latency() -> Timing {
@@ -197,6 +225,10 @@ pub struct Metrics {
     pub upstream_seconds: Histograms<NameLabel>,
     /// Plugin calls, by plugin and phase.
     pub plugin_seconds: Histograms<PluginPhaseLabels>,
+    /// Plugin calls' time over their deadline, by plugin.
+    pub plugin_deadline_used: Histograms<PluginLabels>,
+    /// Waits for a free plugin instance (calls that found one idle are not counted), by plugin.
+    pub plugin_pool_wait: Histograms<PluginLabels>,
     /// Store operations, by operation and backend.
     pub store_seconds: Histograms<StoreLabels>,
     /// Store operations that failed, by operation and kind.
@@ -238,8 +270,22 @@ impl Default for Metrics {
             "Plugin calls, by plugin and phase",
             plugin_seconds.clone(),
         );
+        let plugin_deadline_used =
+            Histograms::<PluginLabels>::new_with_constructor(deadline_share as fn() -> Timing);
+        registry.register(
+            "wasmgate_plugin_deadline_used_ratio",
+            "Plugin calls' time over the plugin's deadline, by plugin",
+            plugin_deadline_used.clone(),
+        );
+        let plugin_pool_wait =
+            Histograms::<PluginLabels>::new_with_constructor(short_latency as fn() -> Timing);
+        registry.register(
+            "wasmgate_plugin_pool_wait_seconds",
+            "Time plugin calls waited for a free instance, by plugin (calls that found one idle are not counted)",
+            plugin_pool_wait.clone(),
+        );
         registry.register_collector(Box::new(PluginCollector(plugins.clone())));
-        let store_seconds = Histograms::<StoreLabels>::new_with_constructor(store_latency as fn() -> Timing);
+        let store_seconds = Histograms::<StoreLabels>::new_with_constructor(short_latency as fn() -> Timing);
         let store_errors = Family::<StoreErrorLabels, Counter>::default();
         registry.register(
             "wasmgate_store_duration_seconds",
@@ -277,6 +323,8 @@ impl Default for Metrics {
             request_seconds,
             upstream_seconds,
             plugin_seconds,
+            plugin_deadline_used,
+            plugin_pool_wait,
             store_seconds,
             store_errors,
             errors,

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
@@ -181,6 +182,26 @@ impl Span {
     /// The span of an untraced request.
     pub(crate) fn none() -> Self {
         Span(None)
+    }
+
+    /// Adds what a plugin call used of its limits: its time over the deadline, the most linear
+    /// memory its instance has reached, and how long it waited for the instance.
+    pub(crate) fn describe(&self, took: Duration, deadline: Duration, memory: usize, waited: Duration) {
+        if let Some(cx) = &self.0 {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                "wasmgate.plugin.pool_wait_us",
+                i64::try_from(waited.as_micros()).unwrap_or(i64::MAX),
+            ));
+            span.set_attribute(KeyValue::new(
+                "wasmgate.plugin.deadline_used",
+                took.as_secs_f64() / deadline.as_secs_f64(),
+            ));
+            span.set_attribute(KeyValue::new(
+                "wasmgate.plugin.memory_bytes",
+                i64::try_from(memory).unwrap_or(i64::MAX),
+            ));
+        }
     }
 
     /// Ends the span with `status` (an HTTP status, 0 for none) and `error`, if any.

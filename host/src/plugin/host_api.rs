@@ -23,6 +23,7 @@ use super::bindings::types::{
 use super::bindings::{clock, log, metrics, outbound, request, response, state, store, types, upstream};
 use super::exchange::Exchange;
 use super::log_limit::{self, LogLimit};
+use super::usage::Usage;
 use crate::head;
 use crate::metrics::{Kind, Series};
 use crate::store::StoreError;
@@ -70,7 +71,7 @@ impl InstanceState {
         plugin_id: u32,
         plugin: Arc<str>,
         family: Arc<str>,
-        memory_limit: usize,
+        usage: Arc<Usage>,
         shared: Arc<Shared>,
         store: Arc<dyn crate::store::Store>,
         log: Arc<LogLimit>,
@@ -83,7 +84,7 @@ impl InstanceState {
             plugin,
             family,
             ticks_left: 0,
-            limits: MemoryLimit { limit: memory_limit, hit: false },
+            limits: MemoryLimit { limit: usage.memory_limit(), hit: false, peak: 0, usage },
             store_down: None,
             shared,
             store,
@@ -116,10 +117,14 @@ impl WasiView for InstanceState {
 }
 
 /// The per-instance memory cap; remembers a refusal so a trap that follows can be reported as
-/// a memory-limit failure rather than a bare trap.
+/// a memory-limit failure rather than a bare trap, and tells the plugin's [`Usage`] how far
+/// the instance's memory grew.
 pub(crate) struct MemoryLimit {
     pub(crate) limit: usize,
     pub(crate) hit: bool,
+    /// The most linear memory this instance reached.
+    pub(crate) peak: usize,
+    usage: Arc<Usage>,
 }
 
 impl ResourceLimiter for MemoryLimit {
@@ -131,6 +136,10 @@ impl ResourceLimiter for MemoryLimit {
     ) -> WasmResult<bool> {
         let ok = desired <= self.limit;
         self.hit |= !ok;
+        if ok && desired > self.peak {
+            self.peak = desired;
+            self.usage.memory_grew(desired);
+        }
         Ok(ok)
     }
 

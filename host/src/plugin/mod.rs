@@ -14,6 +14,7 @@ mod exchange;
 mod host_api;
 mod log_limit;
 mod pool;
+mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use self::canary::{Canary, CanarySpec, SUFFIX as CANARY_SUFFIX};
 pub use self::error::PluginError;
 pub use self::exchange::Exchange;
 pub use self::pool::PluginStats;
+pub use self::usage::{Flag, Pressure, Usage};
 // The two choices a config makes for a plugin are the config's own types.
 pub use crate::config::{FailurePolicy, Isolation};
 
@@ -746,6 +748,11 @@ impl Plugin {
         result
     }
 
+    /// What the plugin uses of its limits, and the flags of those it is close to.
+    pub fn usage(&self) -> &Usage {
+        &self.pool.factory.usage
+    }
+
     /// Counters of the plugin's instances and faults.
     pub fn stats(&self) -> PluginStats {
         self.pool.stats()
@@ -787,13 +794,17 @@ impl Plugin {
                 return Err(error);
             }
         };
+        let lease_waited = lease.waited;
         let result = match lease.instance() {
             Some(instance) => {
                 std::mem::swap(&mut instance.store.data_mut().ex, ex);
                 self.pool.factory.arm(&mut instance.store, phase, head_open);
                 let started = Instant::now();
                 let result = call(instance.bindings.wasmgate_plugin_handler(), &mut instance.store).await;
-                self.seconds[phase.index()].observe(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                self.seconds[phase.index()].observe(took.as_secs_f64());
+                self.pool.factory.usage.call_took(took);
+                span.describe(took, self.spec.deadline, instance.store.data().limits.peak, lease_waited);
                 std::mem::swap(&mut instance.store.data_mut().ex, ex);
                 let store_down = instance.store.data_mut().store_down.take();
                 match (result, store_down) {

@@ -19,6 +19,7 @@ use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 use super::bindings::{self, types::Phases};
 use super::host_api::InstanceState;
 use super::log_limit::LogLimit;
+use super::usage::Usage;
 use super::{Isolation, Phase, PluginError, PluginSpec, Shared};
 use crate::metrics::PluginLabels;
 
@@ -51,6 +52,8 @@ pub(crate) struct Factory {
     pub(crate) store: Arc<dyn crate::store::Store>,
     /// The plugin's log rate, shared by its instances.
     pub(crate) log: Arc<LogLimit>,
+    /// What its instances and calls use of its limits.
+    pub(crate) usage: Arc<Usage>,
 }
 
 impl Factory {
@@ -101,6 +104,12 @@ impl Factory {
             memory_limit: spec.memory_limit,
             store: shared.store_for(spec.family(), spec.store),
             log: Arc::new(LogLimit::new(spec.log_rate, dropped)),
+            usage: Arc::new(Usage::new(
+                Arc::from(spec.name.as_str()),
+                spec.memory_limit,
+                spec.deadline,
+                &shared.metrics,
+            )),
             shared,
         })
     }
@@ -111,7 +120,7 @@ impl Factory {
             self.id,
             self.name.clone(),
             self.family.clone(),
-            self.memory_limit,
+            self.usage.clone(),
             self.shared.clone(),
             self.store.clone(),
             self.log.clone(),
@@ -233,6 +242,8 @@ pub struct PluginStats {
     pub instances_discarded: u64,
     /// Instances idle in the pool now.
     pub instances_idle: u64,
+    /// Instances the pool holds at most (alive at once, under per-request isolation).
+    pub instances_max: u64,
     /// Calls that trapped.
     pub traps: u64,
     /// Calls stopped at their deadline.
@@ -249,6 +260,8 @@ pub(crate) struct Pool {
     isolation: Isolation,
     idle: Mutex<Vec<Instance>>,
     capacity: usize,
+    /// The instances alive at once at most: the pool's size.
+    max: usize,
     /// Per-request isolation: bounds the fresh instances alive at once.
     fresh: Arc<Semaphore>,
     returned: Notify,
@@ -271,6 +284,7 @@ impl Pool {
             isolation,
             idle: Mutex::new(Vec::with_capacity(capacity)),
             capacity,
+            max: size.max(1),
             fresh: Arc::new(Semaphore::new(size.max(1))),
             returned: Notify::new(),
             wait,
@@ -290,13 +304,23 @@ impl Pool {
 
     /// Borrows an instance for one call.
     pub(crate) async fn checkout(self: &Arc<Self>, phase: Phase) -> Result<Lease, PluginError> {
-        let mut permit = None;
+        let (mut permit, mut waited) = (None, Duration::ZERO);
         let instance = match self.isolation {
             Isolation::PerRequest => {
-                let acquire = self.fresh.clone().acquire_owned();
-                match tokio::time::timeout(self.wait, acquire).await {
-                    Ok(Ok(p)) => permit = Some(p),
-                    _ => return Err(self.exhausted(phase)),
+                let fresh = match self.fresh.clone().try_acquire_owned() {
+                    Ok(p) => Ok(p),
+                    Err(_) => {
+                        let started = tokio::time::Instant::now();
+                        let acquire = self.fresh.clone().acquire_owned();
+                        let acquired = tokio::time::timeout(self.wait, acquire).await;
+                        waited = started.elapsed();
+                        self.factory.usage.waited(waited);
+                        acquired.map_err(drop).and_then(|p| p.map_err(drop))
+                    }
+                };
+                match fresh {
+                    Ok(p) => permit = Some(p),
+                    Err(()) => return Err(self.exhausted(phase)),
                 }
                 let (instance, _) = self.factory.create().await.map_err(|e| match e {
                     PluginError::Instantiate { plugin, .. } => {
@@ -308,9 +332,13 @@ impl Pool {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 instance
             }
-            Isolation::Pooled => self.pop(phase).await?,
+            Isolation::Pooled => {
+                let (instance, wait) = self.pop(phase).await?;
+                waited = wait;
+                instance
+            }
         };
-        Ok(Lease { pool: self.clone(), instance: Some(instance), _permit: permit })
+        Ok(Lease { pool: self.clone(), instance: Some(instance), waited, _permit: permit })
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
@@ -325,20 +353,25 @@ impl Pool {
         }
     }
 
-    async fn pop(&self, phase: Phase) -> Result<Instance, PluginError> {
+    /// An idle instance, and how long the call waited for it.
+    async fn pop(&self, phase: Phase) -> Result<(Instance, Duration), PluginError> {
         if let Some(instance) = self.idle().pop() {
-            return Ok(instance);
+            return Ok((instance, Duration::ZERO));
         }
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.wait;
         loop {
             // Register interest before looking again, so a return in between is not missed.
             let notified = self.returned.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(instance) = self.idle().pop() {
-                return Ok(instance);
+                let waited = started.elapsed();
+                self.factory.usage.waited(waited);
+                return Ok((instance, waited));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                self.factory.usage.waited(started.elapsed());
                 return Err(self.exhausted(phase));
             }
         }
@@ -404,6 +437,7 @@ impl Pool {
             instances_created: c.created.load(Ordering::Relaxed),
             instances_discarded: c.discarded.load(Ordering::Relaxed),
             instances_idle: self.idle().len() as u64,
+            instances_max: self.max as u64,
             traps: c.traps.load(Ordering::Relaxed),
             deadline_hits: c.deadlines.load(Ordering::Relaxed),
             memory_limit_hits: c.memory.load(Ordering::Relaxed),
@@ -417,6 +451,8 @@ impl Pool {
 pub(crate) struct Lease {
     pool: Arc<Pool>,
     instance: Option<Instance>,
+    /// How long the call waited for a free instance.
+    pub(crate) waited: Duration,
     _permit: Option<OwnedSemaphorePermit>,
 }
 

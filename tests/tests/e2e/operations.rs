@@ -269,3 +269,73 @@ async fn spans_reach_an_otlp_receiver_with_the_parent_from_traceparent() {
     assert!(reply.text().contains(&sent), "{}", reply.text());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_close_to_their_limits_are_flagged_with_the_setting_to_raise() {
+    let o = origin().await;
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .raw("[admin]")
+            .raw(r#"address = "127.0.0.1:0""#)
+            .plugin("grow", wasm::MISBEHAVE, r#"{ mode = "grow" }"#)
+            .raw("memory_limit = \"16MiB\"\ninstances = 1")
+            .plugin("slow", wasm::MISBEHAVE, r#"{ mode = "loop" }"#)
+            .raw("deadline = \"200ms\"\ninstances = 1\npool_wait = \"5ms\"")
+            .plugin("tag", wasm::ADD_HEADER, r#"{ request = { x-tag = "1" } }"#)
+            .upstream("o", &[o.addr()])
+            .route("o")
+            .raw("path_prefix = \"/bad/grow\"\nplugins = [\"grow\"]")
+            .route("o")
+            .raw("path_prefix = \"/bad/slow\"\nplugins = [\"slow\"]")
+            .route("o")
+            .raw("plugins = [\"tag\"]"),
+    )
+    .await
+    .expect("gateway");
+    let addr = gw.addrs()[0];
+    assert_eq!(client::get(addr, "/", &[]).await.expect("request").status, 200);
+    assert_eq!(client::get(addr, "/bad/grow", &[]).await.expect("request").status, 500);
+    // Two calls at once on a pool of one: the second waits, then finds none free.
+    let (a, b) = tokio::join!(client::get(addr, "/bad/slow", &[]), client::get(addr, "/bad/slow", &[]));
+    let mut statuses = [a.expect("request").status.as_u16(), b.expect("request").status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [500, 503], "one ran past its deadline, one found no instance");
+
+    let plugins: serde_json::Value =
+        serde_json::from_slice(&admin(&gw, "/plugins", None).await.body).expect("json");
+    let kinds = |name: &str| -> Vec<String> {
+        plugins[name]["flags"].as_array().map_or(Vec::new(), |flags| {
+            flags.iter().filter_map(|f| f["kind"].as_str().map(str::to_owned)).collect()
+        })
+    };
+    let raise = |name: &str, kind: &str| {
+        let flags = plugins[name]["flags"].as_array().cloned().unwrap_or_default();
+        flags.into_iter().find(|f| f["kind"] == kind).map(|f| f["raise"].clone())
+    };
+    // Growing to the limit may also take most of the deadline, and the log phase of the
+    // failed request waits for the trapped instance's replacement: flags of their own.
+    assert_eq!(kinds("tag"), Vec::<String>::new(), "{plugins}");
+    assert_eq!(raise("grow", "memory"), Some("plugins.grow.memory_limit".into()), "{plugins}");
+    assert_eq!(raise("slow", "deadline"), Some("plugins.slow.deadline".into()), "{plugins}");
+    assert_eq!(raise("slow", "pool-wait"), Some("plugins.slow.instances".into()), "{plugins}");
+    assert!(!kinds("slow").contains(&"memory".to_owned()), "{plugins}");
+    let peak = plugins["grow"]["memory"]["peak"].as_u64().expect("peak");
+    assert!((13 << 20..=16 << 20).contains(&peak), "{peak}");
+    assert_eq!(plugins["slow"]["deadline"]["p99_used"], 1.0);
+    assert!(plugins["slow"]["pool_wait"]["waits"].as_u64() >= Some(1), "{plugins}");
+    assert_eq!(plugins["slow"]["instances"]["max"], 1);
+
+    let scrape = String::from_utf8_lossy(&admin(&gw, "/metrics", None).await.body).into_owned();
+    for line in [
+        r#"wasmgate_plugin_flagged{plugin="grow",kind="memory"} 1"#,
+        r#"wasmgate_plugin_flagged{plugin="tag",kind="memory"} 0"#,
+        r#"wasmgate_plugin_flagged{plugin="slow",kind="pool-wait"} 1"#,
+        r#"wasmgate_plugin_instances{plugin="slow",state="max"} 1"#,
+    ] {
+        assert!(scrape.contains(line), "{line} not in\n{scrape}");
+    }
+    assert!(scrape.contains(r#"wasmgate_plugin_memory_peak_bytes{plugin="grow"} "#), "{scrape}");
+    assert!(scrape.contains(r#"wasmgate_plugin_deadline_used_ratio_count{plugin="tag"} 2"#), "{scrape}");
+    gw.stop().await;
+}
