@@ -69,8 +69,8 @@ pub struct CanaryConfig {
     /// Its `init` config; the plugin's own when not set.
     #[serde(default)]
     pub config: Option<toml::Table>,
-    /// What keeps a client on one version: `client-addr` (its IP) or `header:NAME` (requests
-    /// without the header fall back to the IP).
+    /// What keeps a client on one version: `client-addr` (its IP), `header:NAME` or
+    /// `cookie:NAME` (a request without it goes by its IP), as a group's `hash_key` reads it.
     #[serde(default = "defaults::canary_key")]
     pub key: String,
     /// The share of its calls that may fault (trap, deadline, memory, a bad value) within a
@@ -99,10 +99,9 @@ impl CanaryConfig {
         if self.min_calls == 0 {
             return Err(("min_calls", "must be at least 1".to_owned()));
         }
-        match self.key.strip_prefix("header:") {
-            _ if self.key == "client-addr" => Ok(()),
-            Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
-            _ => Err(("key", format!("`{}` is neither `client-addr` nor `header:NAME`", self.key))),
+        match super::HashKeySetting::try_from(self.key.clone()) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(("key", format!("`{}` is not client-addr, header:NAME or cookie:NAME", self.key))),
         }
     }
 }

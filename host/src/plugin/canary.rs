@@ -2,15 +2,12 @@
 //! per request by a hash of the client's key and kept for the rest of the request, and that
 //! rolls itself back, with no reload, when too many of its calls fault.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::HeaderName;
-
 use super::{Plugin, PluginError, PluginSpec};
-use crate::config::CanaryConfig;
+use crate::config::{CanaryConfig, HashKey, HashKeySetting};
 
 /// Put after the plugin's name to name its canary in logs, metrics and spans.
 pub const SUFFIX: &str = "@canary";
@@ -25,7 +22,8 @@ pub struct CanarySpec {
     pub spec: PluginSpec,
     /// Of [`SLOTS`] client hashes, those below this run the canary.
     share: u64,
-    key: Key,
+    /// What keeps a client on one version; a request without it goes by its IP.
+    key: HashKey,
     max_fault_rate: f64,
     window: Duration,
     min_calls: u64,
@@ -39,12 +37,9 @@ impl CanarySpec {
         path: std::path::PathBuf,
         json: String,
     ) -> Self {
-        let key = match config.key.strip_prefix("header:").map(|name| HeaderName::from_bytes(name.as_bytes()))
-        {
-            Some(Ok(name)) => Key::Header(name),
-            // The config check refused any other form.
-            _ => Key::ClientAddr,
-        };
+        // The config check refused a key that does not parse.
+        let key =
+            HashKeySetting::try_from(config.key.clone()).map_or(HashKey::ClientAddr, |k| k.key().clone());
         let spec = PluginSpec {
             name: format!("{}{SUFFIX}", plugin.name),
             path,
@@ -61,15 +56,6 @@ impl CanarySpec {
             min_calls: config.min_calls,
         }
     }
-}
-
-/// What keeps a client on one version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Key {
-    /// The client's IP address.
-    ClientAddr,
-    /// This request header's value; the IP when the header is absent.
-    Header(HeaderName),
 }
 
 /// A loaded canary and its fault count.
@@ -89,16 +75,9 @@ impl Canary {
         if self.guard.rolled_back.load(Ordering::Relaxed) {
             return false;
         }
-        let header = match &self.spec.key {
-            Key::Header(name) => ex.request.headers.get(name).map(|v| v.as_bytes()),
-            Key::ClientAddr => None,
-        };
-        let hash = match (header, ex.client_addr.ip()) {
-            (Some(value), _) => fnv1a(value),
-            (None, IpAddr::V4(ip)) => fnv1a(&ip.octets()),
-            (None, IpAddr::V6(ip)) => fnv1a(&ip.octets()),
-        };
-        hash % SLOTS < self.spec.share
+        let ip = ex.client_addr.ip();
+        let hash = self.spec.key.hash(&ex.request, ip).or_else(|| HashKey::ClientAddr.hash(&ex.request, ip));
+        hash.is_some_and(|hash| hash % SLOTS < self.spec.share)
     }
 
     /// Counts one call of the canary; rolls it back, logging why, when its faults pass the
@@ -119,7 +98,7 @@ impl Canary {
             faults,
             calls,
             last_error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-            "canary rolled back: every request runs the plugin's own version again"
+            "canary rolled back: {reason}; every request runs the plugin's own version again"
         );
         *self.guard.reason.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
     }
@@ -186,14 +165,6 @@ impl Guard {
     }
 }
 
-/// FNV-1a, 64 bits: stable across processes and replicas, so a client keeps its version on
-/// every gateway of a fleet.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +186,7 @@ mod tests {
     fn names_the_candidate_and_keeps_the_plugins_limits() {
         let canary = spec(0.05, 20);
         assert_eq!((canary.spec.name.as_str(), canary.share), ("p@canary", 1_250));
-        assert_eq!(canary.key, Key::Header(HeaderName::from_static("x-user")));
+        assert_eq!(canary.key, HashKey::Header(http::HeaderName::from_static("x-user")));
         assert_eq!(canary.spec.deadline, PluginSpec::new("p", "v1.wasm").deadline);
     }
 
@@ -246,10 +217,10 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_stable_and_spread() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        let under = (0..10_000).filter(|i| fnv1a(format!("user-{i}").as_bytes()) % SLOTS < 1_000).count();
-        assert!((800..1_200).contains(&under), "{under} of 10000 keys under 10%");
+    fn a_tenth_of_the_clients_run_a_tenth_canary() {
+        let under = (0..10_000)
+            .filter(|i| crate::upstream::hash_key(format!("user-{i}").as_bytes()) % SLOTS < 1_000)
+            .count();
+        assert!((900..1_100).contains(&under), "{under} of 10000 keys under 10%");
     }
 }
