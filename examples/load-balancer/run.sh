@@ -33,6 +33,7 @@ Try:
   curl --http2-prior-knowledge -i http://127.0.0.1:6188/    # HTTP/2 (h2c) works too
   curl http://127.0.0.1:9901/metrics       # requests by route and status, latencies, backend health
   curl http://127.0.0.1:9901/upstreams     # the backends as the gateway sees them
+Open http://127.0.0.1:9901/ in a browser: the dashboard (routes, backends, plugins, live).
 Stop origin "two" (kill the process listening on :9002) and within ~2 s every request goes to "one".
 Ctrl-C stops everything.
 TRY
@@ -48,6 +49,15 @@ if [[ "${1:-}" == "--smoke" ]]; then
   metrics=$(curl -sf http://127.0.0.1:9901/metrics)
   grep -q '^wasmgate_requests_total{route="route-0",method="GET",status="200"} [1-9]' <<<"$metrics" \
     || { echo "the metrics do not count the requests" >&2; exit 1; }
+  curl -sf http://127.0.0.1:9901/ | grep -q '<title>wasmgate</title>' \
+    || { echo "the admin listener does not serve the dashboard" >&2; exit 1; }
+  # Past a few health-check intervals, both origins are still in and still answer.
+  sleep 3
+  upstreams=$(curl -sf http://127.0.0.1:9901/upstreams)
+  [[ $(grep -o '"healthy":true' <<<"$upstreams" | wc -l) == 2 ]] \
+    || { echo "the health check took an origin out: $upstreams" >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:6188/)
+  [[ "$code" == 200 ]] || { echo "the gateway answered $code after the health checks ran" >&2; exit 1; }
   echo "smoke test passed"
   exit 0
 fi

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 
@@ -30,6 +30,10 @@ pub struct Gateway {
     resolver: Arc<Resolver>,
     /// How soon the names should be resolved again; none when every backend is an address.
     resolve_in: Option<Duration>,
+    /// Counts from 1 at start; each reload or DNS rebuild swaps in the next.
+    generation: u64,
+    /// When this generation was built.
+    built_at: SystemTime,
     /// Health-check tasks; dropping the generation stops them.
     _health: JoinSet<()>,
 }
@@ -90,7 +94,16 @@ impl Gateway {
         }
         let served =
             Served { router, upstreams, metrics, telemetry, access, upstream_seconds, request_limits };
-        Ok(Gateway { served, plugins, config, resolver, resolve_in, _health: health })
+        Ok(Gateway {
+            served,
+            plugins,
+            config,
+            resolver,
+            resolve_in,
+            generation: previous.map_or(1, |p| p.generation + 1),
+            built_at: SystemTime::now(),
+            _health: health,
+        })
     }
 
     /// How soon backends named by DNS should be resolved again; none if there are none.
@@ -138,6 +151,17 @@ impl Gateway {
     /// The tracer, if `[traces]` is configured.
     pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
         self.served.telemetry.as_ref()
+    }
+
+    /// This generation's number: 1 for the one the gateway started with, one more for each
+    /// swapped in after it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When this generation was built.
+    pub fn built_at(&self) -> SystemTime {
+        self.built_at
     }
 
     /// The config this generation was built from.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError};
@@ -24,6 +24,15 @@ pub enum ReloadError {
     /// The gateway is stopping.
     #[error("the gateway is stopping")]
     Stopped,
+}
+
+/// The last reload asked for, kept for the admin API: when it ended and how.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// When it ended.
+    pub at: SystemTime,
+    /// What it did, or why it was refused.
+    pub outcome: Result<Reloaded, String>,
 }
 
 /// What a reload did.
@@ -50,6 +59,7 @@ struct Ask {
 pub struct Reloader {
     asks: mpsc::Sender<Ask>,
     gateway: Arc<ArcSwap<Gateway>>,
+    last: Arc<ArcSwapOption<LastReload>>,
 }
 
 impl Reloader {
@@ -57,6 +67,8 @@ impl Reloader {
     pub fn spawn(gateway: Arc<ArcSwap<Gateway>>, runtime: Arc<Runtime>) -> Reloader {
         let (asks, mut queue) = mpsc::channel::<Ask>(16);
         let current = gateway.clone();
+        let last = Arc::new(ArcSwapOption::empty());
+        let record = last.clone();
         tokio::spawn(async move {
             while let Some(ask) = queue.recv().await {
                 let config = match ask.source {
@@ -70,10 +82,17 @@ impl Reloader {
                 if let Err(error) = &result {
                     tracing::error!(%error, "reload refused; the current config keeps serving");
                 }
+                let outcome = result.as_ref().map(|done| *done).map_err(|e| e.to_string());
+                record.store(Some(Arc::new(LastReload { at: SystemTime::now(), outcome })));
                 let _ = ask.reply.send(result);
             }
         });
-        Reloader { asks, gateway }
+        Reloader { asks, gateway, last }
+    }
+
+    /// The last reload's outcome; none before the first.
+    pub fn last(&self) -> Option<Arc<LastReload>> {
+        self.last.load_full()
     }
 
     /// Reloads the config file the running generation came from.

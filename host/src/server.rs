@@ -470,8 +470,9 @@ impl Running {
             let _ = stop.send(());
         }
         let _ = (&mut self.done).await;
-        if let Some((_, _, task)) = self.admin.take() {
+        if let Some((_, admin, task)) = self.admin.take() {
             task.abort();
+            admin.close();
         }
         // The last spans go out before the process ends.
         if let Some(telemetry) = self.gateway.load().telemetry().cloned() {

@@ -21,6 +21,42 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
     client::get(addr, path, &[]).await.expect("request")
 }
 
+/// The quickstart's config (`examples/load-balancer/gateway.toml`) as it is, but for its
+/// addresses and plugin paths: once its health checks have run, both origins (which answer
+/// only Host `one.one.one.one`) are still in and take turns.
+#[tokio::test]
+async fn the_quickstart_config_keeps_both_origins_in_past_its_health_checks() {
+    let host = Some("one.one.one.one".to_owned());
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let one = Origin::start("one", any, host.clone()).await.expect("origin");
+    let two = Origin::start("two", any, host).await.expect("origin");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/load-balancer/gateway.toml");
+    let mut text = std::fs::read_to_string(example).expect("the example config");
+    let plugins = "../../plugins/target/wasm32-wasip2/release";
+    for (from, to) in [
+        ("127.0.0.1:6188".to_owned(), "127.0.0.1:0"),
+        ("127.0.0.1:9901".to_owned(), "127.0.0.1:0"),
+        ("127.0.0.1:9001".to_owned(), &one.addr().to_string()),
+        ("127.0.0.1:9002".to_owned(), &two.addr().to_string()),
+        (format!("{plugins}/request_id.wasm"), wasm::REQUEST_ID),
+        (format!("{plugins}/round_robin.wasm"), wasm::ROUND_ROBIN),
+        (format!("{plugins}/set_host.wasm"), wasm::SET_HOST),
+    ] {
+        assert!(text.contains(&from), "the example config no longer has {from}");
+        text = text.replace(&from, to);
+    }
+    let gw = harness::start(&text).await.expect("gateway");
+    let checks = |o: &Origin| o.seen().iter().filter(|s| s.target == "/health").count();
+    harness::wait_until("two health checks of each origin", || checks(&one) >= 2 && checks(&two) >= 2).await;
+    let answers: Vec<String> = [get(gw.addrs()[0], "/").await, get(gw.addrs()[0], "/").await]
+        .iter()
+        .map(|r| r.header("x-origin").to_owned())
+        .collect();
+    assert!(answers.contains(&"one".to_owned()) && answers.contains(&"two".to_owned()), "{answers:?}");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_alternates_and_health_checks_follow_a_stopped_origin() {
     let a = origin("a").await;

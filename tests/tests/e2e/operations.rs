@@ -43,7 +43,7 @@ async fn admin(gw: &Running, path: &str, token: Option<&str>) -> Reply {
 async fn the_admin_api_reports_state_and_refuses_without_the_token() {
     let o = origin().await;
     let gw = with_admin(o.addr()).await;
-    for path in ["/healthz", "/readyz", "/upstreams", "/plugins", "/config", "/metrics"] {
+    for path in ["/healthz", "/readyz", "/status", "/upstreams", "/plugins", "/config", "/metrics"] {
         assert_eq!(admin(&gw, path, None).await.status, 401, "{path} without a token");
         assert_eq!(admin(&gw, path, Some("wrong")).await.status, 401, "{path} with a wrong token");
     }
@@ -68,6 +68,22 @@ async fn the_admin_api_reports_state_and_refuses_without_the_token() {
     assert_eq!(config["plugins"]["jwt"]["config"]["hs256_secret"], "[redacted]");
     assert_eq!(config["routes"][0]["name"], "api");
     assert_eq!(config["upstreams"]["o"]["connect_timeout"], "2s", "the effective config shows defaults");
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&admin(&gw, "/status", token).await.body).expect("json");
+    assert_eq!((status["generation"].as_u64(), &status["routes"][0]), (Some(1), &serde_json::json!("api")));
+    assert!(status["last_reload"].is_null(), "no reload yet");
+
+    // The dashboard's files hold no data: they are served without the token, kept to
+    // themselves by their headers.
+    for (path, kind) in
+        [("/", "text/html"), ("/dashboard.js", "text/javascript"), ("/dashboard.css", "text/css")]
+    {
+        let page = admin(&gw, path, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.header("content-type").starts_with(kind), "{path}");
+        assert!(page.header("content-security-policy").contains("default-src 'none'"), "{path}");
+    }
     gw.stop().await;
 }
 

@@ -1,8 +1,12 @@
-//! The admin listener: `/healthz`, `/readyz`, `/upstreams`, `/plugins`, `/config` (the
-//! effective config, defaults filled in, secrets redacted), `/metrics` (Prometheus text,
-//! with the values read live from the serving generation) and `POST /reload` (reload the
-//! config file; the answer is the outcome). It binds to loopback unless configured otherwise,
-//! and refuses requests without the bearer token when one is set.
+//! The admin listener: `/healthz`, `/readyz`, `/status` (the generation serving and the last
+//! reload's outcome), `/upstreams`, `/plugins`, `/config` (the effective config, defaults
+//! filled in, secrets redacted), `/metrics` (Prometheus text, with the values read live from
+//! the serving generation), `POST /reload` (reload the config file; the answer is the
+//! outcome) and the dashboard at `/`, which reads them. It binds to loopback unless configured
+//! otherwise, and refuses requests without the bearer token when one is set (the dashboard's
+//! page and script excepted: they hold no data).
+
+mod dashboard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,6 +38,8 @@ pub struct Admin {
     token: Option<String>,
     /// False once the gateway drains: load balancers should stop sending.
     ready: AtomicBool,
+    /// True once the gateway has stopped: open admin connections end.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Admin {
@@ -45,7 +51,14 @@ impl Admin {
         reloader: Reloader,
         token: Option<String>,
     ) -> Arc<Admin> {
-        Arc::new(Admin { gateway, runtime, reloader, token, ready: AtomicBool::new(true) })
+        let closed = tokio::sync::watch::Sender::new(false);
+        Arc::new(Admin { gateway, runtime, reloader, token, ready: AtomicBool::new(true), closed })
+    }
+
+    /// Ends the admin connections still open, once the gateway has stopped (a browser's
+    /// keep-alive connection would otherwise be answered by a stopped gateway).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// Marks the gateway as draining: `/readyz` answers 503 from now on.
@@ -66,6 +79,11 @@ impl Admin {
     }
 
     async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(asset) = dashboard::asset(request.uri().path())
+            && matches!(*request.method(), Method::GET | Method::HEAD)
+        {
+            return page(asset);
+        }
         if !self.authorised(request) {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response
@@ -84,6 +102,7 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            "/status" => json_response(self.status(&gateway)),
             "/upstreams" => json_response(upstreams(&gateway)),
             "/plugins" => json_response(plugins(&gateway)),
             "/config" => json_response(redacted_config(gateway.config())),
@@ -124,6 +143,53 @@ impl Admin {
             }
         }
     }
+}
+
+impl Admin {
+    /// The generation serving (its number, when it was built, its config file and routes) and
+    /// the last reload's outcome, with a refused reload's reason.
+    fn status(&self, gateway: &Gateway) -> serde_json::Value {
+        let config = gateway.config();
+        let routes: Vec<String> = config.routes.iter().enumerate().map(|(i, r)| r.name_at(i)).collect();
+        let last_reload = self.reloader.last().map(|last| match &last.outcome {
+            Ok(done) => json!({
+                "at_ms": unix_ms(last.at),
+                "ok": true,
+                "plugins_kept": done.plugins_kept,
+                "plugins_loaded": done.plugins_loaded,
+            }),
+            Err(error) => json!({ "at_ms": unix_ms(last.at), "ok": false, "error": error }),
+        });
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "generation": gateway.generation(),
+            "loaded_at_ms": unix_ms(gateway.built_at()),
+            "config_file": config.file.display().to_string(),
+            "routes": routes,
+            "draining": !self.ready.load(Ordering::Relaxed),
+            "last_reload": last_reload,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, as the dashboard's `Date` takes them.
+fn unix_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A dashboard file, with the headers that keep the page to itself.
+fn page(asset: dashboard::Asset) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.body)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, asset.content_type);
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(dashboard::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -266,21 +332,27 @@ fn redacted_config(config: &crate::config::Config) -> serde_json::Value {
     value
 }
 
-/// Serves the admin endpoints on `listener` until the task is dropped.
+/// Serves the admin endpoints on `listener` until the task is dropped; the connections it
+/// accepted stay open until [`Admin::close`].
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let admin = admin.clone();
+        let mut closed = admin.closed.subscribe();
         tokio::spawn(async move {
+            let answering = admin.clone();
             let service = service_fn(move |request: Request<Incoming>| {
-                let admin = admin.clone();
+                let admin = answering.clone();
                 async move { Ok::<_, Infallible>(admin.answer(&request).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = closed.wait_for(|closed| *closed) => {}
+            }
         });
     }
 }
