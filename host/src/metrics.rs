@@ -93,6 +93,18 @@ pub struct MirrorLabels {
     pub outcome: &'static str,
 }
 
+/// Bytes through a route's compression, by coding, in (as the upstream sent them) or out (as
+/// the client got them).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompressionLabels {
+    /// The route's name.
+    pub route: Arc<String>,
+    /// `gzip`, `br` or `zstd`.
+    pub algorithm: &'static str,
+    /// `in` or `out`.
+    pub direction: &'static str,
+}
+
 /// A plugin, by its name in the config.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -239,6 +251,8 @@ pub struct Metrics {
     pub plugin_logs_dropped: Family<PluginLabels, Counter>,
     /// Mirrored requests, by route and outcome.
     pub mirror_requests: Family<MirrorLabels, Counter>,
+    /// Bytes into and out of response compression, by route and coding.
+    pub compression_bytes: Family<CompressionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -315,9 +329,16 @@ impl Default for Metrics {
             "Copies of requests sent to a route's mirror, by route and outcome",
             mirror_requests.clone(),
         );
+        let compression_bytes = Family::<CompressionLabels, Counter>::default();
+        registry.register(
+            "wasmgate_compression_bytes",
+            "Response bytes into (`in`) and out of (`out`) compression, by route and coding",
+            compression_bytes.clone(),
+        );
         Metrics {
             registry,
             mirror_requests,
+            compression_bytes,
             plugins,
             requests,
             request_seconds,

@@ -3,6 +3,7 @@
 //! Chromium off the network, and waits on what the page shows. `tests/setup/chromium.sh`
 //! installs both programs.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,8 +38,11 @@ impl Browser {
             }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // Its own process group, so that Chromium goes with it even when a failed test drops
+        // the session without closing it.
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -123,17 +127,16 @@ impl Browser {
     }
 
     /// Ends the session and stops the driver.
-    pub async fn close(mut self) -> anyhow::Result<()> {
+    pub async fn close(self) -> anyhow::Result<()> {
         self.client.clone().close().await?;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
         Ok(())
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }

@@ -7,6 +7,8 @@
 //! - `GET /echo-headers` answers with the request head it received, one `name: value` a line;
 //! - `POST /echo` streams the request body back as it arrives;
 //! - `GET /bytes/N` streams N bytes;
+//! - `GET /json/N` answers about N bytes of JSON (an array of small records), with a
+//!   `Content-Length` and a strong `ETag` (for compression);
 //! - `GET /delay/MS` answers after MS milliseconds;
 //! - `GET /slow` never answers (for timeout tests);
 //! - `GET /stall` sends the headers and part of the body, then nothing more, ever;
@@ -230,6 +232,16 @@ async fn answer(
             std::future::pending::<()>().await;
             text(name, StatusCode::OK, String::new())
         }
+        (_, p) if p.starts_with("/json/") => {
+            let n: usize = p["/json/".len()..].parse().unwrap_or(0);
+            let mut response = text(name, StatusCode::OK, json_of(n));
+            let headers = response.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            if let Ok(etag) = http::HeaderValue::from_str(&format!("\"json-{n}\"")) {
+                headers.insert(http::header::ETAG, etag);
+            }
+            response
+        }
         (_, p) if p.starts_with("/bytes/") => {
             let n: usize = p["/bytes/".len()..].parse().unwrap_or(0);
             let mut response = Response::new(BodyExt::boxed(Repeat {
@@ -241,6 +253,21 @@ async fn answer(
         }
         _ => text(name, StatusCode::OK, format!("origin {name}\n")),
     }
+}
+
+/// A JSON array of records, `n` bytes long give or take one record.
+pub fn json_of(n: usize) -> String {
+    let mut json = String::from("[");
+    let mut i = 0;
+    while json.len() < n.saturating_sub(1) {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!("{{\"id\":{i},\"name\":\"item {i}\",\"in_stock\":{}}}", i % 3 == 0));
+        i += 1;
+    }
+    json.push(']');
+    json
 }
 
 fn header(value: &str) -> http::HeaderValue {

@@ -196,3 +196,33 @@ pub(super) fn canary_window() -> Duration {
 pub(super) fn canary_min_calls() -> u64 {
     20
 }
+/// zstd first: the cheapest to compress and the smallest result of the three at these levels;
+/// then brotli, then gzip, which every client takes.
+pub(super) fn compress_codings() -> Vec<super::Coding> {
+    vec![super::Coding::Zstd, super::Coding::Brotli, super::Coding::Gzip]
+}
+pub(super) fn gzip_level() -> u32 {
+    6
+}
+pub(super) fn brotli_level() -> u32 {
+    4
+}
+pub(super) fn zstd_level() -> i32 {
+    3
+}
+pub(super) fn compress_types() -> Vec<String> {
+    [
+        "text/*",
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "application/wasm",
+        "image/svg+xml",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+/// Below this, a compressed body saves less than its framing costs.
+pub(super) fn compress_min_size() -> usize {
+    256
+}

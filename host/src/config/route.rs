@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::traffic::{Mirror, Redirect, Respond, SplitBackend, Sticky};
-use super::{Check, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
+use super::{Check, CompressConfig, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -96,6 +96,9 @@ pub struct RouteConfig {
     /// How long a WebSocket tunnel may carry no data in either direction before it is closed.
     #[serde(default = "defaults::tunnel_idle", with = "units::duration")]
     pub tunnel_idle: Duration,
+    /// Responses are compressed for clients that accept it; off if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<CompressConfig>,
 }
 
 impl RouteConfig {
@@ -182,6 +185,11 @@ impl RouteConfig {
         }
         if let Some(respond) = &self.respond {
             respond.validate().map_err(|reason| at.invalid(field("respond"), reason))?;
+        }
+        if let Some(compress) = &self.compress {
+            compress
+                .validate()
+                .map_err(|(name, reason)| at.invalid(field(&format!("compress.{name}")), reason))?;
         }
         for (j, p) in self.plugins.iter().enumerate() {
             let name = &p.get_ref().name;

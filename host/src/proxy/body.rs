@@ -1,7 +1,7 @@
 //! The body of every response the gateway sends: the upstream's, streamed as it arrives
 //! (through the route's response-body and trailer plugins, if it has any), or one the gateway
-//! wrote. It counts the bytes it sends and, when the route has log plugins, runs them once the
-//! body is finished or abandoned.
+//! wrote, compressed on the way out when the route compresses. It counts the bytes it sends
+//! and, when the route has log plugins, runs them once the body is finished or abandoned.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::compress::{self, Encoder};
 use super::filter::{Direction, Filter};
 use super::route::Route;
 use crate::metrics::Timing;
@@ -36,6 +37,8 @@ pub struct ProxyBody {
     follow: Option<Box<Follow>>,
     /// What happened, recorded when the body is done.
     record: Option<Record>,
+    /// Compresses what the plugins let through, when the route compresses the response.
+    encoder: Option<Box<Encoder>>,
     _in_flight: Option<InFlight>,
 }
 
@@ -124,7 +127,21 @@ impl ProxyBody {
     }
 
     fn new(source: Source, in_flight: Option<InFlight>) -> Self {
-        ProxyBody { source, sent: 0, ended: false, follow: None, record: None, _in_flight: in_flight }
+        ProxyBody {
+            source,
+            sent: 0,
+            ended: false,
+            follow: None,
+            record: None,
+            encoder: None,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// Compresses the body with `encoder` on its way to the client.
+    pub(crate) fn encoded(mut self, encoder: Encoder) -> Self {
+        self.encoder = Some(Box::new(encoder));
+        self
     }
 
     /// Hands the body the exchange: an upstream body then goes through the route's body
@@ -166,12 +183,10 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = match (&mut this.source, &mut this.follow) {
-            (Source::Upstream(body), Some(follow)) if !follow.filter.is_transparent() => {
-                follow.filter.poll_frame(Pin::new(body), cx)
-            }
-            (Source::Upstream(body), _) => Pin::new(body).poll_frame(cx),
-            (Source::Local(body), _) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        let (source, follow) = (&mut this.source, &mut this.follow);
+        let polled = match this.encoder.as_deref_mut() {
+            Some(encoder) => encode(encoder, |cx| poll_source(source, follow, cx), cx),
+            None => poll_source(source, follow, cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -190,7 +205,8 @@ impl Body for ProxyBody {
             return true;
         }
         match &self.source {
-            // A filter may still have a last chunk to add.
+            // A filter may still have a last chunk to add, an encoder the end of its stream.
+            _ if self.encoder.is_some() => false,
             Source::Upstream(_) if self.filtered() => false,
             Source::Upstream(body) => body.is_end_stream(),
             Source::Local(body) => body.is_end_stream(),
@@ -199,9 +215,68 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
+            _ if self.encoder.is_some() => SizeHint::default(),
             Source::Upstream(_) if self.filtered() => SizeHint::default(),
             Source::Upstream(body) => body.size_hint(),
             Source::Local(body) => body.size_hint(),
+        }
+    }
+}
+
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// The next frame from the upstream (through the route's body plugins) or the local body.
+fn poll_source(source: &mut Source, follow: &mut Option<Box<Follow>>, cx: &mut Context<'_>) -> Polled {
+    match (source, follow) {
+        (Source::Upstream(body), Some(follow)) if !follow.filter.is_transparent() => {
+            follow.filter.poll_frame(Pin::new(body), cx)
+        }
+        (Source::Upstream(body), _) => Pin::new(body).poll_frame(cx),
+        (Source::Local(body), _) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+    }
+}
+
+/// The next compressed frame: input is taken while the source has it, a frame goes out once
+/// [`compress::FRAME`] bytes are ready, and whatever is ready goes out (flushed) whenever the
+/// source has nothing yet, so a slow stream is never held back. Trailers follow the stream's end.
+fn encode(
+    encoder: &mut Encoder,
+    mut source: impl FnMut(&mut Context<'_>) -> Polled,
+    cx: &mut Context<'_>,
+) -> Polled {
+    let failed = |error: std::io::Error| Poll::Ready(Some(Err(BoxError::from(error))));
+    loop {
+        if let Some(bytes) = encoder.take(compress::FRAME) {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if encoder.finished {
+            if let Some(bytes) = encoder.take(1) {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            return Poll::Ready(encoder.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))));
+        }
+        let done = match source(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => encoder.write(&data),
+                Err(frame) => {
+                    encoder.trailers = frame.into_trailers().ok();
+                    encoder.finish()
+                }
+            },
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+            Poll::Ready(None) => encoder.finish(),
+            Poll::Pending => {
+                if let Err(error) = encoder.flush() {
+                    return failed(error);
+                }
+                return match encoder.take(1) {
+                    Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                    None => Poll::Pending,
+                };
+            }
+        };
+        if let Err(error) = done {
+            return failed(error);
         }
     }
 }

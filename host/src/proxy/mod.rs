@@ -17,13 +17,15 @@
 //!   ([`forward`], one attempt in [`send`]);
 //! - `on-response-headers`, in reverse chain order: any plugin may replace the response;
 //! - the body streams to the client through `on-response-body` and `on-response-trailers`
-//!   (`filter.rs`); then `on-log` runs, with what happened (`body.rs`).
+//!   (`filter.rs`), then the route's compression, if it has one and the client accepts it
+//!   (`compress.rs`); then `on-log` runs, with what happened (`body.rs`).
 //!
 //! A request waiting on its upstream holds no plugin instance: each phase call borrows one.
 
 mod access;
 mod answer;
 mod body;
+mod compress;
 mod error;
 mod filter;
 mod headers;
@@ -217,6 +219,8 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     ));
     ex.client_identity = conn.identity.clone();
     ex.trace = trace;
+    // Read before the phases: forwarding may move the head away.
+    let coding = route.compress.as_ref().and_then(|c| c.negotiate(&ex.request.method, &ex.request.headers));
     // Gathered before the phases: forwarding may move the head away.
     let access = gw.access.as_ref().map(|log| {
         let header = |name: http::header::HeaderName| {
@@ -270,10 +274,18 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     });
     let span = ex.trace.as_ref().map(|trace| trace.context().clone());
     let response = recorded(gw, Some(&route), &method, outcome, response, access);
-    let response = match span {
+    let mut response = match span {
         Some(span) => response.map(|body| body.traced(span)),
         None => response,
     };
+    if let Some(compress) = &route.compress {
+        let (mut parts, body) = response.into_parts();
+        let body = match compress.respond(coding, parts.status, &mut parts.headers) {
+            Some(encoder) => body.encoded(encoder),
+            None => body,
+        };
+        response = Response::from_parts(parts, body);
+    }
     if !route.follows_response_body() {
         return response;
     }

@@ -113,6 +113,8 @@ pub(crate) struct Route {
     pub(crate) request_buffer: Option<usize>,
     /// WebSocket upgrades are tunnelled, with this idle timeout; refused if `None`.
     pub(crate) websocket: Option<std::time::Duration>,
+    /// Responses are compressed for clients that accept it.
+    pub(crate) compress: Option<super::compress::Compression>,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
     /// The route's plugins that implement each phase, by [`Phase::index`], in the order that
     /// phase runs them ([`Phase::order`]).
@@ -150,6 +152,8 @@ impl Route {
             None => None,
         };
         let seconds = metrics.request_seconds.get_or_create(&NameLabel { name: label.clone() }).clone();
+        let compress =
+            config.compress.as_ref().map(|c| super::compress::Compression::new(c, &label, metrics));
         let chains = Phase::ALL.map(|phase| {
             let mut plugins: Vec<_> = chain.iter().filter(|p| p.has(phase)).cloned().collect();
             if phase.order() == ChainOrder::Reverse {
@@ -181,6 +185,7 @@ impl Route {
             request_buffer: config.request_buffer,
             redirect_https: config.redirect_https.map(Redirect::https),
             websocket: config.websocket.then_some(config.tunnel_idle),
+            compress,
             chains,
         })
     }

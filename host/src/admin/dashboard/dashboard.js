@@ -105,6 +105,11 @@ function rate(value) {
   return value === null ? "–" : value >= 100 ? value.toFixed(0) : value.toFixed(1);
 }
 
+// What compression made of a route's bytes: "1.2 MiB → 31%".
+function compressed(into, out) {
+  return into ? `${bytes(into)} → ${((100 * (out || 0)) / into).toFixed(0)}%` : "–";
+}
+
 function when(ms) {
   return new Date(ms).toLocaleTimeString();
 }
@@ -142,6 +147,8 @@ function drawRoutes(status, metrics, previous, dt) {
   const classes = sumBy(metrics, "wasmgate_requests_total", (l) => `${l.route} ${String(l.status)[0]}`);
   const buckets = bucketsBy(metrics, "wasmgate_request_duration_seconds", (l) => l.name);
   const beforeBuckets = previous ? bucketsBy(previous, "wasmgate_request_duration_seconds", (l) => l.name) : new Map();
+  const squeezed = (direction) => sumBy(metrics, "wasmgate_compression_bytes_total", (l) => (l.direction === direction ? l.route : null));
+  const [compressedIn, compressedOut] = [squeezed("in"), squeezed("out")];
   const names = [...status.routes, ...[...totals.keys()].filter((n) => !status.routes.includes(n))];
   const rows = names.map((name) => {
     const total = totals.get(name) || 0;
@@ -154,9 +161,10 @@ function drawRoutes(status, metrics, previous, dt) {
     const p = (q) => seconds(quantile(buckets.get(name), previous ? beforeBuckets.get(name) : null, q));
     return `<tr data-route="${esc(name)}"><td>${esc(name)}</td><td><span class="rate">${rate(perSecond)}</span> ${spark(history)}</td>` +
       `<td class="requests">${total}</td><td>${cls(2)}</td><td>${cls(3)}</td><td>${cls(4)}</td>` +
-      `<td class="${cls(5) ? "faulted" : ""}">${cls(5)}</td><td class="p50">${p(0.5)}</td><td class="p99">${p(0.99)}</td></tr>`;
+      `<td class="${cls(5) ? "faulted" : ""}">${cls(5)}</td><td class="p50">${p(0.5)}</td><td class="p99">${p(0.99)}</td>` +
+      `<td class="compressed">${compressed(compressedIn.get(name), compressedOut.get(name))}</td></tr>`;
   });
-  $("routes").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="9">No routes.</td></tr>`;
+  $("routes").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="10">No routes.</td></tr>`;
 }
 
 function drawUpstreams(upstreams) {
