@@ -10,13 +10,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use compression_codecs::core::Level;
 use compression_codecs::core::util::{PartialBuffer, WriteBuffer};
-use compression_codecs::{BrotliEncoder, EncodeV2, GzipEncoder, ZstdEncoder};
+use compression_codecs::{BrotliEncoder, EncodeV2, GzipEncoder};
 use http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use prometheus_client::metrics::counter::Counter;
+use zstd::stream::raw::{CParameter, Operation, OutBuffer};
 
 use crate::config::{Coding, CompressConfig};
 use crate::metrics::{CompressionLabels, Metrics};
@@ -213,7 +214,7 @@ impl Encoder {
                 compression_codecs::brotli::params::EncoderParams::default()
                     .quality(Level::Precise(levels.brotli as i32)),
             )),
-            Coding::Zstd => Box::new(ZstdEncoder::new(levels.zstd)),
+            Coding::Zstd => Box::new(PooledZstd::take(levels.zstd)),
         };
         Encoder {
             codec,
@@ -283,6 +284,76 @@ impl Encoder {
     }
 }
 
+thread_local! {
+    /// zstd contexts kept for the next response on this worker thread. A context is about a
+    /// megabyte, which glibc gives back to the kernel when it is freed and faults in again
+    /// when the next one is made: reusing it costs a reset instead (docs/performance.md).
+    static ZSTD_KEPT: std::cell::RefCell<Vec<zstd::stream::raw::Encoder<'static>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// zstd contexts a worker thread keeps at most.
+const ZSTD_KEEP: usize = 16;
+
+/// A zstd stream on a context taken from this thread's kept ones (or a new one), given back
+/// when the stream is dropped, whether it ended or not: taking one resets it.
+struct PooledZstd {
+    context: Option<zstd::stream::raw::Encoder<'static>>,
+}
+
+impl PooledZstd {
+    fn take(level: i32) -> Self {
+        let kept = ZSTD_KEPT.with(|kept| kept.borrow_mut().pop()).and_then(|mut context| {
+            context.reinit().ok()?;
+            context.set_parameter(CParameter::CompressionLevel(level)).ok()?;
+            Some(context)
+        });
+        PooledZstd { context: kept.or_else(|| zstd::stream::raw::Encoder::new(level).ok()) }
+    }
+
+    fn context(&mut self) -> io::Result<&mut zstd::stream::raw::Encoder<'static>> {
+        self.context.as_mut().ok_or_else(|| io::Error::other("no zstd context could be made"))
+    }
+}
+
+impl Drop for PooledZstd {
+    fn drop(&mut self) {
+        if let Some(context) = self.context.take() {
+            ZSTD_KEPT.with(|kept| {
+                let mut kept = kept.borrow_mut();
+                if kept.len() < ZSTD_KEEP {
+                    kept.push(context);
+                }
+            });
+        }
+    }
+}
+
+impl EncodeV2 for PooledZstd {
+    fn encode(&mut self, input: &mut PartialBuffer<&[u8]>, output: &mut WriteBuffer<'_>) -> io::Result<()> {
+        let status = self.context()?.run_on_buffers(input.unwritten(), output.initialize_unwritten())?;
+        input.advance(status.bytes_read);
+        output.advance(status.bytes_written);
+        Ok(())
+    }
+
+    fn flush(&mut self, output: &mut WriteBuffer<'_>) -> io::Result<bool> {
+        let mut out = OutBuffer::around(output.initialize_unwritten());
+        let remaining = self.context()?.flush(&mut out)?;
+        let written = out.pos();
+        output.advance(written);
+        Ok(remaining == 0)
+    }
+
+    fn finish(&mut self, output: &mut WriteBuffer<'_>) -> io::Result<bool> {
+        let mut out = OutBuffer::around(output.initialize_unwritten());
+        let remaining = self.context()?.finish(&mut out, true)?;
+        let written = out.pos();
+        output.advance(written);
+        Ok(remaining == 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,7 +385,19 @@ mod tests {
     #[test]
     fn the_round_trip_of_each_coding_restores_the_bytes() {
         let text: Vec<u8> = (0..50_000u32).flat_map(|i| format!("{{\"n\":{i}}},").into_bytes()).collect();
-        for coding in Coding::ALL {
+        // zstd twice more: on a kept context after a stream that ended, and after one dropped
+        // half-way.
+        drop({
+            let mut abandoned = Encoder::new(
+                Coding::Zstd,
+                Levels { gzip: 6, brotli: 4, zstd: 3 },
+                Counter::default(),
+                Counter::default(),
+            );
+            abandoned.write(&text[..10_000]).expect("write");
+            abandoned
+        });
+        for coding in Coding::ALL.into_iter().chain([Coding::Zstd, Coding::Zstd]) {
             let levels = Levels { gzip: 6, brotli: 4, zstd: 3 };
             let mut encoder = Encoder::new(coding, levels, Counter::default(), Counter::default());
             let mut sent = Vec::new();
