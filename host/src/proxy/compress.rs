@@ -106,8 +106,7 @@ impl Compression {
             headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         let coding = coding?;
-        let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if length.is_some_and(|length| length < self.min_size) {
+        if crate::head::content_length(headers).is_some_and(|length| length < self.min_size) {
             return None;
         }
         headers.remove(CONTENT_LENGTH);
