@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 
+use crate::cache::HttpCache;
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
 use crate::metrics::NameLabel;
 use crate::plugin::{Plugin, PluginError, PluginSpec, Runtime};
@@ -64,7 +65,7 @@ impl Gateway {
                 spawn_health_checks(&mut health, group, check);
             }
         }
-        let routes = build_routes(&config, &plugins, &upstreams, runtime)?;
+        let routes = build_routes(&config, &plugins, &upstreams, runtime, previous)?;
 
         let metrics = runtime.metrics().clone();
         let upstream_seconds = upstreams
@@ -104,6 +105,11 @@ impl Gateway {
             built_at: SystemTime::now(),
             _health: health,
         })
+    }
+
+    /// The caches of the routes that have one, by route name.
+    pub fn caches(&self) -> impl Iterator<Item = (&str, &Arc<HttpCache>)> {
+        self.served.router.routes().iter().filter_map(|r| Some((&*r.name, r.cache.as_ref()?)))
     }
 
     /// How soon backends named by DNS should be resolved again; none if there are none.
@@ -334,12 +340,22 @@ fn build_routes(
     plugins: &BTreeMap<String, Arc<Plugin>>,
     upstreams: &Upstreams,
     runtime: &Runtime,
+    previous: Option<&Gateway>,
 ) -> Result<Vec<Arc<Route>>, ConfigError> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let chain: Vec<Arc<Plugin>> =
             r.plugins.iter().filter_map(|p| plugins.get(&p.get_ref().name).cloned()).collect();
-        let route = Route::new(i, r, &chain, upstreams, runtime.metrics())
+        let name = r.name_at(i);
+        // A reload keeps a route's stored responses while its cache config stays the same.
+        let cache = r.cache.as_ref().map(|config| {
+            let kept = previous
+                .and_then(|p| p.served.router.routes().iter().find(|route| *route.name == *name))
+                .and_then(|route| route.cache.clone())
+                .filter(|cache| cache.config() == config);
+            kept.unwrap_or_else(|| HttpCache::new(config, &Arc::new(name.clone()), runtime.metrics()))
+        });
+        let route = Route::new(i, r, &chain, upstreams, runtime.metrics(), cache)
             .map_err(|(field, reason)| config.error(field, reason))?;
         routes.push(Arc::new(route));
     }

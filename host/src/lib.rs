@@ -12,7 +12,8 @@
 //!   share), [`handover`] (passing listening sockets to a successor), `head` (the rules of an HTTP head that the proxy and plugins share), [`config`]
 //!   (what the operator writes), [`metrics`] (the registry the gateway exports);
 //! - [`telemetry`] (traces), [`tls`] (listener certificates), [`upstream`] (groups, balancing,
-//!   health, the upstream client, and what each upstream failure is);
+//!   health, the upstream client, and what each upstream failure is), [`cache`] (the HTTP
+//!   cache: stored responses and RFC 9111's rules for them);
 //! - [`plugin`] (the WebAssembly runtime and the host API);
 //! - [`proxy`] (the steps and phases of a request);
 //! - [`gateway`] (one generation of loaded config), [`reload`] (swapping generations in);
@@ -22,6 +23,7 @@
 //! `lib.rs` and `main.rs` stand above them all.
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod gateway;

@@ -105,6 +105,15 @@ pub struct CompressionLabels {
     pub direction: &'static str,
 }
 
+/// A route's cache lookups, by what came of them.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The route's name.
+    pub route: Arc<String>,
+    /// `hit`, `stale`, `miss`, `revalidated` or `bypass`.
+    pub result: &'static str,
+}
+
 /// A plugin, by its name in the config.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -253,6 +262,14 @@ pub struct Metrics {
     pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Bytes into and out of response compression, by route and coding.
     pub compression_bytes: Family<CompressionLabels, Counter>,
+    /// Cache lookups, by route and result.
+    pub cache_requests: Family<CacheLabels, Counter>,
+    /// Cache misses that waited for another request filling the same key, by route.
+    pub cache_lock_waits: Family<NameLabel, Counter>,
+    /// Entries the cache's memory bound pushed out, by route.
+    pub cache_evictions: Family<NameLabel, Counter>,
+    /// Bytes the cache holds, by route.
+    pub cache_bytes: Family<NameLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -335,10 +352,38 @@ impl Default for Metrics {
             "Response bytes into (`in`) and out of (`out`) compression, by route and coding",
             compression_bytes.clone(),
         );
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "wasmgate_cache_requests",
+            "Cache lookups, by route and result (hit, stale, miss, revalidated, bypass)",
+            cache_requests.clone(),
+        );
+        let cache_lock_waits = Family::<NameLabel, Counter>::default();
+        registry.register(
+            "wasmgate_cache_lock_waits",
+            "Cache misses that waited for another request filling the same key, by route (`name`)",
+            cache_lock_waits.clone(),
+        );
+        let cache_evictions = Family::<NameLabel, Counter>::default();
+        registry.register(
+            "wasmgate_cache_evictions",
+            "Cache entries pushed out by the memory bound, by route (`name`)",
+            cache_evictions.clone(),
+        );
+        let cache_bytes = Family::<NameLabel, Gauge>::default();
+        registry.register(
+            "wasmgate_cache_bytes",
+            "Bytes the cache holds, by route (`name`)",
+            cache_bytes.clone(),
+        );
         Metrics {
             registry,
             mirror_requests,
             compression_bytes,
+            cache_requests,
+            cache_lock_waits,
+            cache_evictions,
+            cache_bytes,
             plugins,
             requests,
             request_seconds,

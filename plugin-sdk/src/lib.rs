@@ -59,6 +59,7 @@ mod response;
 mod route;
 mod upstream;
 
+pub mod cache;
 pub mod clock;
 pub mod log;
 pub mod metrics;

@@ -10,12 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 out=${BENCH_OUT:-/tmp/wasmgate-compress}
-tick=$(getconf CLK_TCK)
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-  $sudo apt-get install -y -qq nginx wrk >/dev/null
-fi
-nginx=$(command -v nginx || echo /usr/sbin/nginx)
+. tests/load/nginx.sh
 mkdir -p "$out/www"
 python3 -c "
 import json
@@ -27,21 +22,6 @@ open('$out/www/doc.json', 'w').write(text)"
 
 # The origin and the nginx under test are separate instances, so that the CPU counted is the
 # proxy's own.
-conf() { # name, then the server blocks
-  cat >"$out/$1.conf" <<EOF
-worker_processes 1;
-pid $out/$1.pid;
-error_log $out/$1.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $out/tmp; proxy_temp_path $out/tmp; fastcgi_temp_path $out/tmp;
-  uwsgi_temp_path $out/tmp; scgi_temp_path $out/tmp;
-  types { application/json json; }
-  $2
-}
-EOF
-}
 conf origin "server { listen 127.0.0.1:18180; root $out/www; etag off; }"
 conf proxy "upstream origin { server 127.0.0.1:18180; keepalive 32; }
   server {
@@ -49,7 +29,6 @@ conf proxy "upstream origin { server 127.0.0.1:18180; keepalive 32; }
     gzip on; gzip_comp_level 6; gzip_types application/json; gzip_proxied any; gzip_min_length 256;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }"
-mkdir -p "$out/tmp"
 cat >"$out/gateway.toml" <<EOF
 [[listeners]]
 address = "127.0.0.1:18186"
@@ -66,16 +45,6 @@ taskset -c 1 "$nginx" -c "$out/origin.conf"
 taskset -c 1 "$nginx" -c "$out/proxy.conf"
 trap 'kill "$(cat "$out/origin.pid")" "$(cat "$out/proxy.pid")" 2>/dev/null || true' EXIT
 sleep 0.5
-
-# CPU ticks of the processes listening on `port` (an nginx master and its worker, or wasmgate).
-ticks() {
-  local pids total=0
-  pids=$(ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2)
-  for pid in $( (echo "$pids"; for p in $pids; do pgrep -P "$p" || true; done) | sort -u); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
 
 measure() { # label port encoding
   local url="http://127.0.0.1:$2/doc.json" t0 t1 report

@@ -160,6 +160,26 @@ pub fn wasmgate_bin() -> anyhow::Result<PathBuf> {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
             build.args(["build", "--quiet", "-p", "wasmgate", "--bin", "wasmgate"]);
+            // What cargo sets for the test crate itself: ring's build script reruns when any of
+            // it changes, which would rebuild the TLS stack under the binary each time a test
+            // run and a plain `cargo build` take turns.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                    || name == "OUT_DIR"
+                {
+                    build.env_remove(&*name);
+                }
+            }
             if dir.ends_with("release") {
                 build.arg("--release");
             }

@@ -26,6 +26,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::cache::Purge;
 use crate::gateway::Gateway;
 use crate::plugin::Runtime;
 use crate::reload::{ReloadError, Reloader};
@@ -98,6 +99,15 @@ impl Admin {
             };
         }
         let gateway = self.gateway.load_full();
+        if request.uri().path() == "/cache/purge" {
+            return match *request.method() {
+                Method::POST => purge(&gateway, request.uri().query().unwrap_or_default()),
+                _ => text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "POST /cache/purge?key=KEY or ?prefix=PREFIX purges\n",
+                ),
+            };
+        }
         match request.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
@@ -105,6 +115,7 @@ impl Admin {
             "/status" => json_response(self.status(&gateway)),
             "/upstreams" => json_response(upstreams(&gateway)),
             "/plugins" => json_response(plugins(&gateway)),
+            "/cache" => json_response(caches(&gateway)),
             "/config" => json_response(redacted_config(gateway.config())),
             "/metrics" => {
                 let live = live_metrics(&gateway);
@@ -143,6 +154,51 @@ impl Admin {
             }
         }
     }
+}
+
+/// Each route's cache: keys and bytes held, and its bounds.
+fn caches(gateway: &Gateway) -> serde_json::Value {
+    let routes: Vec<serde_json::Value> = gateway
+        .caches()
+        .map(|(route, cache)| {
+            let (keys, bytes) = cache.size();
+            json!({ "route": route, "keys": keys, "bytes": bytes, "max_size": cache.config().max_size })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+/// `POST /cache/purge?key=KEY` (or `prefix=PREFIX`), on every caching route or on `route=NAME`.
+fn purge(gateway: &Gateway, query: &str) -> Response<Full<Bytes>> {
+    let (mut which, mut route) = (None, None);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "key" if which.is_none() => which = Some(Purge::Key(value.into_owned())),
+            "prefix" if which.is_none() => which = Some(Purge::Prefix(value.into_owned())),
+            "route" => route = Some(value.into_owned()),
+            _ => {
+                let message =
+                    format!("`{name}`: give one of `key` or `prefix`, and `route` if one route only\n");
+                return text(StatusCode::BAD_REQUEST, &message);
+            }
+        }
+    }
+    let Some(which) = which else {
+        return text(StatusCode::BAD_REQUEST, "give `key=KEY` or `prefix=PREFIX`\n");
+    };
+    let caches: Vec<_> =
+        gateway.caches().filter(|(name, _)| route.as_deref().is_none_or(|route| route == *name)).collect();
+    if caches.is_empty() {
+        let message = match &route {
+            Some(route) => format!("no route `{route}` with a cache\n"),
+            None => "no route has a cache\n".to_owned(),
+        };
+        return text(StatusCode::NOT_FOUND, &message);
+    }
+    let purged: usize = caches.iter().map(|(_, cache)| cache.purge(&which)).sum();
+    let routes: Vec<&str> = caches.iter().map(|(name, _)| *name).collect();
+    tracing::info!(?which, purged, ?routes, "cache purged");
+    json_response(json!({ "purged": purged, "routes": routes }))
 }
 
 impl Admin {

@@ -226,3 +226,13 @@ pub(super) fn compress_types() -> Vec<String> {
 pub(super) fn compress_min_size() -> usize {
     256
 }
+pub(super) fn cache_max_size() -> usize {
+    64 << 20
+}
+pub(super) fn cache_max_object() -> usize {
+    8 << 20
+}
+/// Long enough for an upstream's slow answer; a waiter past it goes upstream itself.
+pub(super) fn cache_lock_timeout() -> Duration {
+    Duration::from_secs(5)
+}

@@ -8,6 +8,7 @@
 //!
 //! The reference for operators is `docs/config.md`; keep the two in step.
 
+mod cache;
 mod compress;
 pub mod defaults;
 mod observe;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use self::cache::CacheConfig;
 pub use self::compress::{Coding, CompressConfig};
 pub use self::observe::{AccessField, AdminConfig, LogConfig, LogFormat, TraceProtocol, TracesConfig};
 pub use self::plugin::{CanaryConfig, FailurePolicy, Isolation, PluginConfig};

@@ -67,11 +67,14 @@ pub enum AccessField {
     Tls,
     /// The plugin canaries the request ran (`NAME@canary`, comma-separated), `-` for none.
     Canary,
+    /// What the route's cache did: `hit`, `stale`, `miss`, `revalidated`, `bypass`; `-` on a
+    /// route without a cache.
+    Cache,
 }
 
 impl AccessField {
     /// Every field, in log order.
-    pub const ALL: [AccessField; 13] = [
+    pub const ALL: [AccessField; 14] = [
         AccessField::Client,
         AccessField::Method,
         AccessField::Host,
@@ -85,6 +88,7 @@ impl AccessField {
         AccessField::UserAgent,
         AccessField::Tls,
         AccessField::Canary,
+        AccessField::Cache,
     ];
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::traffic::{Mirror, Redirect, Respond, SplitBackend, Sticky};
-use super::{Check, CompressConfig, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
+use super::{CacheConfig, Check, CompressConfig, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +99,9 @@ pub struct RouteConfig {
     /// Responses are compressed for clients that accept it; off if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<CompressConfig>,
+    /// Responses are stored and served from the gateway's memory (RFC 9111); off if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
 }
 
 impl RouteConfig {
@@ -190,6 +193,14 @@ impl RouteConfig {
             compress
                 .validate()
                 .map_err(|(name, reason)| at.invalid(field(&format!("compress.{name}")), reason))?;
+        }
+        if let Some(cache) = &self.cache {
+            if answers {
+                return Err(
+                    at.invalid(field("cache"), "a route that answers itself has nothing to cache".to_owned())
+                );
+            }
+            cache.validate().map_err(|(name, reason)| at.invalid(field(&format!("cache.{name}")), reason))?;
         }
         for (j, p) in self.plugins.iter().enumerate() {
             let name = &p.get_ref().name;

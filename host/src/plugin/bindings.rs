@@ -28,12 +28,12 @@ mod generated {
 
 pub(crate) use self::generated::exports::wasmgate::plugin::handler::Guest as Handler;
 pub(crate) use self::generated::wasmgate::plugin::{
-    clock, log, metrics, outbound, request, response, state, store, types, upstream,
+    cache, clock, log, metrics, outbound, request, response, state, store, types, upstream,
 };
 pub(crate) use self::generated::{Plugin, PluginIndices};
 
 /// The optional export of `plugin-with-routes` (0.1.1), looked up by name: the host's bindings
 /// are those of `plugin`, which every component exports, so that one without it still loads.
-pub(crate) const ROUTES: &str = "wasmgate:plugin/routes@0.1.1";
+pub(crate) const ROUTES: &str = "wasmgate:plugin/routes@0.1.2";
 /// The function of [`ROUTES`].
 pub(crate) const INIT_ROUTE: &str = "init-route";

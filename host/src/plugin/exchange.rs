@@ -57,6 +57,20 @@ pub struct Exchange {
     /// Each plugin with a canary that the request met: which version it runs (the canary's
     /// name, or none for the plugin's own). Empty, and never allocated, without canaries.
     canaries: Vec<(u32, Option<Arc<str>>)>,
+    /// What plugins asked of the route's cache.
+    pub(crate) cache: CacheSteer,
+}
+
+/// What plugins asked of the route's cache for one request (the WIT `cache` interface).
+#[derive(Debug, Default)]
+pub(crate) struct CacheSteer {
+    /// The key, in place of the host and path.
+    pub(crate) key: Option<String>,
+    /// Parts added to the key, each after a `|`.
+    pub(crate) parts: String,
+    pub(crate) bypass: bool,
+    /// Store the response this long (zero: not at all), whatever its headers say.
+    pub(crate) ttl: Option<std::time::Duration>,
 }
 
 impl Exchange {
@@ -84,6 +98,7 @@ impl Exchange {
             trace: None,
             state: PluginState::default(),
             canaries: Vec::new(),
+            cache: CacheSteer::default(),
         }
     }
 

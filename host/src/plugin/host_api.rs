@@ -20,7 +20,9 @@ use super::bindings::types::{
     Backend as WitBackend, EditError, Header, Level, OutboundError, OutboundRequest, OutboundResponse,
     StoreError as WitStoreError,
 };
-use super::bindings::{clock, log, metrics, outbound, request, response, state, store, types, upstream};
+use super::bindings::{
+    cache, clock, log, metrics, outbound, request, response, state, store, types, upstream,
+};
 use super::exchange::Exchange;
 use super::log_limit::{self, LogLimit};
 use super::usage::Usage;
@@ -357,6 +359,49 @@ impl response::Host for InstanceState {
 /// A status a plugin may set or answer with: 1xx belong to the host's own protocol handling.
 pub(crate) fn valid_status(status: u16) -> Option<http::StatusCode> {
     if (200..=599).contains(&status) { http::StatusCode::from_u16(status).ok() } else { None }
+}
+
+/// The longest cache key a plugin may set.
+const MAX_CACHE_KEY: usize = 1024;
+
+impl cache::Host for InstanceState {
+    fn set_key(&mut self, key: String) -> Result<(), EditError> {
+        self.in_phase(Phase::RequestHeaders)?;
+        if key.len() > MAX_CACHE_KEY || key.chars().any(char::is_control) {
+            return Err(EditError::InvalidValue);
+        }
+        self.ex.cache.key = Some(key);
+        Ok(())
+    }
+
+    fn add_key_part(&mut self, part: String) -> Result<(), EditError> {
+        self.in_phase(Phase::RequestHeaders)?;
+        let steer = &mut self.ex.cache;
+        if steer.parts.len() + part.len() + 1 > MAX_CACHE_KEY || part.chars().any(char::is_control) {
+            return Err(EditError::InvalidValue);
+        }
+        steer.parts.push('|');
+        steer.parts.push_str(&part);
+        Ok(())
+    }
+
+    fn bypass(&mut self) -> Result<(), EditError> {
+        self.in_phase(Phase::RequestHeaders)?;
+        self.ex.cache.bypass = true;
+        Ok(())
+    }
+
+    fn set_ttl(&mut self, ttl_ms: u64) -> Result<(), EditError> {
+        self.in_phase(Phase::ResponseHeaders)?;
+        self.ex.cache.ttl = Some(std::time::Duration::from_millis(ttl_ms));
+        Ok(())
+    }
+}
+
+impl InstanceState {
+    fn in_phase(&self, phase: Phase) -> Result<(), EditError> {
+        if self.phase == phase { Ok(()) } else { Err(EditError::ReadOnly) }
+    }
 }
 
 impl upstream::Host for InstanceState {

@@ -52,6 +52,7 @@ impl AccessEntry {
         let (host, path, route) = (self.host.as_str(), self.path.as_str(), &*self.route);
         let (request_id, user_agent) = (self.request_id.as_deref().unwrap_or("-"), self.user_agent.as_str());
         let canary = self.canaries.as_deref().unwrap_or("-");
+        let cache = outcome.cache.unwrap_or("-");
         // Unselected fields are `Empty`: formatters leave them out.
         tracing::info!(
             target: "wasmgate::access",
@@ -68,6 +69,7 @@ impl AccessEntry {
             user_agent = if on(AccessField::UserAgent) { &user_agent as &dyn Value } else { &Empty },
             tls = if on(AccessField::Tls) { &self.tls as &dyn Value } else { &Empty },
             canary = if on(AccessField::Canary) { &canary as &dyn Value } else { &Empty },
+            cache = if on(AccessField::Cache) { &cache as &dyn Value } else { &Empty },
             "access"
         );
     }

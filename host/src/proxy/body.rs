@@ -1,8 +1,10 @@
 //! The body of every response the gateway sends: the upstream's, streamed as it arrives
-//! (through the route's response-body and trailer plugins, if it has any), or one the gateway
-//! wrote, compressed on the way out when the route compresses. It counts the bytes it sends
+//! (through the route's response-body and trailer plugins, if it has any, and into the route's
+//! cache when it stores the response), one from the cache (through the same plugins), or one
+//! the gateway wrote, compressed on the way out when the route compresses. It counts the bytes it sends
 //! and, when the route has log plugins, runs them once the body is finished or abandoned.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::combinators::MapErr;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::compress::{self, Encoder};
 use super::filter::{Direction, Filter};
 use super::route::Route;
+use crate::cache::{Filling, Hit};
 use crate::metrics::Timing;
 use crate::plugin::{Exchange, LogEntry, Logged, Phase};
 use crate::timed::{BoxError, Timed};
@@ -25,6 +29,11 @@ use prometheus_client::metrics::counter::Counter;
 
 enum Source {
     Upstream(Timed<Incoming>),
+    /// The upstream's body, copied into the route's cache as it streams.
+    Filling(Filling<Timed<Incoming>>),
+    /// A body from the route's cache: it meets the body plugins like the upstream's. With the
+    /// entry when it is the entry's whole body, for compression to keep its copy with.
+    Stored(MapErr<Full<Bytes>, fn(Infallible) -> BoxError>, Option<Hit>),
     Local(Full<Bytes>),
 }
 
@@ -58,6 +67,8 @@ pub(crate) struct Outcome {
     pub(crate) message: Option<String>,
     /// Request body bytes, counted as they go upstream when the log phase wants them.
     pub(crate) bytes_in: Option<Arc<AtomicU64>>,
+    /// What the route's cache did, on a route with one.
+    pub(crate) cache: Option<&'static str>,
 }
 
 impl Outcome {
@@ -70,6 +81,7 @@ impl Outcome {
             error: None,
             message: None,
             bytes_in: None,
+            cache: None,
         }
     }
 
@@ -121,6 +133,31 @@ impl ProxyBody {
         ProxyBody::new(Source::Upstream(body), in_flight)
     }
 
+    /// The upstream's body, stored in the route's cache as it streams.
+    pub(crate) fn filling(body: Filling<Timed<Incoming>>, in_flight: Option<InFlight>) -> Self {
+        ProxyBody::new(Source::Filling(body), in_flight)
+    }
+
+    /// A body from the route's cache (all of `hit`'s, if given).
+    pub(crate) fn stored(bytes: Bytes, hit: Option<Hit>) -> Self {
+        ProxyBody::new(Source::Stored(stored(bytes), hit), None)
+    }
+
+    /// The stored response this body answers with whole, if it is one.
+    pub(crate) fn take_hit(&mut self) -> Option<Hit> {
+        match &mut self.source {
+            Source::Stored(_, hit) => hit.take(),
+            _ => None,
+        }
+    }
+
+    /// Sends `bytes` in place of a stored body (what compression made of it).
+    pub(crate) fn replace_stored(&mut self, bytes: Bytes) {
+        if let Source::Stored(body, _) = &mut self.source {
+            *body = stored(bytes);
+        }
+    }
+
     /// A body the gateway wrote.
     pub fn local(bytes: Bytes) -> Self {
         ProxyBody::new(Source::Local(Full::new(bytes)), None)
@@ -168,6 +205,11 @@ impl ProxyBody {
     }
 }
 
+fn stored(bytes: Bytes) -> MapErr<Full<Bytes>, fn(Infallible) -> BoxError> {
+    let never: fn(Infallible) -> BoxError = |never| match never {};
+    Full::new(bytes).map_err(never)
+}
+
 impl From<Bytes> for ProxyBody {
     fn from(bytes: Bytes) -> Self {
         ProxyBody::local(bytes)
@@ -207,18 +249,22 @@ impl Body for ProxyBody {
         match &self.source {
             // A filter may still have a last chunk to add, an encoder the end of its stream.
             _ if self.encoder.is_some() => false,
-            Source::Upstream(_) if self.filtered() => false,
-            Source::Upstream(body) => body.is_end_stream(),
             Source::Local(body) => body.is_end_stream(),
+            _ if self.filtered() => false,
+            Source::Upstream(body) => body.is_end_stream(),
+            Source::Filling(body) => body.is_end_stream(),
+            Source::Stored(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
             _ if self.encoder.is_some() => SizeHint::default(),
-            Source::Upstream(_) if self.filtered() => SizeHint::default(),
-            Source::Upstream(body) => body.size_hint(),
             Source::Local(body) => body.size_hint(),
+            _ if self.filtered() => SizeHint::default(),
+            Source::Upstream(body) => body.size_hint(),
+            Source::Filling(body) => body.size_hint(),
+            Source::Stored(body, _) => body.size_hint(),
         }
     }
 }
@@ -227,12 +273,15 @@ type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 /// The next frame from the upstream (through the route's body plugins) or the local body.
 fn poll_source(source: &mut Source, follow: &mut Option<Box<Follow>>, cx: &mut Context<'_>) -> Polled {
-    match (source, follow) {
-        (Source::Upstream(body), Some(follow)) if !follow.filter.is_transparent() => {
-            follow.filter.poll_frame(Pin::new(body), cx)
-        }
-        (Source::Upstream(body), _) => Pin::new(body).poll_frame(cx),
+    let filter = follow.as_mut().map(|f| &mut f.filter).filter(|f| !f.is_transparent());
+    match (source, filter) {
         (Source::Local(body), _) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        (Source::Upstream(body), Some(filter)) => filter.poll_frame(Pin::new(body), cx),
+        (Source::Filling(body), Some(filter)) => filter.poll_frame(Pin::new(body), cx),
+        (Source::Stored(body, _), Some(filter)) => filter.poll_frame(Pin::new(body), cx),
+        (Source::Upstream(body), None) => Pin::new(body).poll_frame(cx),
+        (Source::Filling(body), None) => Pin::new(body).poll_frame(cx),
+        (Source::Stored(body, _), None) => Pin::new(body).poll_frame(cx),
     }
 }
 

@@ -240,6 +240,13 @@ impl Encoder {
         Ok(())
     }
 
+    /// `plain` compressed whole (a stored body).
+    pub(crate) fn whole(&mut self, plain: &[u8]) -> io::Result<Bytes> {
+        self.write(plain)?;
+        self.finish()?;
+        Ok(self.take(1).unwrap_or_default())
+    }
+
     /// Makes everything written so far decodable by the client, as the upstream pauses.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.unflushed {

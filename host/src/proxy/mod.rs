@@ -25,6 +25,7 @@
 mod access;
 mod answer;
 mod body;
+mod caching;
 mod compress;
 mod error;
 mod filter;
@@ -43,7 +44,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
@@ -56,6 +57,7 @@ pub(crate) use self::route::{RetryPolicy, Route, Router};
 
 use self::access::AccessEntry;
 use self::body::{Outcome, Record};
+use self::caching::{Answered, Visit};
 use self::filter::{Direction, Filter, FilteredRequest};
 use self::split::Target;
 use crate::head::{self, request_host};
@@ -279,11 +281,26 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
         None => response,
     };
     if let Some(compress) = &route.compress {
-        let (mut parts, body) = response.into_parts();
-        let body = match compress.respond(coding, parts.status, &mut parts.headers) {
-            Some(encoder) => body.encoded(encoder),
-            None => body,
-        };
+        let (mut parts, mut body) = response.into_parts();
+        if let (Some(mut encoder), Some(coding)) =
+            (compress.respond(coding, parts.status, &mut parts.headers), coding)
+        {
+            // A whole stored body is compressed once per coding and kept with its entry; body
+            // plugins would change what there is to compress.
+            let hit = body.take_hit().filter(|_| !route.has(Phase::ResponseBody));
+            let kept = hit.map(|hit| match hit.encoded(coding) {
+                Some(bytes) => Ok(bytes),
+                None => encoder.whole(hit.body()).inspect(|bytes| hit.keep(coding, bytes.clone())),
+            });
+            match kept {
+                Some(Ok(bytes)) => {
+                    parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+                    body.replace_stored(bytes);
+                }
+                // A codec that failed fails the stream the same way.
+                _ => body = body.encoded(encoder),
+            }
+        }
         response = Response::from_parts(parts, body);
     }
     if !route.follows_response_body() {
@@ -323,6 +340,23 @@ async fn run_route(
         }
     }
     let websocket = inbound.websocket.filter(|_| route.websocket.is_some());
+
+    // The cache: a stored response answers here, and the upstream phases are skipped.
+    let mut caching = None;
+    if let Some(cache) = &route.cache
+        && websocket.is_none()
+    {
+        match caching::visit(cache, route, target, ex).await {
+            Visit::Stored(stored) => {
+                outcome.cache = Some(stored.result.label());
+                return respond_stored(route, ex, stored).await;
+            }
+            Visit::Forward(forwarded) => {
+                outcome.cache = Some(forwarded.result.label());
+                caching = Some(forwarded);
+            }
+        }
+    }
 
     // on-request-body, on a body held whole; a streamed body meets the plugins in forward.
     let Inbound { body, bytes_in, deadline, .. } = inbound;
@@ -380,11 +414,24 @@ async fn run_route(
 
     // Forward.
     let sent = Instant::now();
-    let (response, in_flight, index) =
-        match forward(gw, route, target, conn, ex, &group, index, payload).await? {
-            Forwarded::Response(response, in_flight, index) => (response, in_flight, index),
-            Forwarded::Answer(reply) => return Ok(local_response(reply)),
+    let forwarded = forward(gw, route, target, conn, ex, &group, index, payload).await;
+    if let Some(caching) = &mut caching {
+        let (status, fields) = match &forwarded {
+            Ok(Forwarded::Response(response, ..)) => (Some(response.status()), Some(response.headers())),
+            Ok(Forwarded::Answer(_)) => (Some(StatusCode::OK), None),
+            Err(_) => (None, None),
         };
+        // A 304 to a revalidation, or a failure the stale entry may answer.
+        if let Answered::Stored(stored) = caching.answered(&ex.request.method, status, fields, sent.elapsed())
+        {
+            outcome.cache = Some(stored.result.label());
+            return respond_stored(route, ex, stored).await;
+        }
+    }
+    let (response, in_flight, index) = match forwarded? {
+        Forwarded::Response(response, in_flight, index) => (response, in_flight, index),
+        Forwarded::Answer(reply) => return Ok(local_response(reply)),
+    };
     let upstream = sent.elapsed();
     if let Some(seconds) = gw.upstream_seconds.get(group.name()) {
         seconds.observe(upstream.as_secs_f64());
@@ -405,26 +452,56 @@ async fn run_route(
     // The client gets HTTP/1.1 framing whatever the upstream spoke (hyper ignores this on h2).
     parts.version = Version::HTTP_11;
     head::strip_hop_by_hop(&mut parts.headers);
+    // The cache stores the origin's head, not what the route and its plugins make of it.
+    let offered = caching.as_ref().and_then(|caching| caching.offered_head(&parts));
+    let mut parts = match on_response_headers(route, ex, parts).await? {
+        Ok(parts) => parts,
+        Err(reply) => return Ok(local_response(reply)),
+    };
+    let body = Timed::new(body, "response", idle, deadline);
+    let body = match caching {
+        Some(caching) => caching.offer(offered, ex, &mut parts, body, upstream, Some(in_flight)),
+        None => ProxyBody::upstream(body, Some(in_flight)),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A response from the route's cache, through the response phases.
+async fn respond_stored(
+    route: &Route,
+    ex: &mut Box<Exchange>,
+    stored: caching::Stored,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let caching::Stored { parts, body, hit, .. } = stored;
+    match on_response_headers(route, ex, parts).await? {
+        Ok(parts) => Ok(Response::from_parts(parts, ProxyBody::stored(body, hit))),
+        Err(reply) => Ok(local_response(reply)),
+    }
+}
+
+/// The route's edits of a response head, then its `on-response-headers` plugins, in reverse
+/// chain order: the head they leave, or the answer one of them gave instead.
+async fn on_response_headers(
+    route: &Route,
+    ex: &mut Box<Exchange>,
+    mut parts: http::response::Parts,
+) -> Result<Result<http::response::Parts, LocalReply>, ProxyError> {
     headers::append_via(&mut parts.headers, Version::HTTP_11);
     route.response_headers.apply(&mut parts.headers);
     if route.has(Phase::ResponseBody) && !headers::bodiless(&ex.request.method, parts.status) {
         // Plugins may change the body's length: it goes chunked.
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
-    let body = ProxyBody::upstream(Timed::new(body, "response", idle, deadline), Some(in_flight));
     if !route.has(Phase::ResponseHeaders) {
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Ok(parts));
     }
     ex.response = Some(parts);
     for plugin in route.chain(Phase::ResponseHeaders) {
         if let Some(Action::Respond(reply)) = plugin.by_policy(plugin.on_response_headers(ex).await)? {
-            return Ok(local_response(reply));
+            return Ok(Err(reply));
         }
     }
-    match ex.response.take() {
-        Some(parts) => Ok(Response::from_parts(parts, body)),
-        None => Err(ProxyError::Internal("the response head went missing")),
-    }
+    ex.response.take().map(Ok).ok_or(ProxyError::Internal("the response head went missing"))
 }
 
 enum Buffered {

@@ -115,6 +115,8 @@ pub(crate) struct Route {
     pub(crate) websocket: Option<std::time::Duration>,
     /// Responses are compressed for clients that accept it.
     pub(crate) compress: Option<super::compress::Compression>,
+    /// Responses are stored and served from memory.
+    pub(crate) cache: Option<Arc<crate::cache::HttpCache>>,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
     /// The route's plugins that implement each phase, by [`Phase::index`], in the order that
     /// phase runs them ([`Phase::order`]).
@@ -130,6 +132,7 @@ impl Route {
         chain: &[Arc<Plugin>],
         upstreams: &Upstreams,
         metrics: &Metrics,
+        cache: Option<Arc<crate::cache::HttpCache>>,
     ) -> Result<Self, (String, String)> {
         let field = |f: &str| format!("routes[{index}].{f}");
         let matcher = RouteMatch::new(config).map_err(|(f, reason)| (field(&f), reason))?;
@@ -186,6 +189,7 @@ impl Route {
             redirect_https: config.redirect_https.map(Redirect::https),
             websocket: config.websocket.then_some(config.tunnel_idle),
             compress,
+            cache,
             chains,
         })
     }
@@ -214,17 +218,19 @@ impl Route {
         !self.chain(phase).is_empty()
     }
 
-    /// True when a phase after forwarding may read the request head, so it must be kept.
+    /// True when a phase after forwarding may read the request head, so it must be kept (the
+    /// cache keeps it with what it stores, for refreshes).
     pub(crate) fn reads_request_after_forward(&self) -> bool {
-        [
-            Phase::UpstreamError,
-            Phase::ResponseHeaders,
-            Phase::ResponseBody,
-            Phase::ResponseTrailers,
-            Phase::Log,
-        ]
-        .into_iter()
-        .any(|phase| self.has(phase))
+        self.cache.is_some()
+            || [
+                Phase::UpstreamError,
+                Phase::ResponseHeaders,
+                Phase::ResponseBody,
+                Phase::ResponseTrailers,
+                Phase::Log,
+            ]
+            .into_iter()
+            .any(|phase| self.has(phase))
     }
 
     /// True when the response body needs the exchange: response-body, trailer or log plugins.
@@ -300,6 +306,11 @@ impl Router {
 
     /// Each route that an earlier one leaves no request to, with the earlier: the later can
     /// never match.
+    /// The routes, in match order.
+    pub(crate) fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
     pub(crate) fn shadowed(&self) -> Vec<(&str, &str)> {
         let mut shadowed = Vec::new();
         for (j, later) in self.routes.iter().enumerate() {

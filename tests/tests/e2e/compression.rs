@@ -1,7 +1,8 @@
 //! Response compression through the gateway against a real origin: the coding negotiated
 //! from `Accept-Encoding`, the head it changes (`Content-Encoding`, `Vary`, no
 //! `Content-Length`, a weak `ETag`), the responses left alone, a stream compressed as it
-//! arrives, the bytes counted in `/metrics`, and a bad `compress` refused by name.
+//! arrives, the bytes counted in `/metrics`, a cached body compressed once per coding, and a
+//! bad `compress` refused by name.
 
 use bytes::Bytes;
 use compression_codecs::core::util::{PartialBuffer, WriteBuffer};
@@ -161,6 +162,50 @@ async fn a_stream_is_compressed_as_it_arrives_and_counted() {
     };
     assert_eq!(counted("in"), pieces.concat().len() as f64);
     assert!(counted("out") > 0.0 && counted("out") < counted("in"), "{metrics}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_cached_response_is_compressed_once_per_coding_and_kept_with_its_entry() {
+    let o = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
+    let gw = harness::start(
+        &Toml::new()
+            .listener()
+            .raw("[admin]")
+            .raw(r#"address = "127.0.0.1:0""#)
+            .upstream("o", &[o.addr()])
+            .route("o")
+            .raw(r#"name = "api""#)
+            .raw("compress = {}")
+            .raw(r#"cache = { default_ttl = "1m" }"#),
+    )
+    .await
+    .expect("gateway");
+    let held = || async {
+        let text =
+            client::get(gw.admin_addr().expect("admin"), "/metrics", &[]).await.expect("metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"wasmgate_cache_bytes{name="api"} "#)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let json = json_of(64 << 10);
+    let miss = get(&gw, "/json/65536", Some("gzip")).await;
+    assert_eq!(miss.header("cache-status"), "wasmgate; fwd=miss; stored");
+    assert!(decode("gzip", &miss.body) == json.as_bytes(), "the miss streams compressed");
+    let plain_only = held().await;
+    for coding in ["gzip", "zstd", "gzip"] {
+        let hit = get(&gw, "/json/65536", Some(coding)).await;
+        assert!(hit.header("cache-status").starts_with("wasmgate; hit"), "{}", hit.header("cache-status"));
+        assert_eq!(hit.header("content-encoding"), coding);
+        // Compressed whole, so its length is known.
+        assert_eq!(hit.header("content-length"), hit.body.len().to_string());
+        assert_eq!(hit.header("etag"), r#"W/"json-65536""#);
+        assert!(decode(coding, &hit.body) == json.as_bytes(), "{coding} decodes to the origin's body");
+    }
+    let with_copies = held().await;
+    assert!(with_copies > plain_only, "the copies are weighed: {plain_only} then {with_copies} bytes");
+    let plain = get(&gw, "/json/65536", None).await;
+    assert_eq!((plain.header("content-encoding"), plain.body.len()), ("", json.len()));
     gw.stop().await;
 }
 

@@ -38,7 +38,8 @@ async fn the_dashboard_shows_traffic_health_and_faults_behind_the_token() -> any
             .raw(r#"health_check = { kind = "tcp", interval = "100ms", unhealthy_threshold = 1 }"#)
             .route("pair")
             .raw(r#"name = "api""#)
-            .raw(r#"plugins = ["tag", "guard"]"#),
+            .raw(r#"plugins = ["tag", "guard"]"#)
+            .raw(r#"cache = { default_ttl = "1m" }"#),
     )
     .await?;
     let (addr, admin) = (gw.addrs()[0], gw.admin_addr().expect("admin listener"));
@@ -61,6 +62,10 @@ async fn the_dashboard_shows_traffic_health_and_faults_behind_the_token() -> any
     let route = r#"[data-route="api"]"#;
     browser.wait_for(&format!("{route} .requests"), "30 requests on the route", |t| t == "30").await?;
     browser.wait_for(&format!("{route} .p99"), "the route's p99", |t| t.ends_with('s')).await?;
+    // The first request filled the cache; the other 29 were answered from it.
+    browser
+        .wait_for(&format!("{route} .cache"), "the cache's answers", |t| t.starts_with("97% of 30 · "))
+        .await?;
 
     let backend = |addr: std::net::SocketAddr| format!(r#"[data-backend="{addr}"] .health"#);
     browser.wait_for(&backend(b_addr), "b healthy", |t| t == "healthy").await?;

@@ -3,6 +3,7 @@
 //! the suite links once; run one module or test with
 //! `cargo test -p wasmgate-tests --test e2e <module>::<name>`.
 
+mod cache;
 mod compression;
 mod dashboard;
 mod dns;

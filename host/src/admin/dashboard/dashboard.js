@@ -110,6 +110,12 @@ function compressed(into, out) {
   return into ? `${bytes(into)} → ${((100 * (out || 0)) / into).toFixed(0)}%` : "–";
 }
 
+// What a route's cache answered: "83% of 1200 · 4.1 MiB" (hits, stale and revalidated answers
+// over lookups that did not bypass it; bytes held).
+function cached(answered, looked, held) {
+  return looked ? `${((100 * (answered || 0)) / looked).toFixed(0)}% of ${looked} · ${bytes(held || 0)}` : "–";
+}
+
 function when(ms) {
   return new Date(ms).toLocaleTimeString();
 }
@@ -149,6 +155,9 @@ function drawRoutes(status, metrics, previous, dt) {
   const beforeBuckets = previous ? bucketsBy(previous, "wasmgate_request_duration_seconds", (l) => l.name) : new Map();
   const squeezed = (direction) => sumBy(metrics, "wasmgate_compression_bytes_total", (l) => (l.direction === direction ? l.route : null));
   const [compressedIn, compressedOut] = [squeezed("in"), squeezed("out")];
+  const fromCache = sumBy(metrics, "wasmgate_cache_requests_total", (l) => (["hit", "stale", "revalidated"].includes(l.result) ? l.route : null));
+  const lookups = sumBy(metrics, "wasmgate_cache_requests_total", (l) => (l.result === "bypass" ? null : l.route));
+  const held = sumBy(metrics, "wasmgate_cache_bytes", (l) => l.name);
   const names = [...status.routes, ...[...totals.keys()].filter((n) => !status.routes.includes(n))];
   const rows = names.map((name) => {
     const total = totals.get(name) || 0;
@@ -162,9 +171,10 @@ function drawRoutes(status, metrics, previous, dt) {
     return `<tr data-route="${esc(name)}"><td>${esc(name)}</td><td><span class="rate">${rate(perSecond)}</span> ${spark(history)}</td>` +
       `<td class="requests">${total}</td><td>${cls(2)}</td><td>${cls(3)}</td><td>${cls(4)}</td>` +
       `<td class="${cls(5) ? "faulted" : ""}">${cls(5)}</td><td class="p50">${p(0.5)}</td><td class="p99">${p(0.99)}</td>` +
-      `<td class="compressed">${compressed(compressedIn.get(name), compressedOut.get(name))}</td></tr>`;
+      `<td class="compressed">${compressed(compressedIn.get(name), compressedOut.get(name))}</td>` +
+      `<td class="cache">${cached(fromCache.get(name), lookups.get(name), held.get(name))}</td></tr>`;
   });
-  $("routes").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="10">No routes.</td></tr>`;
+  $("routes").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="11">No routes.</td></tr>`;
 }
 
 function drawUpstreams(upstreams) {

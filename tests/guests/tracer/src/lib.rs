@@ -7,6 +7,10 @@
 //!   response-headers);
 //! - `x-trace-retry`: `on_upstream_error` asks for a retry;
 //! - `x-trace-upper`: both body phases turn the chunks to upper case;
+//! - `x-cache-key: K`, `x-cache-part: P`, `x-cache-bypass`: `on_request_headers` sets the cache
+//!   key, adds a part to it, or bypasses the cache; `x-cache-ttl-ms: N`: `on_response_headers`
+//!   sets the response's TTL; and `on_response_headers` copies the response's `cache-status`
+//!   into `x-seen-cache-status`, so a test sees what the plugin saw;
 //!
 //! At the end of the request body it sets request header `x-body-seen` to the last chunk's
 //! length (which the host allows only for a buffered body, the whole body then); trailers from
@@ -15,7 +19,7 @@
 use serde::Deserialize;
 use wasmgate_sdk::{
     Action, BodyAction, ErrorAction, LocalResponse, LogEntry, Plugin, Request, Response, Trailers, Upstream,
-    UpstreamChoice, UpstreamFailure, log, state, store,
+    UpstreamChoice, UpstreamFailure, cache, log, state, store,
 };
 
 /// The guest's config.
@@ -50,6 +54,25 @@ fn answer(req: &Request, phase: &str) -> Option<LocalResponse> {
         .then(|| LocalResponse::new(200).header("x-answered-in", phase).body(format!("answered in {phase}")))
 }
 
+/// What `x-cache-*` asks of the cache.
+fn steer_cache(req: &Request) {
+    if let Some(key) = req.header("x-cache-key") {
+        report("set-key", cache::set_key(&key));
+    }
+    if let Some(part) = req.header("x-cache-part") {
+        report("add-key-part", cache::add_key_part(&part));
+    }
+    if req.header("x-cache-bypass").is_some() {
+        report("bypass", cache::bypass());
+    }
+}
+
+fn report(what: &str, result: Result<(), wasmgate_sdk::EditError>) {
+    if let Err(error) = result {
+        log::warn(&format!("tracer: {what} refused: {error}"));
+    }
+}
+
 fn upper(req: &Request, chunk: Vec<u8>) -> BodyAction {
     if req.header("x-trace-upper").is_some() {
         BodyAction::Replace(chunk.to_ascii_uppercase())
@@ -71,6 +94,7 @@ impl Plugin for Tracer {
             return Action::Continue;
         }
         mark("request-headers");
+        steer_cache(req);
         answer(req, "request-headers").map_or(Action::Continue, Action::Respond)
     }
 
@@ -120,11 +144,17 @@ impl Plugin for Tracer {
         if req.header("x-trace-retry").is_some() { ErrorAction::Retry } else { ErrorAction::Default }
     }
 
-    fn on_response_headers(&mut self, req: &Request, _resp: &mut Response) -> Action {
+    fn on_response_headers(&mut self, req: &Request, resp: &mut Response) -> Action {
         if self.quiet {
             return Action::Continue;
         }
         mark("response-headers");
+        if let Some(ttl) = req.header("x-cache-ttl-ms").and_then(|v| v.parse().ok()) {
+            report("set-ttl", cache::set_ttl_ms(ttl));
+        }
+        if let Some(status) = resp.header("cache-status") {
+            report("x-seen-cache-status", resp.set_header("x-seen-cache-status", status));
+        }
         answer(req, "response-headers").map_or(Action::Continue, Action::Respond)
     }
 
