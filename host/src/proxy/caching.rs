@@ -72,7 +72,6 @@ pub(super) async fn visit(
     ex: &mut Exchange,
 ) -> Visit {
     let bypass = |detail| {
-        cache.count(CacheResult::Bypass);
         Visit::Forward(Caching {
             cache: cache.clone(),
             result: CacheResult::Bypass,
@@ -139,7 +138,7 @@ pub(super) async fn visit(
             // Our validators in place of the client's: a 304 then refreshes the entry, and the
             // client's own condition is answered from it.
             let request = ex.request.headers.clone();
-            for name in CONDITIONS {
+            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
                 ex.request.headers.remove(name);
             }
             for (name, value) in entry.validators() {
@@ -168,7 +167,7 @@ pub(super) async fn visit(
     }
 }
 
-/// The conditional request fields.
+/// The conditional request fields: a background refresh sends none of the client's.
 const CONDITIONS: [header::HeaderName; 5] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
@@ -274,7 +273,6 @@ impl Caching {
         };
         // The fill is over: a waiter finds the refreshed entry.
         miss.leader = None;
-        self.cache.count(result);
         self.result = result;
         let answer = stored(&entry, result, &detail, method, &miss.request, now);
         Answered::Stored(answer.whole(&self.cache, &miss.key, &entry, method))
@@ -296,7 +294,6 @@ impl Caching {
         took: Duration,
         in_flight: Option<crate::upstream::InFlight>,
     ) -> ProxyBody {
-        self.cache.count(self.result);
         let fill = match (self.miss.take(), head) {
             (Some(miss), Some((status, headers))) => {
                 let path = ex.request.uri.path_and_query().cloned().unwrap_or(PathAndQuery::from_static("/"));
@@ -325,6 +322,13 @@ impl Caching {
             Some(Ok(fill)) => ProxyBody::filling(fill.into_body(body), in_flight),
             _ => ProxyBody::upstream(body, in_flight),
         }
+    }
+}
+
+impl Drop for Caching {
+    /// Counted once, with what came of it in the end (a miss may end revalidated or stale).
+    fn drop(&mut self) {
+        self.cache.count(self.result);
     }
 }
 

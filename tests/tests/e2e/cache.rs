@@ -243,6 +243,12 @@ async fn an_expired_response_is_revalidated_and_a_304_refreshes_it() {
     let asked = get(&gw, "/short", &[("cache-control", "no-cache")]).await;
     assert_eq!(asked.header("cache-status"), "wasmgate; fwd=stale; fwd-status=304");
     assert_eq!(origin.count("/short"), 3);
+    // Each request counted once, by what came of it.
+    let text = metrics(&gw).await;
+    for (result, n) in [("miss", 1), ("revalidated", 2), ("hit", 1)] {
+        let series = format!(r#"wasmgate_cache_requests_total{{route="cached",result="{result}"}} {n}"#);
+        assert!(text.contains(&series), "{series}: {text}");
+    }
     gw.stop().await;
 }
 
@@ -386,6 +392,8 @@ async fn plugins_set_the_key_bypass_the_cache_and_set_a_ttl() {
         assert_eq!(reply.header("cache-status"), "wasmgate; fwd=bypass; detail=plugin");
     }
     assert_eq!(get(&gw, "/fresh/b", &[]).await.text(), "/fresh/b #3");
+    let text = metrics(&gw).await;
+    assert!(text.contains(r#"wasmgate_cache_requests_total{route="cached",result="bypass"} 2"#), "{text}");
     // A TTL stores what the origin says nothing about, and 0 keeps out what it would store.
     assert_eq!(
         get(&gw, "/none", &[("x-cache-ttl-ms", "60000")]).await.header("cache-status"),
