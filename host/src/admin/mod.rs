@@ -331,6 +331,7 @@ fn plugin_json(plugin: &crate::plugin::Plugin) -> serde_json::Value {
         "instances": {
             "created": s.instances_created,
             "discarded": s.instances_discarded,
+            "retired": s.instances_retired,
             "idle": s.instances_idle,
             "in_use": in_use(&s),
             "max": s.instances_max,
@@ -350,7 +351,12 @@ fn plugin_json(plugin: &crate::plugin::Plugin) -> serde_json::Value {
 
 /// Instances lent to calls now: alive and not idle.
 fn in_use(s: &crate::plugin::PluginStats) -> u64 {
-    s.instances_created.saturating_sub(s.instances_discarded).saturating_sub(s.instances_idle)
+    live(s).saturating_sub(s.instances_idle)
+}
+
+/// Instances alive now: made, less those discarded or retired.
+fn live(s: &crate::plugin::PluginStats) -> u64 {
+    s.instances_created.saturating_sub(s.instances_discarded).saturating_sub(s.instances_retired)
 }
 
 /// Key names whose values are never shown, in any table (plugin configs included).
@@ -468,7 +474,7 @@ fn live_metrics(gateway: &Gateway) -> Registry {
     });
     for (name, plugin) in versions {
         let stats = plugin.stats();
-        let live = stats.instances_created.saturating_sub(stats.instances_discarded);
+        let live = live(&stats);
         let of = |k: &'static str, v: &str| vec![("plugin", name.clone()), (k, v.to_owned())];
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         instances.get_or_create(&of("state", "live")).set(gauge(live));

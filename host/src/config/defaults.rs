@@ -33,9 +33,20 @@ pub const MAX_COMPONENT: usize = 128 << 20;
 pub const MAX_LOCAL_BODY: usize = 1 << 20;
 /// Log lines per second one plugin may write.
 pub const LOG_RATE: u32 = 100;
+/// How long making an instance (instantiation, `init`, each `init-route`) may take: a guest
+/// with a language runtime to start needs far more than one call's deadline.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
+/// An instance whose memory passed this share of its limit is replaced.
+pub const RETIRE_MEMORY: f64 = 0.9;
 
 pub(super) fn deadline() -> Duration {
     DEADLINE
+}
+pub(super) fn init_deadline() -> Duration {
+    INIT_DEADLINE
+}
+pub(super) fn retire_memory() -> f64 {
+    RETIRE_MEMORY
 }
 pub(super) fn memory_limit() -> usize {
     MEMORY_LIMIT

@@ -403,6 +403,17 @@ upstream = "origins"
         let err = parse(&MINIMAL.replace("[[routes]]", "[server]\nidle_timeout = \"soon\"\n\n[[routes]]"))
             .expect_err("bad");
         assert!(err.to_string().contains("idle_timeout") || err.to_string().contains("soon"), "{err}");
+        assert_eq!((p.init_deadline, p.max_calls, p.retire_memory), (Duration::from_secs(1), None, 0.9));
+        for (setting, field) in [
+            ("init_deadline = \"0s\"", "plugins.p.init_deadline"),
+            ("max_calls = 0", "plugins.p.max_calls"),
+            ("retire_memory = 1.5", "plugins.p.retire_memory"),
+            ("retire_memory = 0.0", "plugins.p.retire_memory"),
+        ] {
+            let err =
+                parse(&format!("{MINIMAL}\n[plugins.p]\npath = \"p.wasm\"\n{setting}\n")).expect_err(setting);
+            assert!(err.to_string().contains(field), "{setting}: {err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,15 @@ pub struct PluginConfig {
     /// How long one call may run.
     #[serde(default = "defaults::deadline", with = "units::duration")]
     pub deadline: Duration,
+    /// How long making an instance may take: instantiation, `init` and each `init-route`.
+    #[serde(default = "defaults::init_deadline", with = "units::duration")]
+    pub init_deadline: Duration,
+    /// An instance is replaced after this many calls; never if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u64>,
+    /// An instance whose linear memory passed this share of `memory_limit` is replaced.
+    #[serde(default = "defaults::retire_memory")]
+    pub retire_memory: f64,
     /// Memory limit of one instance (`"64MiB"`).
     #[serde(default = "defaults::memory_limit", with = "units::size")]
     pub memory_limit: usize,
@@ -121,6 +130,18 @@ impl PluginConfig {
         }
         if self.deadline.is_zero() {
             return Err(at.invalid(field("deadline"), "must be more than 0"));
+        }
+        if self.init_deadline.is_zero() {
+            return Err(at.invalid(field("init_deadline"), "must be more than 0"));
+        }
+        if self.max_calls == Some(0) {
+            return Err(at.invalid(field("max_calls"), "must be at least 1; leave it unset for no limit"));
+        }
+        if !(self.retire_memory > 0.0 && self.retire_memory <= 1.0) {
+            return Err(at.invalid(
+                field("retire_memory"),
+                format!("{} is not a share of memory_limit above 0 and at most 1", self.retire_memory),
+            ));
         }
         if self.store_max_entries == 0 {
             return Err(at.invalid(field("store_max_entries"), "must be at least 1"));

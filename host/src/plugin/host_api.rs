@@ -25,6 +25,7 @@ use super::bindings::{
 };
 use super::exchange::Exchange;
 use super::log_limit::{self, LogLimit};
+use super::output::{GuestOutput, Stream};
 use super::usage::Usage;
 use crate::head;
 use crate::metrics::{Kind, Series};
@@ -78,6 +79,12 @@ impl InstanceState {
         store: Arc<dyn crate::store::Store>,
         log: Arc<LogLimit>,
     ) -> Self {
+        // No preopens, no environment, no network: plugins get nothing beyond the WIT, and
+        // what they print goes to the log as theirs.
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(plugin.clone(), Stream::Stdout, log.clone()))
+            .stderr(GuestOutput::new(plugin.clone(), Stream::Stderr, log.clone()))
+            .build();
         InstanceState {
             ex: Exchange::placeholder(),
             phase: Phase::Init,
@@ -92,8 +99,7 @@ impl InstanceState {
             store,
             log,
             series: HashMap::new(),
-            // No preopens, no environment, no network: plugins get nothing beyond the WIT.
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: ResourceTable::new(),
         }
     }

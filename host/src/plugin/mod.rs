@@ -13,6 +13,7 @@ mod error;
 mod exchange;
 mod host_api;
 mod log_limit;
+mod output;
 mod pool;
 mod usage;
 
@@ -193,6 +194,9 @@ impl RuntimeConfig {
     }
 }
 
+/// How often a plugin load that is still compiling says so in the log.
+const COMPILE_PROGRESS: Duration = Duration::from_secs(2);
+
 /// One plugin as the config describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
@@ -207,6 +211,12 @@ pub struct PluginSpec {
     pub route_configs: Vec<(String, String)>,
     /// How long one call may run.
     pub deadline: Duration,
+    /// How long making an instance may take (instantiation, `init`, `init-route`).
+    pub init_deadline: Duration,
+    /// Calls after which an instance is replaced, if any.
+    pub max_calls: Option<u64>,
+    /// The share of `memory_limit` past which an instance is replaced.
+    pub retire_memory: f64,
     /// The memory limit of one instance, in bytes.
     pub memory_limit: usize,
     /// Pooled instances.
@@ -237,6 +247,9 @@ impl PluginSpec {
             config_json: "{}".to_owned(),
             route_configs: Vec::new(),
             deadline: defaults::DEADLINE,
+            init_deadline: defaults::INIT_DEADLINE,
+            max_calls: None,
+            retire_memory: defaults::RETIRE_MEMORY,
             memory_limit: defaults::MEMORY_LIMIT,
             instances: defaults::INSTANCES,
             pool_wait: defaults::POOL_WAIT,
@@ -274,6 +287,9 @@ impl PluginSpec {
                 })
                 .collect(),
             deadline: plugin.deadline,
+            init_deadline: plugin.init_deadline,
+            max_calls: plugin.max_calls,
+            retire_memory: plugin.retire_memory,
             memory_limit: plugin.memory_limit,
             instances: plugin.instances,
             pool_wait: plugin.pool_wait,
@@ -493,8 +509,23 @@ impl Runtime {
         };
         // Compiling is CPU work of tens of milliseconds to seconds: keep it off the workers.
         let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), hash.clone());
-        let (component, outcome) = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &key))
-            .await
+        let size = bytes.len();
+        let mut compiling = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &key));
+        // A large component (a language runtime inside) compiles for seconds: say so while it does.
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + COMPILE_PROGRESS, COMPILE_PROGRESS);
+        let loaded = loop {
+            tokio::select! {
+                loaded = &mut compiling => break loaded,
+                _ = progress.tick() => tracing::info!(
+                    plugin = %spec.name,
+                    bytes = size,
+                    seconds = started.elapsed().as_secs(),
+                    "plugin still compiling"
+                ),
+            }
+        };
+        let (component, outcome) = loaded
             .map_err(|e| invalid(format!("compilation did not finish: {e}")))?
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;

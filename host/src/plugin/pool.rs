@@ -8,7 +8,7 @@
 //! never reused, and a replacement is made in the background, off the request path.
 //! Per-request isolation instead makes a fresh instance for every call and drops it after.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +28,11 @@ use crate::metrics::PluginLabels;
 pub(crate) struct Instance {
     pub(crate) store: Store<InstanceState>,
     pub(crate) bindings: Box<bindings::Plugin>,
+    /// Calls it completed.
+    calls: u64,
+    /// Set once it is worn (`max_calls`, `retire_memory`): true when its replacement is in the
+    /// pool, and it goes the next time it comes back.
+    retiring: Option<Arc<AtomicBool>>,
 }
 
 /// Makes instances of one plugin: instantiation, limits and `init`.
@@ -46,6 +51,11 @@ pub(crate) struct Factory {
     pub(crate) route_configs: Vec<(String, String)>,
     pub(crate) deadline: Duration,
     pub(crate) deadline_ticks: u32,
+    init_deadline: Duration,
+    init_ticks: u32,
+    max_calls: Option<u64>,
+    /// Linear memory past which an instance is worn, in bytes.
+    retire_bytes: usize,
     pub(crate) memory_limit: usize,
     pub(crate) shared: Arc<Shared>,
     /// The plugin's store: its share of the in-memory one, or Redis.
@@ -57,6 +67,12 @@ pub(crate) struct Factory {
 }
 
 impl Factory {
+    /// Worn out: past `max_calls`, or its memory past `retire_memory` of its limit.
+    fn worn(&self, instance: &Instance) -> bool {
+        self.max_calls.is_some_and(|max| instance.calls >= max)
+            || instance.store.data().limits.peak > self.retire_bytes
+    }
+
     pub(crate) fn new(
         engine: Engine,
         pre: InstancePre<InstanceState>,
@@ -65,7 +81,8 @@ impl Factory {
         tick: Duration,
         shared: Arc<Shared>,
     ) -> Result<Self, PluginError> {
-        let ticks = spec.deadline.as_micros().div_ceil(tick.as_micros().max(1));
+        let ticks_of =
+            |d: Duration| u32::try_from(d.as_micros().div_ceil(tick.as_micros().max(1))).unwrap_or(u32::MAX);
         let labels = PluginLabels { plugin: Arc::new(spec.name.clone()) };
         let dropped = shared.metrics.plugin_logs_dropped.get_or_create(&labels).clone();
         let component = pre.component();
@@ -100,7 +117,11 @@ impl Factory {
             config_json: spec.config_json.clone(),
             route_configs: spec.route_configs.clone(),
             deadline: spec.deadline,
-            deadline_ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
+            deadline_ticks: ticks_of(spec.deadline),
+            init_deadline: spec.init_deadline,
+            init_ticks: ticks_of(spec.init_deadline),
+            max_calls: spec.max_calls,
+            retire_bytes: (spec.memory_limit as f64 * spec.retire_memory) as usize,
             memory_limit: spec.memory_limit,
             store: shared.store_for(spec.family(), spec.store),
             log: Arc::new(LogLimit::new(spec.log_rate, dropped)),
@@ -148,7 +169,7 @@ impl Factory {
         if let Some(index) = &self.init_route {
             self.init_routes(&mut store, &instance, index).await?;
         }
-        Ok((Instance { store, bindings: Box::new(bindings) }, phases))
+        Ok((Instance { store, bindings: Box::new(bindings), calls: 0, retiring: None }, phases))
     }
 
     /// Hands the new instance each route's own config, after `init`.
@@ -189,7 +210,7 @@ impl Factory {
         let state = store.data_mut();
         state.phase = phase;
         state.head_open = head_open;
-        state.ticks_left = self.deadline_ticks;
+        state.ticks_left = if phase == Phase::Init { self.init_ticks } else { self.deadline_ticks };
         state.limits.hit = false;
         store.set_epoch_deadline(1);
     }
@@ -198,7 +219,8 @@ impl Factory {
     pub(crate) fn fault(&self, phase: Phase, error: &wasmtime::Error, state: &InstanceState) -> PluginError {
         let plugin = self.name.to_string();
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            PluginError::Deadline { plugin, phase, deadline: self.deadline }
+            let deadline = if phase == Phase::Init { self.init_deadline } else { self.deadline };
+            PluginError::Deadline { plugin, phase, deadline }
         } else if state.limits.hit {
             PluginError::MemoryLimit { plugin, phase, limit: self.memory_limit }
         } else {
@@ -227,6 +249,7 @@ fn on_epoch_tick(mut ctx: StoreContextMut<'_, InstanceState>) -> wasmtime::Resul
 pub(crate) struct Counters {
     pub(crate) created: AtomicU64,
     pub(crate) discarded: AtomicU64,
+    pub(crate) retired: AtomicU64,
     pub(crate) traps: AtomicU64,
     pub(crate) deadlines: AtomicU64,
     pub(crate) memory: AtomicU64,
@@ -240,6 +263,8 @@ pub struct PluginStats {
     pub instances_created: u64,
     /// Instances dropped after a fault or a cancelled call.
     pub instances_discarded: u64,
+    /// Instances replaced once worn (`max_calls`, `retire_memory`).
+    pub instances_retired: u64,
     /// Instances idle in the pool now.
     pub instances_idle: u64,
     /// Instances the pool holds at most (alive at once, under per-request isolation).
@@ -382,24 +407,76 @@ impl Pool {
         PluginError::PoolExhausted { plugin: self.factory.name.to_string(), phase, wait: self.wait }
     }
 
-    fn put_back(&self, instance: Instance) {
-        match self.isolation {
-            Isolation::Pooled => {
-                self.push(instance);
-                self.returned.notify_one();
-            }
-            Isolation::PerRequest => drop(instance),
+    fn put_back(self: &Arc<Self>, mut instance: Instance) {
+        if self.isolation == Isolation::PerRequest {
+            return drop(instance);
         }
+        if instance.retiring.is_none() && self.factory.worn(&instance) {
+            // It keeps serving until its replacement is in the pool.
+            let replaced = Arc::new(AtomicBool::new(false));
+            instance.retiring = Some(replaced.clone());
+            self.replace_in_background(Some(replaced));
+        }
+        let gone = {
+            let mut idle = self.idle();
+            match &instance.retiring {
+                Some(replaced) if replaced.load(Ordering::Acquire) => Some(instance),
+                _ if idle.len() < self.capacity => {
+                    idle.push(instance);
+                    None
+                }
+                _ => Some(instance),
+            }
+        };
+        if gone.is_some() {
+            self.counters.retired.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(gone);
+        self.returned.notify_one();
+    }
+
+    /// Puts `fresh`, the replacement of a worn instance, in the pool: in the worn one's place
+    /// if it is idle, else beside it, to be dropped when it comes back.
+    fn swap_in(&self, fresh: Instance, replaced: &Arc<AtomicBool>) {
+        let worn = {
+            let mut idle = self.idle();
+            let at = idle.iter().position(|i| i.retiring.as_ref().is_some_and(|r| Arc::ptr_eq(r, replaced)));
+            match at {
+                Some(at) => Some(std::mem::replace(&mut idle[at], fresh)),
+                None => {
+                    replaced.store(true, Ordering::Release);
+                    idle.push(fresh);
+                    None
+                }
+            }
+        };
+        if worn.is_some() {
+            self.counters.retired.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(worn);
+        self.returned.notify_one();
     }
 
     /// Drops a faulty or abandoned instance and, for pooled plugins, makes its replacement in
     /// the background.
     fn discard(self: &Arc<Self>, instance: Instance) {
+        let retiring = instance.retiring.clone();
         drop(instance);
         self.counters.discarded.fetch_add(1, Ordering::Relaxed);
         if self.isolation == Isolation::PerRequest {
             return;
         }
+        // A worn instance's replacement is on its way already: it takes the place.
+        if let Some(replaced) = retiring {
+            replaced.store(true, Ordering::Release);
+            return;
+        }
+        self.replace_in_background(None);
+    }
+
+    /// Makes an instance in the background, retrying with backoff: a discarded one's
+    /// replacement, or (`replaced`) a worn one's.
+    fn replace_in_background(self: &Arc<Self>, replaced: Option<Arc<AtomicBool>>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -411,7 +488,10 @@ impl Pool {
                 match pool.factory.create().await {
                     Ok((instance, _)) => {
                         pool.counters.created.fetch_add(1, Ordering::Relaxed);
-                        pool.put_back(instance);
+                        match &replaced {
+                            Some(replaced) => pool.swap_in(instance, replaced),
+                            None => pool.put_back(instance),
+                        }
                         return;
                     }
                     Err(error) => {
@@ -420,7 +500,7 @@ impl Pool {
                             plugin = %pool.factory.name,
                             %error,
                             retry_ms,
-                            "cannot replace a discarded instance"
+                            "cannot make a replacement instance"
                         );
                     }
                 }
@@ -436,6 +516,7 @@ impl Pool {
         PluginStats {
             instances_created: c.created.load(Ordering::Relaxed),
             instances_discarded: c.discarded.load(Ordering::Relaxed),
+            instances_retired: c.retired.load(Ordering::Relaxed),
             instances_idle: self.idle().len() as u64,
             instances_max: self.max as u64,
             traps: c.traps.load(Ordering::Relaxed),
@@ -463,7 +544,8 @@ impl Lease {
 
     /// The call succeeded: the instance goes back to the pool.
     pub(crate) fn release(mut self) {
-        if let Some(instance) = self.instance.take() {
+        if let Some(mut instance) = self.instance.take() {
+            instance.calls += 1;
             self.pool.put_back(instance);
         }
     }

@@ -114,6 +114,35 @@ async fn plugin_log_lines_are_cut_and_rate_limited_and_memory_stays_flat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_plugin_prints_goes_to_the_log_as_its_lines_within_its_rate() {
+    const RATE: u64 = 20;
+    let (gw, _origin, _dir) = gateway("print", "print", &format!("log_rate = {RATE}")).await;
+    assert_eq!(get(&gw, "/bad/first").await.text(), "printed");
+    harness::wait_until("the printed lines in the log", || !gw.log_lines("printed to stderr").is_empty())
+        .await;
+    let stdout = gw.log_lines("printed to stdout by /bad/first");
+    assert_eq!(stdout.len(), 1, "{stdout:?}");
+    assert!(
+        stdout[0].contains("INFO")
+            && stdout[0].contains(r#"plugin="m""#)
+            && stdout[0].contains("stream=\"stdout\""),
+        "{}",
+        stdout[0]
+    );
+    let stderr = &gw.log_lines("printed to stderr")[0];
+    assert!(stderr.contains("WARN") && stderr.contains("stream=\"stderr\""), "{stderr}");
+    let long = gw.log_lines(&"p".repeat(64));
+    assert_eq!(long.len(), 1);
+    assert!(long[0].len() < 4096 + 512 && long[0].contains("[cut]"), "a line of {} bytes", long[0].len());
+    // 203 lines tried: one second's burst of RATE went, the rest were dropped.
+    let flood = gw.log_lines("flood ");
+    assert!(flood.len() as u64 <= 2 * RATE, "{} flood lines written", flood.len());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get(&gw, "/bad/again").await.text(), "printed");
+    harness::wait_until("the drops reported", || !gw.log_lines("lines dropped").is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_is_stopped_at_its_deadline_and_fails_by_its_policy() {
     let origin = Origin::start("o", "127.0.0.1:0".parse().expect("addr"), None).await.expect("origin");
     let looping = r#"{ mode = "loop" }"#;

@@ -256,6 +256,68 @@ async fn pooled_instances_are_reused() {
     assert_eq!(plugin.stats().instances_created, 1);
 }
 
+/// The `x-instance-calls` the counter guest set on one call.
+async fn instance_calls(plugin: &Plugin) -> u64 {
+    let mut ex = exchange("/ok");
+    plugin.on_request_headers(&mut ex).await.expect("no call fails while an instance is replaced");
+    ex.request.headers["x-instance-calls"].to_str().ok().and_then(|n| n.parse().ok()).expect("a count")
+}
+
+#[tokio::test]
+async fn an_instance_is_retired_after_max_calls_and_serves_until_its_replacement_is_in() {
+    let rt = runtime();
+    let mut spec = misbehave("counter");
+    spec.instances = 1;
+    spec.max_calls = Some(3);
+    let plugin = load(&rt, &spec).await;
+    for round in 1..=3 {
+        for expected in 1..=3 {
+            assert_eq!(instance_calls(&plugin).await, expected, "round {round}");
+        }
+        harness::wait_until("the worn instance replaced", || plugin.stats().instances_retired == round).await;
+    }
+    // Worn again; until the replacement is in, the worn instance serves.
+    let next = instance_calls(&plugin).await;
+    assert!(next == 1 || next == 4, "{next}");
+    let stats = plugin.stats();
+    assert_eq!((stats.instances_discarded, stats.instances_idle), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_memory_passed_its_share_is_replaced_before_it_fails_a_request() {
+    let rt = runtime();
+    let mut spec = misbehave("leak");
+    spec.instances = 1;
+    spec.memory_limit = 16 << 20;
+    spec.retire_memory = 0.25;
+    let plugin = load(&rt, &spec).await;
+    // A megabyte a call: without retirement the 16th call would pass the limit and fail.
+    for call in 0..40 {
+        let mut ex = exchange("/ok");
+        let result = plugin.on_request_headers(&mut ex).await;
+        assert!(result.is_ok(), "call {call}: {result:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = plugin.stats();
+    assert!(stats.instances_retired >= 3, "{stats:?}");
+    assert_eq!((stats.memory_limit_hits, stats.instances_discarded), (0, 0));
+}
+
+#[tokio::test]
+async fn instantiation_and_init_have_their_own_deadline() {
+    let rt = runtime();
+    // `slow-init` busies its `init` for 30 ms: past a 10 ms call deadline, within 1 s.
+    let mut spec = misbehave("slow-init");
+    spec.deadline = Duration::from_millis(10);
+    let plugin = load(&rt, &spec).await;
+    let mut ex = exchange("/ok");
+    plugin.on_request_headers(&mut ex).await.expect("a call");
+    spec.init_deadline = Duration::from_millis(5);
+    let Err(refused) = rt.load(&spec).await else { panic!("an init past its deadline was accepted") };
+    let refused = refused.to_string();
+    assert!(refused.contains("5ms") && refused.contains("init"), "{refused}");
+}
+
 #[tokio::test]
 async fn per_request_isolation_gives_a_fresh_instance_each_time() {
     let rt = runtime();

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use serde::Deserialize;
 use wasmgate_sdk::{
-    Action, LocalResponse, LogEntry, Plugin, Request, Response, Upstream, UpstreamChoice, log, state,
+    Action, LocalResponse, LogEntry, Plugin, Request, Response, Upstream, UpstreamChoice, clock, log, state,
 };
 
 /// The guest's config.
@@ -34,6 +34,9 @@ enum Mode {
     StoreFlood,
     BigReply,
     LogFlood,
+    Print,
+    Leak,
+    SlowInit,
     Sandbox,
     OutboundBig,
     BadChoice,
@@ -42,7 +45,7 @@ enum Mode {
 }
 
 /// The modes by their config name.
-const MODES: [(&str, Mode); 18] = [
+const MODES: [(&str, Mode); 21] = [
     ("loop", Mode::Loop),
     ("trap", Mode::Trap),
     ("grow", Mode::Grow),
@@ -56,6 +59,9 @@ const MODES: [(&str, Mode); 18] = [
     ("store-flood", Mode::StoreFlood),
     ("big-reply", Mode::BigReply),
     ("log-flood", Mode::LogFlood),
+    ("print", Mode::Print),
+    ("leak", Mode::Leak),
+    ("slow-init", Mode::SlowInit),
     ("sandbox", Mode::Sandbox),
     ("outbound-big", Mode::OutboundBig),
     ("bad-choice", Mode::BadChoice),
@@ -90,6 +96,12 @@ impl Plugin for Misbehave {
         if mode == Mode::RejectConfig {
             return Err("mode reject-config: refusing this config on purpose".to_owned());
         }
+        // The host's clock is there only in wasm (the native unit tests have stubs).
+        if mode == Mode::SlowInit && cfg!(target_family = "wasm") {
+            // A runtime's start, busy for 30 ms.
+            let started = clock::monotonic_ns();
+            while clock::monotonic_ns() - started < 30_000_000 {}
+        }
         Ok(Misbehave { mode, calls: 0 })
     }
 
@@ -106,6 +118,7 @@ impl Plugin for Misbehave {
                 | Mode::StoreFlood
                 | Mode::BigReply
                 | Mode::LogFlood
+                | Mode::Print
                 | Mode::Sandbox
                 | Mode::OutboundBig
                 | Mode::ManyHeaders
@@ -174,6 +187,22 @@ impl Plugin for Misbehave {
                 }
                 Action::Respond(LocalResponse::new(200).body("logged"))
             }
+            Mode::Leak => {
+                // A megabyte kept for good on every call, as a leaking runtime would.
+                let kept: &'static mut [u8] = Box::leak(vec![1u8; 1 << 20].into_boxed_slice());
+                set_request_header(req, "x-leaked", kept.len().to_string());
+                Action::Continue
+            }
+            Mode::Print => {
+                // One line on each stream, one too long for the log, then a flood.
+                println!("printed to stdout by {}", req.path());
+                eprintln!("printed to stderr");
+                println!("{}", "p".repeat(FLOOD_LINE));
+                for i in 0..FLOOD_LINES {
+                    println!("flood {i}");
+                }
+                Action::Respond(LocalResponse::new(200).body("printed"))
+            }
             Mode::ManyHeaders => {
                 let refused = (0..300).filter(|i| req.add_header(&format!("x-h{i}"), "v").is_err()).count();
                 Action::Respond(LocalResponse::new(200).body(format!("refused {refused}")))
@@ -197,7 +226,7 @@ impl Plugin for Misbehave {
                 Action::Respond(LocalResponse::new(200).body(report))
             }
             // `new` never builds this mode; the others act in other phases.
-            Mode::RejectConfig | Mode::Sni | Mode::BadChoice => Action::Continue,
+            Mode::RejectConfig | Mode::Sni | Mode::BadChoice | Mode::SlowInit => Action::Continue,
         }
     }
 
@@ -348,7 +377,7 @@ mod tests {
         assert_eq!(
             new("explode").expect_err("unknown mode"),
             "unknown mode \"explode\": expected one of loop, trap, grow, recurse, bad-values, \
-             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood, sandbox, \
+             reject-config, counter, echo, phases, sni, store-flood, big-reply, log-flood, print, leak, slow-init, sandbox, \
              outbound-big, bad-choice, state-leak, many-headers"
         );
     }
