@@ -231,9 +231,8 @@ impl Entry {
         }
     }
 
-    /// A copy refreshed by a 304 carrying `fields`: the stored head updated with them (RFC 9111
-    /// §4.3.4), with the freshness they give.
-    pub(crate) fn refreshed(&self, fields: &HeaderMap, initial_age: Duration, freshness: Freshness) -> Entry {
+    /// The stored head updated with the fields of a 304 (RFC 9111 §4.3.4).
+    pub(crate) fn updated_head(&self, fields: &HeaderMap) -> HeaderMap {
         let mut headers = self.headers.clone();
         for name in fields.keys() {
             if SKIPPED_ON_UPDATE.contains(name) {
@@ -244,6 +243,12 @@ impl Entry {
                 headers.append(name.clone(), value.clone());
             }
         }
+        headers
+    }
+
+    /// A copy with `headers` (its [`updated_head`](Self::updated_head)), arrived `initial_age`
+    /// old, with the freshness they give.
+    pub(crate) fn refreshed(&self, headers: HeaderMap, initial_age: Duration, freshness: Freshness) -> Entry {
         Entry::new(
             self.status,
             headers,

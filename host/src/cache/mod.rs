@@ -11,7 +11,7 @@ pub(crate) mod policy;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -120,9 +120,8 @@ pub(crate) struct Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        if let Ok(mut filling) = self.cache.shard(&self.key).lock() {
-            filling.remove(&self.key);
-        }
+        // A panic while holding the lock cannot leave the map inconsistent: keep using it.
+        self.cache.shard(&self.key).lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
     }
 }
 
@@ -215,9 +214,7 @@ impl HttpCache {
 
     /// Leads the fill of `key`, or waits for the request that does.
     pub(crate) fn turn(self: &Arc<Self>, key: &Arc<str>) -> Turn {
-        let Ok(mut filling) = self.shard(key).lock() else {
-            return Turn::Lead(self.leader(key.clone()));
-        };
+        let mut filling = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(waiting) = filling.get(key) {
             self.counts.lock_waits.inc();
             return Turn::Wait(waiting.clone());
@@ -228,35 +225,35 @@ impl HttpCache {
         Turn::Lead(Leader { cache: self.clone(), key: key.clone(), _done: done })
     }
 
-    fn leader(self: &Arc<Self>, key: Arc<str>) -> Leader {
-        Leader { cache: self.clone(), key, _done: watch::channel(()).0 }
-    }
-
     fn shard(&self, key: &str) -> &Mutex<Shard> {
         &self.filling[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     /// The freshness a response may be stored with, or why it may not be.
-    fn freshness_of(&self, offer: &Offer<'_>) -> Result<Freshness, NotStored> {
+    fn freshness_of(
+        &self,
+        method: &Method,
+        authorized: bool,
+        status: StatusCode,
+        headers: &HeaderMap,
+        ttl: Option<Duration>,
+    ) -> Result<Freshness, NotStored> {
         let defaults = Defaults {
             ttl: self.config.default_ttl,
             while_revalidate: self.config.stale_while_revalidate,
             if_error: self.config.stale_if_error,
         };
-        match offer.ttl {
+        match ttl {
             Some(ttl) if ttl.is_zero() => Err(NotStored::Plugin),
             // A plugin's word stands over the response's own, but never for another method.
-            Some(ttl) if *offer.method == Method::GET => Ok(Freshness {
+            Some(ttl) if *method == Method::GET => Ok(Freshness {
                 lifetime: ttl,
                 while_revalidate: defaults.while_revalidate,
                 if_error: defaults.if_error,
                 always_revalidate: false,
                 never_stale: false,
             }),
-            _ => {
-                let authorized = offer.request.contains_key(http::header::AUTHORIZATION);
-                policy::freshness(offer.method, authorized, offer.status, &offer.headers, defaults)
-            }
+            _ => policy::freshness(method, authorized, status, headers, defaults),
         }
     }
 
@@ -266,7 +263,9 @@ impl HttpCache {
         offer: Offer<'_>,
         leader: Option<Leader>,
     ) -> Result<Fill, NotStored> {
-        let freshness = self.freshness_of(&offer)?;
+        let authorized = offer.request.contains_key(http::header::AUTHORIZATION);
+        let freshness =
+            self.freshness_of(offer.method, authorized, offer.status, &offer.headers, offer.ttl)?;
         if crate::head::content_length(&offer.headers).is_some_and(|n| n > self.config.max_object as u64) {
             return Err(NotStored::TooLarge);
         }
@@ -317,22 +316,11 @@ impl HttpCache {
         fields: &HeaderMap,
         took: Duration,
     ) -> Option<Arc<Entry>> {
-        let mut merged = stale.refreshed(fields, Duration::ZERO, stale.freshness);
-        let offer = Offer {
-            key: key.clone(),
-            method: &Method::GET,
-            request: &HeaderMap::new(),
-            upstream_request: None,
-            status: stale.status,
-            headers: merged.headers.clone(),
-            took,
-            ttl: stale.ttl,
-        };
-        match self.freshness_of(&offer) {
+        let headers = stale.updated_head(fields);
+        match self.freshness_of(&Method::GET, false, stale.status, &headers, stale.ttl) {
             Ok(freshness) => {
-                merged.freshness = freshness;
-                merged.initial_age = policy::initial_age(&merged.headers, took, SystemTime::now());
-                Some(self.insert(key, merged))
+                let initial_age = policy::initial_age(&headers, took, SystemTime::now());
+                Some(self.insert(key, stale.refreshed(headers, initial_age, freshness)))
             }
             Err(_) => {
                 self.entries.invalidate(&key);

@@ -214,15 +214,14 @@ impl types::Host for InstanceState {}
 
 impl log::Host for InstanceState {
     fn write(&mut self, level: Level, message: String) {
-        let Some(dropped) = self.log.admit() else { return };
         let plugin = &*self.plugin;
+        if !self.log.admit_line(plugin) {
+            return;
+        }
         let phase = self.phase.as_str();
         // `init` has no request.
         let request_id = if phase == "init" { None } else { Some(self.ex.request_id()) };
         let request_id = request_id.as_deref().unwrap_or("-");
-        if dropped > 0 {
-            tracing::warn!(target: "wasmgate::plugin", plugin, dropped, "plugin log lines dropped: over its log_rate");
-        }
         let (message, cut) = log_limit::cut(&message);
         let message = format_args!("{message}{}", if cut > 0 { " [cut]" } else { "" });
         match level {

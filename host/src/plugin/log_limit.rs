@@ -58,6 +58,18 @@ impl LogLimit {
     }
 }
 
+impl LogLimit {
+    /// Whether `plugin` may write a line now; the lines dropped before it, if any, are
+    /// reported first.
+    pub(crate) fn admit_line(&self, plugin: &str) -> bool {
+        let Some(dropped) = self.admit() else { return false };
+        if dropped > 0 {
+            tracing::warn!(target: "wasmgate::plugin", plugin, dropped, "plugin log lines dropped: over its log_rate");
+        }
+        true
+    }
+}
+
 /// `message` cut to at most [`MAX_LOG_LINE`] bytes on a character boundary, and how many
 /// bytes were cut.
 pub(crate) fn cut(message: &str) -> (&str, usize) {

@@ -93,11 +93,8 @@ impl Lines {
         }
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.strip_suffix('\r').unwrap_or(&line);
-        if let Some(dropped) = self.out.log.admit() {
-            let plugin = &*self.out.plugin;
-            if dropped > 0 {
-                tracing::warn!(target: "wasmgate::plugin", plugin, dropped, "plugin log lines dropped: over its log_rate");
-            }
+        let plugin = &*self.out.plugin;
+        if self.out.log.admit_line(plugin) {
             let cut = if cut { " [cut]" } else { "" };
             match self.out.stream {
                 Stream::Stdout => {
