@@ -8,15 +8,21 @@
 #     cargo build --release -p wasmgate) && cp /tmp/before-target/release/wasmgate /tmp/wasmgate-before
 #   tests/load/ab.sh /tmp/wasmgate-before target/release/wasmgate [rounds, default 6]
 #   ../shared/bench/run.sh stop
+#
+# Either side may name its config after a colon, to compare two configs of one build:
+#   tests/load/ab.sh target/release/wasmgate \
+#     target/release/wasmgate:examples/load-balancer/bench-per-request.toml 6
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 before=$1 after=$2 rounds=${3:-6}
-config=$PWD/examples/load-balancer/bench.toml
+default_config=$PWD/examples/load-balancer/bench.toml
 url=http://127.0.0.1:18086/hello
 tick=$(getconf CLK_TCK)
 
-measure() { # label binary
-  taskset -c 1 "$2" run --config "$config" >/dev/null 2>&1 &
+measure() { # label binary[:config]
+  local binary=${2%%:*} config=$default_config
+  [[ $2 == *:* ]] && config=${2#*:}
+  taskset -c 1 "$binary" run --config "$config" >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs -o /dev/null "$url" && break; sleep 0.1; done
   taskset -c 0 wrk -t1 -c50 -d1s "$url" >/dev/null

@@ -104,6 +104,11 @@ impl InstanceState {
         }
     }
 
+    /// Whether the guest holds host resources (WASI streams and the like) now.
+    pub(crate) fn holds_resources(&self) -> bool {
+        !self.table.is_empty()
+    }
+
     fn request_editable(&self) -> Result<(), EditError> {
         if self.head_open { Ok(()) } else { Err(EditError::ReadOnly) }
     }

@@ -35,13 +35,44 @@ pub(crate) struct Instance {
     retiring: Option<Arc<AtomicBool>>,
 }
 
+/// A component linked and ready to instantiate, with the indices of its exports.
+pub(crate) struct Template {
+    pre: InstancePre<InstanceState>,
+    indices: bindings::PluginIndices,
+    /// `init-route`, if the component exports `routes`.
+    init_route: Option<ComponentExportIndex>,
+    /// A snapshot taken after `init`: its instances start configured.
+    pub(crate) initialized: bool,
+}
+
+impl Template {
+    pub(crate) fn new(pre: InstancePre<InstanceState>, initialized: bool) -> wasmtime::Result<Template> {
+        let component = pre.component();
+        let init_route = component
+            .get_export_index(None, bindings::ROUTES)
+            .and_then(|routes| component.get_export_index(Some(&routes), bindings::INIT_ROUTE));
+        let indices = bindings::PluginIndices::new(&pre)?;
+        Ok(Template { pre, indices, init_route, initialized })
+    }
+}
+
+/// An instance just made, before it is configured.
+pub(crate) struct Made {
+    pub(crate) instance: wasmtime::component::Instance,
+    bindings: bindings::Plugin,
+}
+
+impl Made {
+    fn into_instance(self, store: Store<InstanceState>) -> Instance {
+        Instance { store, bindings: Box::new(self.bindings), calls: 0, retiring: None }
+    }
+}
+
 /// Makes instances of one plugin: instantiation, limits and `init`.
 pub(crate) struct Factory {
     pub(crate) engine: Engine,
-    pub(crate) pre: InstancePre<InstanceState>,
-    pub(crate) indices: bindings::PluginIndices,
-    /// `init-route`, if the component exports `routes`.
-    pub(crate) init_route: Option<ComponentExportIndex>,
+    /// What instances are made from: the component, or its snapshot after `init`.
+    pub(crate) template: Template,
     pub(crate) id: u32,
     pub(crate) name: Arc<str>,
     /// The name its store entries are kept under (a canary's is its plugin's).
@@ -64,6 +95,8 @@ pub(crate) struct Factory {
     pub(crate) log: Arc<LogLimit>,
     /// What its instances and calls use of its limits.
     pub(crate) usage: Arc<Usage>,
+    /// `init` calls run: one per instance, or one in all when instances start from a snapshot.
+    inits: AtomicU64,
 }
 
 impl Factory {
@@ -85,11 +118,12 @@ impl Factory {
             |d: Duration| u32::try_from(d.as_micros().div_ceil(tick.as_micros().max(1))).unwrap_or(u32::MAX);
         let labels = PluginLabels { plugin: Arc::new(spec.name.clone()) };
         let dropped = shared.metrics.plugin_logs_dropped.get_or_create(&labels).clone();
-        let component = pre.component();
-        let init_route = component
-            .get_export_index(None, bindings::ROUTES)
-            .and_then(|routes| component.get_export_index(Some(&routes), bindings::INIT_ROUTE));
-        if init_route.is_none()
+        let template = Template::new(pre, false).map_err(|error| PluginError::Invalid {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            reason: format!("{error:#}"),
+        })?;
+        if template.init_route.is_none()
             && let Some((route, _)) = spec.route_configs.first()
         {
             return Err(PluginError::RouteConfigRejected {
@@ -101,16 +135,9 @@ impl Factory {
                 ),
             });
         }
-        let indices = bindings::PluginIndices::new(&pre).map_err(|error| PluginError::Invalid {
-            plugin: spec.name.clone(),
-            path: spec.path.clone(),
-            reason: format!("{error:#}"),
-        })?;
         Ok(Factory {
             engine,
-            indices,
-            pre,
-            init_route,
+            template,
             id,
             name: Arc::from(spec.name.as_str()),
             family: Arc::from(spec.family()),
@@ -131,12 +158,33 @@ impl Factory {
                 spec.deadline,
                 &shared.metrics,
             )),
+            inits: AtomicU64::new(0),
             shared,
         })
     }
 
-    /// A new instance, configured by its `init`; also returns the phases it declared.
-    pub(crate) async fn create(&self) -> Result<(Instance, Phases), PluginError> {
+    /// A new instance, ready for its first call: made from the template, and configured by
+    /// its `init` unless the template is a snapshot taken after `init`.
+    pub(crate) async fn create(&self) -> Result<Instance, PluginError> {
+        let (mut store, instance) = self.instantiate(&self.template).await?;
+        if !self.template.initialized {
+            self.initialize(&mut store, &self.template, &instance).await?;
+        }
+        Ok(instance.into_instance(store))
+    }
+
+    /// The first instance, always configured by its `init`, and the phases `init` declared.
+    pub(crate) async fn create_first(&self) -> Result<(Instance, Phases), PluginError> {
+        let (mut store, instance) = self.instantiate(&self.template).await?;
+        let phases = self.initialize(&mut store, &self.template, &instance).await?;
+        Ok((instance.into_instance(store), phases))
+    }
+
+    /// A store with the plugin's limits, and an instance of `template` in it.
+    pub(crate) async fn instantiate(
+        &self,
+        template: &Template,
+    ) -> Result<(Store<InstanceState>, Made), PluginError> {
         let state = InstanceState::new(
             self.id,
             self.name.clone(),
@@ -150,26 +198,38 @@ impl Factory {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(on_epoch_tick);
         self.arm(&mut store, Phase::Init, false);
-        let instantiated = match self.pre.instantiate_async(&mut store).await {
-            Ok(instance) => self.indices.load(&mut store, &instance).map(|b| (instance, b)),
+        let instantiated = match template.pre.instantiate_async(&mut store).await {
+            Ok(instance) => template.indices.load(&mut store, &instance).map(|b| (instance, b)),
             Err(error) => Err(error),
         };
         let (instance, bindings) = instantiated.map_err(|error| PluginError::Instantiate {
             plugin: self.name.to_string(),
             reason: format!("{error:#}"),
         })?;
-        let handler = bindings.wasmgate_plugin_handler();
-        let phases = match handler.call_init(&mut store, &self.config_json).await {
+        Ok((store, Made { instance, bindings }))
+    }
+
+    /// Runs `init` with the plugin's config, then `init-route` for each route's own config.
+    pub(crate) async fn initialize(
+        &self,
+        store: &mut Store<InstanceState>,
+        template: &Template,
+        made: &Made,
+    ) -> Result<Phases, PluginError> {
+        self.inits.fetch_add(1, Ordering::Relaxed);
+        self.arm(store, Phase::Init, false);
+        let handler = made.bindings.wasmgate_plugin_handler();
+        let phases = match handler.call_init(&mut *store, &self.config_json).await {
             Ok(Ok(phases)) => phases,
             Ok(Err(message)) => {
                 return Err(PluginError::ConfigRejected { plugin: self.name.to_string(), message });
             }
             Err(error) => return Err(self.fault(Phase::Init, &error, store.data())),
         };
-        if let Some(index) = &self.init_route {
-            self.init_routes(&mut store, &instance, index).await?;
+        if let Some(index) = &template.init_route {
+            self.init_routes(store, &made.instance, index).await?;
         }
-        Ok((Instance { store, bindings: Box::new(bindings), calls: 0, retiring: None }, phases))
+        Ok(phases)
     }
 
     /// Hands the new instance each route's own config, after `init`.
@@ -277,6 +337,8 @@ pub struct PluginStats {
     pub memory_limit_hits: u64,
     /// Calls that found no free instance in time.
     pub pool_exhausted: u64,
+    /// `init` calls run (instances made from a snapshot run none).
+    pub inits: u64,
 }
 
 /// The instances of one plugin.
@@ -301,7 +363,7 @@ impl Pool {
         isolation: Isolation,
         size: usize,
         wait: Duration,
-        first: Instance,
+        first: Option<Instance>,
     ) -> Result<Arc<Pool>, PluginError> {
         let capacity = if isolation == Isolation::PerRequest { 1 } else { size.max(1) };
         let pool = Arc::new(Pool {
@@ -315,11 +377,11 @@ impl Pool {
             wait,
             counters: Counters::default(),
         });
-        pool.counters.created.fetch_add(1, Ordering::Relaxed);
-        if isolation == Isolation::Pooled {
+        if let Some(first) = first.filter(|_| isolation == Isolation::Pooled) {
+            pool.counters.created.fetch_add(1, Ordering::Relaxed);
             pool.push(first);
             for _ in 1..capacity {
-                let (instance, _) = pool.factory.create().await?;
+                let instance = pool.factory.create().await?;
                 pool.counters.created.fetch_add(1, Ordering::Relaxed);
                 pool.push(instance);
             }
@@ -347,7 +409,7 @@ impl Pool {
                     Ok(p) => permit = Some(p),
                     Err(()) => return Err(self.exhausted(phase)),
                 }
-                let (instance, _) = self.factory.create().await.map_err(|e| match e {
+                let instance = self.factory.create().await.map_err(|e| match e {
                     PluginError::Instantiate { plugin, .. } => {
                         self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
                         PluginError::PoolExhausted { plugin, phase, wait: Duration::ZERO }
@@ -486,7 +548,7 @@ impl Pool {
             let mut backoff = Duration::from_millis(50);
             while let Some(pool) = pool.upgrade() {
                 match pool.factory.create().await {
-                    Ok((instance, _)) => {
+                    Ok(instance) => {
                         pool.counters.created.fetch_add(1, Ordering::Relaxed);
                         match &replaced {
                             Some(replaced) => pool.swap_in(instance, replaced),
@@ -523,6 +585,7 @@ impl Pool {
             deadline_hits: c.deadlines.load(Ordering::Relaxed),
             memory_limit_hits: c.memory.load(Ordering::Relaxed),
             pool_exhausted: c.exhausted.load(Ordering::Relaxed),
+            inits: self.factory.inits.load(Ordering::Relaxed),
         }
     }
 }

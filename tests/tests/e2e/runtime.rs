@@ -194,19 +194,28 @@ fn a_looping_guest_does_not_block_other_work_on_its_thread() {
 }
 
 #[tokio::test]
-async fn memory_hogs_and_deep_recursion_fail_only_their_own_call() {
+async fn memory_hogs_loops_and_deep_recursion_fail_only_their_own_call_in_either_isolation() {
     let rt = runtime();
     let mut grow = misbehave("grow");
     grow.memory_limit = 16 << 20;
     // The memory limit is what must stop it, not the deadline on a busy machine.
     grow.deadline = Duration::from_secs(2);
-    for (spec, expect) in [(grow, "memory"), (misbehave("recurse"), "trap")] {
+    let mut spin = misbehave("loop");
+    spin.deadline = Duration::from_millis(50);
+    let cases = [(grow, "memory"), (spin, "deadline"), (misbehave("recurse"), "trap")];
+    for ((mut spec, expect), isolation) in
+        cases.into_iter().flat_map(|case| [(case.clone(), Isolation::Pooled), (case, Isolation::PerRequest)])
+    {
+        spec.isolation = isolation;
         let plugin = load(&rt, &spec).await;
         let result = plugin.on_request_headers(&mut exchange("/bad")).await;
         match (&result, expect) {
             (Err(PluginError::MemoryLimit { limit, .. }), "memory") => assert_eq!(*limit, 16 << 20),
+            (Err(PluginError::Deadline { deadline, .. }), "deadline") => {
+                assert_eq!(*deadline, Duration::from_millis(50))
+            }
             (Err(PluginError::Trap { reason, .. }), "trap") => assert!(reason.contains("stack"), "{reason}"),
-            _ => panic!("{}: unexpected {result:?}", spec.name),
+            _ => panic!("{} ({isolation:?}): unexpected {result:?}", spec.name),
         }
         assert!(
             matches!(plugin.on_request_headers(&mut exchange("/ok")).await, Ok(Action::Continue)),
@@ -329,8 +338,34 @@ async fn per_request_isolation_gives_a_fresh_instance_each_time() {
         plugin.on_request_headers(&mut ex).await.expect("call");
         assert_eq!(ex.request.headers["x-instance-calls"], "1");
     }
-    // One made at load to read the declared phases, then one per call.
-    assert_eq!(plugin.stats().instances_created, 6);
+    // `init` ran once, at load, for the snapshot every instance starts from.
+    let stats = plugin.stats();
+    assert_eq!((stats.instances_created, stats.inits), (5, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_init_is_paid_once_at_load_under_per_request_isolation() {
+    let rt = runtime();
+    // `slow-init` busy-waits 30 ms in `init`: within its init deadline, three times a call's.
+    let mut spec = misbehave("slow-init");
+    spec.isolation = Isolation::PerRequest;
+    spec.deadline = Duration::from_millis(10);
+    let plugin = load(&rt, &spec).await;
+    for _ in 0..5 {
+        let mut ex = exchange("/ok");
+        plugin.on_request_headers(&mut ex).await.expect("call");
+    }
+    let stats = plugin.stats();
+    assert_eq!((stats.instances_created, stats.inits, stats.deadline_hits), (5, 1, 0));
+
+    // Pooled, the same plugin runs `init` in each instance it makes at load, and none after.
+    spec.isolation = Isolation::Pooled;
+    spec.instances = 2;
+    let pooled = load(&rt, &spec).await;
+    for _ in 0..5 {
+        pooled.on_request_headers(&mut exchange("/ok")).await.expect("call");
+    }
+    assert_eq!(pooled.stats().inits, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,12 +453,13 @@ async fn only_loading_compiles_never_a_call_nor_a_reload_that_keeps_the_plugin()
     // A fresh instance for every call: instantiating, from the precompiled component.
     spec.isolation = Isolation::PerRequest;
     let plugin = Arc::new(load(&rt, &spec).await);
-    assert_eq!(rt.components_compiled(), 1);
+    // The component, its instrumented copy that runs `init`, and the snapshot taken after it.
+    assert_eq!(rt.components_compiled(), 3);
     for _ in 0..20 {
         plugin.on_request_headers(&mut exchange("/ok")).await.expect("call");
     }
-    assert_eq!(rt.components_compiled(), 1, "a call compiled the component");
+    assert_eq!(rt.components_compiled(), 3, "a call compiled the component");
     let (_, kept) = rt.load_or_keep(&spec, Some(&plugin)).await.expect("reload");
     assert!(kept);
-    assert_eq!(rt.components_compiled(), 1, "a reload that kept the plugin compiled it");
+    assert_eq!(rt.components_compiled(), 3, "a reload that kept the plugin compiled it");
 }
