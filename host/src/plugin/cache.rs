@@ -46,13 +46,9 @@ impl CompileCache {
         self.compiled.load(Ordering::Relaxed)
     }
 
-    /// Compiles `bytes` without keeping the result: for components made at load that are
-    /// this process's own.
-    pub(crate) fn compile_uncached(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-        self.compile(engine, bytes)
-    }
-
-    fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// Compiles `bytes` without keeping the result (and counts it): [`CompileCache::load`]
+    /// keeps it, and components made at load that are this process's own do not.
+    pub(crate) fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         self.compiled.fetch_add(1, Ordering::Relaxed);
         Component::from_binary(engine, bytes)
     }

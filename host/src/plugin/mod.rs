@@ -607,29 +607,31 @@ impl Runtime {
             plugin: name.to_string(),
             reason: format!("taking the snapshot after init failed: {error}"),
         })?;
-        let (template, phases) = match taken {
-            Ok(taken) => taken,
+        let refused = match taken {
             // The config was refused, or `init` failed: the plugin does not load.
             Err(SnapshotError::Init(error)) => return Err(error),
-            Err(error) => {
-                tracing::warn!(plugin = %name, %error, "no snapshot after init: each instance runs init");
-                let (_, phases) = factory.create_first().await?;
-                return Ok((factory, phases));
+            Err(error) => error.to_string(),
+            Ok((template, phases)) => {
+                let plain = std::mem::replace(&mut factory.template, template);
+                // One instance made from the snapshot proves it before a request depends on it.
+                match factory.create().await {
+                    Ok(_) => {
+                        tracing::info!(
+                            plugin = %name,
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            "snapshot taken after init: instances start configured"
+                        );
+                        return Ok((factory, phases));
+                    }
+                    Err(error) => {
+                        factory.template = plain;
+                        format!("the snapshot does not instantiate: {error}")
+                    }
+                }
             }
         };
-        let plain = std::mem::replace(&mut factory.template, template);
-        // One instance made from the snapshot proves it before a request depends on it.
-        if let Err(error) = factory.create().await {
-            factory.template = plain;
-            tracing::warn!(plugin = %name, %error, "snapshot unusable: each instance runs init");
-            let (_, phases) = factory.create_first().await?;
-            return Ok((factory, phases));
-        }
-        tracing::info!(
-            plugin = %name,
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "snapshot taken after init: instances start configured"
-        );
+        tracing::warn!(plugin = %name, error = %refused, "no snapshot after init: each instance runs init");
+        let (_, phases) = factory.create_first().await?;
         Ok((factory, phases))
     }
 }

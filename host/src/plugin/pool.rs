@@ -377,7 +377,7 @@ impl Pool {
             wait,
             counters: Counters::default(),
         });
-        if let Some(first) = first.filter(|_| isolation == Isolation::Pooled) {
+        if let Some(first) = first {
             pool.counters.created.fetch_add(1, Ordering::Relaxed);
             pool.push(first);
             for _ in 1..capacity {

@@ -12,7 +12,7 @@
 //! every instance made from it.
 
 use wasmtime::Store;
-use wasmtime::component::{Instance, Lift, Linker, WasmList};
+use wasmtime::component::{Component, Instance, Lift, Linker, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use super::PluginError;
@@ -50,14 +50,11 @@ pub(crate) async fn take(
     let wizer = Wizer::new();
     let (context, instrumented) =
         wizer.instrument_component(component).map_err(|e| SnapshotError::Instrument(format!("{e:#}")))?;
-    let compile = |bytes: &[u8]| {
-        let hash = CompileCache::content_hash(bytes);
-        let (compiled, _) = cache.load(&factory.engine, bytes, &hash)?;
-        linker.instantiate_pre(&compiled)
-    };
-    let link = |pre, initialized| Template::new(pre, initialized);
-    let compiled = compile(&instrumented).map_err(|e| SnapshotError::Compile(format!("{e:#}")))?;
-    let probe = link(compiled, false).map_err(|e| SnapshotError::Compile(format!("{e:#}")))?;
+    let hash = CompileCache::content_hash(&instrumented);
+    let probe = cache
+        .load(&factory.engine, &instrumented, &hash)
+        .and_then(|(compiled, _)| template(linker, &compiled, false))
+        .map_err(|e| SnapshotError::Compile(format!("{e:#}")))?;
     let (mut store, made) = factory.instantiate(&probe).await?;
     let phases = factory.initialize(&mut store, &probe, &made).await?;
     if store.data().holds_resources() {
@@ -72,12 +69,19 @@ pub(crate) async fn take(
     let snapshot = snapshot.map_err(|e| SnapshotError::Read(format!("{e:#}")))?;
     // The snapshot holds what `init` drew from the clock and the random source: it is this
     // load's own, never cached on disk.
-    let compiled = cache
-        .compile_uncached(&factory.engine, &snapshot)
-        .and_then(|c| linker.instantiate_pre(&c))
+    let template = cache
+        .compile(&factory.engine, &snapshot)
+        .and_then(|compiled| template(linker, &compiled, true))
         .map_err(|e| SnapshotError::Compile(format!("{e:#}")))?;
-    let template = link(compiled, true).map_err(|e| SnapshotError::Compile(format!("{e:#}")))?;
     Ok((template, phases))
+}
+
+fn template(
+    linker: &Linker<InstanceState>,
+    component: &Component,
+    initialized: bool,
+) -> wasmtime::Result<Template> {
+    Template::new(linker.instantiate_pre(component)?, initialized)
 }
 
 /// The instrumented instance, read through the accessor functions the instrumentation
