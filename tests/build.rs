@@ -1,5 +1,6 @@
-//! Builds the WebAssembly components the tests load: the shipped plugins (`plugins/`) and the
-//! test guests (`tests/guests/`), each a cargo workspace of its own, with a nested
+//! Builds the WebAssembly components the tests load: the shipped plugins (`plugins/`), the test
+//! guests (`tests/guests/`) and the Rust example plugins (`examples/plugins/`), each a cargo
+//! workspace of its own, with a nested
 //! `cargo build --release --target wasm32-wasip2`. Writes `$OUT_DIR/wasm_paths.rs` with one
 //! constant per component holding the absolute path of its `.wasm` file.
 //!
@@ -59,7 +60,7 @@ fn main() {
     let root = manifest_dir.parent().expect("tests/ lives in the repository root").to_owned();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    for watched in ["plugins", "tests/guests", "plugin-sdk", "wit"] {
+    for watched in ["plugins", "tests/guests", "examples/plugins", "plugin-sdk", "wit"] {
         watch(&root.join(watched));
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -74,7 +75,7 @@ fn main() {
         out_dir.ancestors().nth(3).map_or_else(|| out_dir.join("wasm"), |dir| dir.join("wasm"));
 
     let mut constants = BTreeMap::new();
-    for workspace in ["plugins", "tests/guests"] {
+    for workspace in ["plugins", "tests/guests", "examples/plugins"] {
         let workspace_dir = root.join(workspace);
         build(&workspace_dir, &wasm_target_dir);
         for (package, dir) in members(&workspace_dir) {
@@ -147,14 +148,16 @@ fn build(workspace_dir: &Path, target_dir: &Path) {
     }
 }
 
-/// The packages of the workspace in `workspace_dir`: each subdirectory with a `Cargo.toml`,
-/// by the package name it declares.
+/// The packages of the workspace in `workspace_dir`: each subdirectory with a `Cargo.toml` (or,
+/// for an example, a `rust/Cargo.toml` beside its other languages), by the package name it
+/// declares.
 fn members(workspace_dir: &Path) -> Vec<(String, PathBuf)> {
     let entries = fs::read_dir(workspace_dir)
         .unwrap_or_else(|error| panic!("cannot list {}: {error}", workspace_dir.display()));
     let mut members: Vec<(String, PathBuf)> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
+        .map(|dir| if dir.join("rust/Cargo.toml").is_file() { dir.join("rust") } else { dir })
         .filter(|dir| dir.join("Cargo.toml").is_file())
         .map(|dir| {
             let manifest = dir.join("Cargo.toml");

@@ -1,4 +1,5 @@
-//! The command line: `wasmgate run` (with `--upgrade`) and `wasmgate check`, logging set-up,
+//! The command line: `wasmgate run` (with `--upgrade`), `wasmgate check` and `wasmgate plugin`
+//! (the authors' tools), logging set-up,
 //! signals, and telling systemd (when it runs the gateway) which process is the service.
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,39 @@ enum Command {
         #[arg(short, long, env = "WASMGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Tools for plugin authors, without a gateway.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// What a component is: the contract it targets, its imports (and whether this host
+    /// provides them), what one instance takes, its size, SHA-256, compile time and compiled
+    /// size, and the phases its `init` declares for `--config`. Exits 1 if it would not load.
+    Inspect {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The plugin's config, as JSON, handed to `init`.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// Run the plugin's phases against the requests of a file (JSON lines: method, path,
+    /// headers, body, the upstream response to pretend, and what to expect), without a gateway
+    /// or network, and print what it did to each. Exits 1 if an expectation failed or the
+    /// plugin faulted. The format: `docs/plugin-tools.md`.
+    Test {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The plugin's config, as JSON, handed to `init`.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// The requests, one JSON object a line.
+        #[arg(long)]
+        requests: PathBuf,
+    },
 }
 
 /// Runs the command line; the binary's `main`.
@@ -49,7 +83,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Now, before a package manager can replace the file: SIGUSR2 starts this binary again.
     let exe = std::env::current_exe().ok();
-    let (Command::Run { config: path, .. } | Command::Check { config: path }) = &cli.command;
+    let path = match &cli.command {
+        Command::Run { config, .. } | Command::Check { config } => config,
+        Command::Plugin { command } => return plugin_tool(command),
+    };
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => return fail(&error),
@@ -74,6 +111,44 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { upgrade, .. } => runtime.block_on(run(config, upgrade, exe)),
         Command::Check { .. } => runtime.block_on(check(config)),
+        Command::Plugin { .. } => ExitCode::FAILURE,
+    }
+}
+
+/// `wasmgate plugin …`: logs warnings and the plugin's own lines (the report is the output), on
+/// one thread.
+fn plugin_tool(command: &PluginCommand) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_none() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,wasmgate::plugin=info")
+            .with_writer(std::io::stderr)
+            .try_init();
+    } else {
+        init_logging(LogFormat::Pretty);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => return fail(&error),
+    };
+    match command {
+        PluginCommand::Inspect { file, config } => runtime.block_on(async {
+            match crate::toolkit::inspection::Report::of(file, config).await {
+                Ok(report) => {
+                    print!("{}", report.text());
+                    if report.loads() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(error) => fail(&error),
+            }
+        }),
+        PluginCommand::Test { file, config, requests } => runtime.block_on(async {
+            match crate::toolkit::rehearsal::run(file, config, requests).await {
+                Ok(outcome) => {
+                    print!("{}", outcome.text);
+                    if outcome.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(error) => fail(&error),
+            }
+        }),
     }
 }
 

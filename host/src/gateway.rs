@@ -15,8 +15,9 @@ use tokio::task::JoinSet;
 use crate::cache::HttpCache;
 use crate::config::{AllUnhealthy, Config, ConfigError, UpstreamProtocol};
 use crate::metrics::NameLabel;
-use crate::plugin::{Plugin, PluginError, PluginSpec, Runtime};
+use crate::plugin::{Footprint, Plugin, PluginError, PluginSpec, Runtime};
 use crate::proxy::{AccessLog, RequestLimits, Route, Router, Served};
+use crate::recording::Recorder;
 use crate::telemetry::Telemetry;
 use crate::upstream::{
     Backend, Group, Limits, OutlierPolicy, Resolver, UpstreamClient, Upstreams, spawn_health_checks,
@@ -209,17 +210,34 @@ async fn load_plugins(
     previous: Option<&Gateway>,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, ConfigError> {
     let mut plugins = BTreeMap::new();
+    let refused = |name: &str, e: PluginError| {
+        let field = match &e {
+            PluginError::RouteConfigRejected { route, .. } => route_config_field(config, name, route),
+            _ => None,
+        };
+        config.error(field.unwrap_or_else(|| format!("plugins.{name}")), e.to_string())
+    };
+    // Counted before any is loaded: a config whose pools cannot all fit makes no instance.
+    let mut need = Footprint::default();
+    for (name, p) in &config.plugins {
+        let spec = PluginSpec::from_config(name, p, config);
+        need = need + runtime.footprint(&spec).await.map_err(|e| refused(name, e))?;
+    }
+    let have = runtime.capacity();
+    if !need.fits(&have) {
+        return Err(config.error(
+            "runtime.instance_slots".to_owned(),
+            format!(
+                "the plugins' pools together need {} core instances, {} memories and {} tables, more than the {}, {} and {} reserved: raise it or lower the plugins' `instances`",
+                need.core_instances, need.memories, need.tables, have.core_instances, have.memories, have.tables
+            ),
+        ));
+    }
     for (name, p) in &config.plugins {
         let (plugin, kept) = runtime
             .load_or_keep(&PluginSpec::from_config(name, p, config), previous.and_then(|g| g.plugin(name)))
             .await
-            .map_err(|e| {
-                let field = match &e {
-                    PluginError::RouteConfigRejected { route, .. } => route_config_field(config, name, route),
-                    _ => None,
-                };
-                config.error(field.unwrap_or_else(|| format!("plugins.{name}")), e.to_string())
-            })?;
+            .map_err(|e| refused(name, e))?;
         if kept {
             tracing::debug!(plugin = %name, "plugin unchanged: kept with its instances");
         }
@@ -347,15 +365,18 @@ fn build_routes(
         let chain: Vec<Arc<Plugin>> =
             r.plugins.iter().filter_map(|p| plugins.get(&p.get_ref().name).cloned()).collect();
         let name = r.name_at(i);
+        let old = previous.and_then(|p| p.served.router.routes().iter().find(|route| *route.name == *name));
         // A reload keeps a route's stored responses while its cache config stays the same.
         let cache = r.cache.as_ref().map(|config| {
-            let kept = previous
-                .and_then(|p| p.served.router.routes().iter().find(|route| *route.name == *name))
-                .and_then(|route| route.cache.clone())
-                .filter(|cache| cache.config() == config);
+            let kept = old.and_then(|route| route.cache.clone()).filter(|cache| cache.config() == config);
             kept.unwrap_or_else(|| HttpCache::new(config, &Arc::new(name.clone()), runtime.metrics()))
         });
-        let route = Route::new(i, r, &chain, upstreams, runtime.metrics(), cache)
+        // And its recorder (and so the one writer of its file) while its record config does.
+        let record = r.record.as_ref().map(|record| {
+            let kept = old.and_then(|route| route.record.clone()).filter(|kept| kept.config() == record);
+            kept.unwrap_or_else(|| Recorder::open(record, config.resolve(&record.path), &name))
+        });
+        let route = Route::new(i, r, &chain, upstreams, runtime.metrics(), cache, record)
             .map_err(|(field, reason)| config.error(field, reason))?;
         routes.push(Arc::new(route));
     }

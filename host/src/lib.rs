@@ -13,9 +13,11 @@
 //!   (what the operator writes), [`metrics`] (the registry the gateway exports);
 //! - [`telemetry`] (traces), [`tls`] (listener certificates), [`upstream`] (groups, balancing,
 //!   health, the upstream client, and what each upstream failure is), [`cache`] (the HTTP
-//!   cache: stored responses and RFC 9111's rules for them);
+//!   cache: stored responses and RFC 9111's rules for them), [`recording`] (a sample of a
+//!   route's requests, written for `plugin test` to replay);
 //! - [`plugin`] (the WebAssembly runtime and the host API);
-//! - [`proxy`] (the steps and phases of a request);
+//! - [`proxy`] (the steps and phases of a request), [`toolkit`] (the plugin author's tools:
+//!   `plugin inspect` and `plugin test`);
 //! - [`gateway`] (one generation of loaded config), [`reload`] (swapping generations in);
 //! - [`admin`] (the admin API), [`server`] (listeners, connections, draining);
 //! - [`cli`] (the command line).
@@ -32,10 +34,12 @@ pub(crate) mod head;
 pub mod metrics;
 pub mod plugin;
 pub mod proxy;
+pub mod recording;
 pub mod reload;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod timed;
 pub mod tls;
+pub mod toolkit;
 pub mod upstream;

@@ -417,6 +417,15 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode_eof(&mut text);
         text
     }
+
+    /// Only what plugins recorded through the `metrics` interface, in the same format.
+    pub fn render_plugins(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(PluginCollector(self.plugins.clone())));
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &registry);
+        text
+    }
 }
 
 /// What kind a metric name was first used as; it keeps it.

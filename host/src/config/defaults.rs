@@ -247,3 +247,22 @@ pub(super) fn cache_max_object() -> usize {
 pub(super) fn cache_lock_timeout() -> Duration {
     Duration::from_secs(5)
 }
+
+pub(super) fn record_share() -> f64 {
+    0.01
+}
+
+pub(super) fn record_max_body() -> usize {
+    4 << 10
+}
+
+/// The most of a body `record` keeps.
+pub const RECORD_MAX_BODY_LIMIT: usize = 1 << 20;
+
+pub(super) fn record_redact() -> Vec<String> {
+    ["authorization", "proxy-authorization", "cookie", "set-cookie"].map(str::to_owned).to_vec()
+}
+
+pub(super) fn record_max_file() -> usize {
+    64 << 20
+}

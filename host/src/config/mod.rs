@@ -13,6 +13,7 @@ mod compress;
 pub mod defaults;
 mod observe;
 mod plugin;
+mod record;
 mod route;
 mod server;
 mod traffic;
@@ -29,6 +30,7 @@ pub use self::cache::CacheConfig;
 pub use self::compress::{Coding, CompressConfig};
 pub use self::observe::{AccessField, AdminConfig, LogConfig, LogFormat, TraceProtocol, TracesConfig};
 pub use self::plugin::{CanaryConfig, FailurePolicy, Isolation, PluginConfig};
+pub use self::record::RecordConfig;
 pub use self::route::{
     FieldMatch, HeaderEdits, MAX_SPLIT_WEIGHT, RetryOn, Rewrite, RouteConfig, RoutePlugin, RouteTimeouts,
     whole_match,

@@ -15,6 +15,9 @@ use crate::store::StoreLimits;
 pub struct PluginConfig {
     /// The `.wasm` component, relative to the config file's folder unless absolute.
     pub path: PathBuf,
+    /// The component's SHA-256 (hex): a file with other content is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Handed to the plugin's `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -123,6 +126,13 @@ impl PluginConfig {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             return Err(
                 at.invalid(format!("plugins.{name}"), "a plugin's name is letters, digits, `-`, `_` and `.`")
+            );
+        }
+        if let Some(hash) = &self.sha256
+            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(
+                at.invalid(field("sha256"), format!("{hash:?} is not a SHA-256: 64 hexadecimal digits"))
             );
         }
         if self.instances == 0 {

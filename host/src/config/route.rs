@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::traffic::{Mirror, Redirect, Respond, SplitBackend, Sticky};
-use super::{CacheConfig, Check, CompressConfig, ConfigError, PluginConfig, UpstreamConfig, defaults, units};
+use super::{
+    CacheConfig, Check, CompressConfig, ConfigError, PluginConfig, RecordConfig, UpstreamConfig, defaults,
+    units,
+};
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -102,6 +105,10 @@ pub struct RouteConfig {
     /// Responses are stored and served from the gateway's memory (RFC 9111); off if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
+    /// A sample of the route's requests is written to a file that `wasmgate plugin test`
+    /// replays; off if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordConfig>,
 }
 
 impl RouteConfig {
@@ -201,6 +208,9 @@ impl RouteConfig {
                 );
             }
             cache.validate().map_err(|(name, reason)| at.invalid(field(&format!("cache.{name}")), reason))?;
+        }
+        if let Some(record) = &self.record {
+            record.validate(&field("record"), at)?;
         }
         for (j, p) in self.plugins.iter().enumerate() {
             let name = &p.get_ref().name;

@@ -44,6 +44,8 @@ impl CanarySpec {
             name: format!("{}{SUFFIX}", plugin.name),
             path,
             config_json: json,
+            // The pin is the plugin's file's; a candidate is a new file.
+            sha256: None,
             canary: None,
             ..plugin.clone()
         };

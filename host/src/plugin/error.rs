@@ -29,6 +29,29 @@ pub enum PluginError {
         /// The compiler's or linker's complaint.
         reason: String,
     },
+    /// The file's content is not the one `sha256` pins.
+    #[error(
+        "plugin `{plugin}`: {} has SHA-256 {actual}, not the {expected} that `plugins.{plugin}.sha256` pins",
+        path.display()
+    )]
+    Pinned {
+        /// The plugin's name.
+        plugin: String,
+        /// The `.wasm` file, as the config names it.
+        path: PathBuf,
+        /// The hash the config pins.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
+    /// Its pool would take more from the pooling allocator than the runtime reserves.
+    #[error("plugin `{plugin}`: {reason}")]
+    Capacity {
+        /// The plugin's name.
+        plugin: String,
+        /// What it needs and what there is.
+        reason: String,
+    },
     /// The plugin's `init` refused its configuration.
     #[error("plugin `{plugin}` rejected its config: {message}")]
     ConfigRejected {
@@ -126,6 +149,8 @@ impl PluginError {
         match self {
             PluginError::Read { plugin, .. }
             | PluginError::Invalid { plugin, .. }
+            | PluginError::Pinned { plugin, .. }
+            | PluginError::Capacity { plugin, .. }
             | PluginError::ConfigRejected { plugin, .. }
             | PluginError::RouteConfigRejected { plugin, .. }
             | PluginError::Instantiate { plugin, .. }
@@ -154,6 +179,8 @@ impl PluginError {
         match self {
             PluginError::Read { .. } => "plugin-read",
             PluginError::Invalid { .. } => "plugin-invalid",
+            PluginError::Pinned { .. } => "plugin-pinned",
+            PluginError::Capacity { .. } => "plugin-capacity",
             PluginError::ConfigRejected { .. } | PluginError::RouteConfigRejected { .. } => "plugin-config",
             PluginError::Instantiate { .. } => "plugin-instantiate",
             PluginError::Trap { .. } => "plugin-trap",

@@ -11,6 +11,7 @@ mod cache;
 mod canary;
 mod error;
 mod exchange;
+mod footprint;
 mod host_api;
 mod log_limit;
 mod output;
@@ -32,6 +33,7 @@ pub use self::cache::{CacheOutcome, default_dir as default_cache_dir};
 pub use self::canary::{Canary, CanarySpec, SUFFIX as CANARY_SUFFIX};
 pub use self::error::PluginError;
 pub use self::exchange::Exchange;
+pub use self::footprint::Footprint;
 pub use self::pool::PluginStats;
 pub use self::usage::{Flag, Pressure, Usage};
 // The two choices a config makes for a plugin are the config's own types.
@@ -206,6 +208,8 @@ pub struct PluginSpec {
     pub name: String,
     /// The `.wasm` component.
     pub path: PathBuf,
+    /// The SHA-256 (lowercase hex) the component must have, if pinned.
+    pub sha256: Option<String>,
     /// The plugin's config, as JSON, handed to `init`.
     pub config_json: String,
     /// `(route, config JSON)` for each route that gives the plugin its own config, in route
@@ -246,6 +250,7 @@ impl PluginSpec {
         PluginSpec {
             name: name.into(),
             path: path.into(),
+            sha256: None,
             config_json: "{}".to_owned(),
             route_configs: Vec::new(),
             deadline: defaults::DEADLINE,
@@ -275,6 +280,7 @@ impl PluginSpec {
         let mut spec = PluginSpec {
             name: name.to_owned(),
             path: config.resolve(&plugin.path),
+            sha256: plugin.sha256.as_ref().map(|hash| hash.to_ascii_lowercase()),
             // A TOML table always has a JSON form; an empty one is `{}`.
             config_json: json(&plugin.config),
             route_configs: config
@@ -315,6 +321,11 @@ fn json(table: &toml::Table) -> String {
     serde_json::to_string(table).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// The SHA-256 of a component's bytes, lowercase hex: what `sha256 = "…"` pins.
+pub fn content_hash(bytes: &[u8]) -> String {
+    CompileCache::content_hash(bytes)
+}
+
 /// The engine and everything shared by all plugins.
 pub struct Runtime {
     engine: Engine,
@@ -322,6 +333,8 @@ pub struct Runtime {
     cache: CompileCache,
     epoch_tick: Duration,
     next_id: AtomicU32,
+    /// What the pooling allocator reserves, across all plugins.
+    capacity: Footprint,
     shared: Arc<Shared>,
 }
 
@@ -363,14 +376,13 @@ impl Runtime {
     /// with an in-memory store and a metrics registry for the plugins to share.
     pub fn new(config: &RuntimeConfig) -> Result<Runtime, wasmtime::Error> {
         let slots = config.instance_slots.max(1);
+        let capacity = Self::capacity_of(slots);
         let mut pooling = PoolingAllocationConfig::new();
-        // A Rust component holds a few core instances (its module plus adapter shims), and a
-        // memory and table or two; reserve for that per slot.
         pooling
             .total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
+            .total_core_instances(capacity.core_instances as u32)
+            .total_memories(capacity.memories as u32)
+            .total_tables(capacity.tables as u32)
             .total_stacks(slots)
             .max_memory_size(config.max_memory)
             // A slot freed by a dropped instance is reset by copying back only its dirty pages
@@ -409,6 +421,7 @@ impl Runtime {
             linker,
             epoch_tick: config.epoch_tick,
             next_id: AtomicU32::new(1),
+            capacity,
             shared: Arc::new(Shared {
                 stores,
                 fail_closed: config.store_fail_closed,
@@ -416,6 +429,19 @@ impl Runtime {
                 metrics,
             }),
         })
+    }
+
+    /// What the pooling allocator reserves for `slots` instance slots. A Rust component holds a
+    /// few core instances (its module plus adapter shims) and a memory and table or two; a
+    /// language runtime more, so a plugin's pool is checked against these totals at load.
+    fn capacity_of(slots: u32) -> Footprint {
+        let slots = u64::from(slots);
+        Footprint { core_instances: slots * 8, memories: slots * 2, tables: slots * 4 }
+    }
+
+    /// What the pooling allocator reserves, across all plugins.
+    pub fn capacity(&self) -> Footprint {
+        self.capacity
     }
 
     /// The registry plugin metrics are recorded in.
@@ -435,6 +461,40 @@ impl Runtime {
             Stores::Memory(memory) => memory.find(plugin).map(|share| share as Arc<dyn Store>),
             Stores::Redis(redis) => Some(redis.clone()),
         }
+    }
+
+    /// What `spec`'s pool (and its canary's) would take from the pooling allocator at most;
+    /// refused if one alone cannot fit. Reads the files, compiles nothing.
+    pub async fn footprint(&self, spec: &PluginSpec) -> Result<Footprint, PluginError> {
+        let mut total = Footprint::default();
+        for version in std::iter::once(spec).chain(spec.canary.as_ref().map(|c| &c.spec)) {
+            let (bytes, _) = Self::read(version).await?;
+            total = total + self.pool_footprint(version, &bytes)?;
+        }
+        Ok(total)
+    }
+
+    /// What a pool of `spec.instances` of the component `bytes` takes: each instance, plus one
+    /// being made to replace a worn one; refused, with the numbers, if it cannot fit.
+    fn pool_footprint(&self, spec: &PluginSpec, bytes: &[u8]) -> Result<Footprint, PluginError> {
+        let per = Footprint::of(bytes).map_err(|e| PluginError::Invalid {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            reason: format!("not a WebAssembly component: {e}"),
+        })?;
+        let footprint = per * (spec.instances as u64 + 1);
+        if !footprint.fits(&self.capacity) {
+            return Err(PluginError::Capacity {
+                plugin: spec.name.clone(),
+                reason: format!(
+                    "`instances = {}` (plus one being replaced) needs {}: lower `plugins.{}.instances` or raise `runtime.instance_slots` (each slot reserves 8 core instances, 2 memories and 4 tables)",
+                    spec.instances,
+                    footprint.overflow(&per, &self.capacity),
+                    spec.family(),
+                ),
+            });
+        }
+        Ok(footprint)
     }
 
     /// Compiles (or loads from the cache), links and pre-instantiates the plugin, makes its
@@ -486,8 +546,8 @@ impl Runtime {
         }
     }
 
-    /// Reads the component, refusing one over [`defaults::MAX_COMPONENT`] before reading it;
-    /// returns it with its content hash.
+    /// Reads the component, refusing one over [`defaults::MAX_COMPONENT`] before reading it
+    /// and one that is not the content `sha256` pins; returns it with its content hash.
     async fn read(spec: &PluginSpec) -> Result<(Vec<u8>, String), PluginError> {
         let failed =
             |source| PluginError::Read { plugin: spec.name.clone(), path: spec.path.clone(), source };
@@ -504,6 +564,14 @@ impl Runtime {
         }
         let bytes = tokio::fs::read(&spec.path).await.map_err(failed)?;
         let hash = CompileCache::content_hash(&bytes);
+        if let Some(expected) = spec.sha256.as_ref().filter(|expected| **expected != hash) {
+            return Err(PluginError::Pinned {
+                plugin: spec.name.clone(),
+                path: spec.path.clone(),
+                expected: expected.clone(),
+                actual: hash,
+            });
+        }
         Ok((bytes, hash))
     }
 
@@ -519,6 +587,8 @@ impl Runtime {
             path: spec.path.clone(),
             reason,
         };
+        // Counted before compiling, which may take seconds: a pool that cannot fit is refused now.
+        self.pool_footprint(spec, &bytes)?;
         // Compiling is CPU work of tens of milliseconds to seconds: keep it off the workers.
         let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), hash.clone());
         let size = bytes.len();

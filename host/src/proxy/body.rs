@@ -69,6 +69,8 @@ pub(crate) struct Outcome {
     pub(crate) bytes_in: Option<Arc<AtomicU64>>,
     /// What the route's cache did, on a route with one.
     pub(crate) cache: Option<&'static str>,
+    /// The request, when the route records it.
+    pub(crate) recording: Option<Box<crate::recording::Recording>>,
 }
 
 impl Outcome {
@@ -82,6 +84,7 @@ impl Outcome {
             message: None,
             bytes_in: None,
             cache: None,
+            recording: None,
         }
     }
 
@@ -234,6 +237,12 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                    // What the client gets, unless compressed: a replay would not read that.
+                    if let Some(recording) = this.record.as_mut().and_then(|r| r.outcome.recording.as_mut())
+                        && this.encoder.is_none()
+                    {
+                        recording.response_chunk(data);
+                    }
                 }
             }
             Poll::Ready(None) => this.ended = true,
@@ -341,7 +350,10 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         let ended = self.is_end_stream();
         let Some(record) = self.record.take() else { return };
-        let Record { outcome, requests, seconds, access, span } = record;
+        let Record { mut outcome, requests, seconds, access, span } = record;
+        if let Some(recording) = outcome.recording.take() {
+            (*recording).finish(outcome.status);
+        }
         let elapsed = outcome.started.elapsed();
         requests.inc();
         if let Some(seconds) = &seconds {

@@ -245,6 +245,10 @@ pub async fn handle(gw: &Served, conn: Conn, request: Request<Incoming>) -> Resp
     // Only routes with log plugins pay for counting request bytes.
     let mut outcome = Outcome::new(started);
     outcome.bytes_in = route.has(Phase::Log).then(|| Arc::new(AtomicU64::new(0)));
+    outcome.recording = route.record.as_ref().and_then(|recorder| {
+        let target = ex.request.uri.path_and_query().map_or("/", |p| p.as_str());
+        recorder.sample(&ex.request.method, target, &ex.request.headers, conn.client)
+    });
     // The total timeout bounds the whole exchange: here until the response headers, then in
     // the bodies (which carry the same deadline).
     let deadline = route.timeouts.total.map(|total| tokio::time::Instant::now() + total);
@@ -375,6 +379,9 @@ async fn run_route(
         // Plugins may change the body's length: it goes chunked.
         ex.request.headers.remove(http::header::CONTENT_LENGTH);
     }
+    if let (Payload::Kept(bytes), Some(recording)) = (&payload, outcome.recording.as_mut()) {
+        recording.request_body(bytes);
+    }
     if let Payload::Kept(bytes) = &mut payload
         && route.has(Phase::RequestBody)
         && (route.request_buffer.is_some() || !bytes.is_empty())
@@ -452,6 +459,9 @@ async fn run_route(
     // The client gets HTTP/1.1 framing whatever the upstream spoke (hyper ignores this on h2).
     parts.version = Version::HTTP_11;
     head::strip_hop_by_hop(&mut parts.headers);
+    if let Some(recording) = outcome.recording.as_mut() {
+        recording.response(parts.status, &parts.headers);
+    }
     // The cache stores the origin's head, not what the route and its plugins make of it.
     let offered = caching.as_ref().and_then(|caching| caching.offered_head(&parts));
     let mut parts = match on_response_headers(route, ex, parts).await? {

@@ -117,6 +117,8 @@ pub(crate) struct Route {
     pub(crate) compress: Option<super::compress::Compression>,
     /// Responses are stored and served from memory.
     pub(crate) cache: Option<Arc<crate::cache::HttpCache>>,
+    /// Writes a sample of the route's requests for `plugin test` to replay.
+    pub(crate) record: Option<Arc<crate::recording::Recorder>>,
     /// The chain, in config order, per phase: the proxy walks only plugins that have the phase.
     /// The route's plugins that implement each phase, by [`Phase::index`], in the order that
     /// phase runs them ([`Phase::order`]).
@@ -133,6 +135,7 @@ impl Route {
         upstreams: &Upstreams,
         metrics: &Metrics,
         cache: Option<Arc<crate::cache::HttpCache>>,
+        record: Option<Arc<crate::recording::Recorder>>,
     ) -> Result<Self, (String, String)> {
         let field = |f: &str| format!("routes[{index}].{f}");
         let matcher = RouteMatch::new(config).map_err(|(f, reason)| (field(&f), reason))?;
@@ -190,6 +193,7 @@ impl Route {
             websocket: config.websocket.then_some(config.tunnel_idle),
             compress,
             cache,
+            record,
             chains,
         })
     }

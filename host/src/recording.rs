@@ -1,0 +1,188 @@
+//! Recording a sample of a route's real requests into a file, one JSON line each, in the format
+//! `wasmgate plugin test` reads (`docs/plugin-tools.md`), so that what production sent can be
+//! replayed against a new plugin version. Only sampled requests pay: their heads are copied
+//! (configured headers redacted) and their bodies kept up to a bound. Lines are written by a
+//! task of their own; when it falls behind, a line is dropped and counted, never waited for.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, HeaderName};
+use serde_json::{Map, Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::config::RecordConfig;
+
+/// Lines waiting for the writer at most.
+const QUEUE: usize = 256;
+
+/// One route's recorder.
+#[derive(Debug)]
+pub struct Recorder {
+    /// What it was made from: a reload with the same config keeps it, and its writer.
+    config: RecordConfig,
+    share: f64,
+    max_body: usize,
+    redact: Vec<HeaderName>,
+    /// Requests the route saw, for the sampling.
+    seen: AtomicU64,
+    dropped: AtomicU64,
+    lines: mpsc::Sender<String>,
+}
+
+impl Recorder {
+    /// A recorder appending to `path` (resolved), whose writer runs on the current runtime and
+    /// opens the file when the first line comes (so `check` creates no file).
+    pub fn open(config: &RecordConfig, path: PathBuf, route: &str) -> Arc<Recorder> {
+        let (lines, mut queued) = mpsc::channel::<String>(QUEUE);
+        let (max_file, route) = (config.max_file as u64, route.to_owned());
+        tokio::spawn(async move {
+            let Some(first) = queued.recv().await else { return };
+            let opened = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await;
+            let file = match opened {
+                Ok(file) => file,
+                Err(error) => {
+                    tracing::error!(route, path = %path.display(), %error, "cannot open the recording file: nothing is recorded");
+                    return;
+                }
+            };
+            let mut written = file.metadata().await.map_or(0, |m| m.len());
+            let mut file = tokio::io::BufWriter::new(file);
+            let mut next = Some(first);
+            while let Some(line) = next.take() {
+                if written + line.len() as u64 > max_file {
+                    tracing::warn!(route, path = %path.display(), max_file, "the recording file is full: recording stops");
+                    break;
+                }
+                written += line.len() as u64;
+                let mut result = file.write_all(line.as_bytes()).await;
+                if result.is_ok() && queued.is_empty() {
+                    result = file.flush().await;
+                }
+                if let Err(error) = result {
+                    tracing::error!(route, path = %path.display(), %error, "cannot write the recording file: recording stops");
+                    break;
+                }
+                next = queued.recv().await;
+            }
+            let _ = file.flush().await;
+        });
+        let redact =
+            config.redact.iter().filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()).collect();
+        Arc::new(Recorder {
+            config: config.clone(),
+            share: config.share,
+            max_body: config.max_body,
+            redact,
+            seen: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lines,
+        })
+    }
+
+    /// A recording of this request if it is in the sample: the first, then every
+    /// `1 / share`-th, so the sample needs no random numbers and no lock.
+    pub fn sample(
+        self: &Arc<Self>,
+        method: &http::Method,
+        target: &str,
+        headers: &HeaderMap,
+        client: SocketAddr,
+    ) -> Option<Box<Recording>> {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        if ((n + 1.0) * self.share).ceil() <= (n * self.share).ceil() {
+            return None;
+        }
+        Some(Box::new(Recording {
+            recorder: self.clone(),
+            line: json!({
+                "method": method.as_str(),
+                "path": target,
+                "headers": self.heads(headers),
+                "client": client.to_string(),
+            }),
+            response_body: Vec::new(),
+        }))
+    }
+
+    /// The config it was made from.
+    pub fn config(&self) -> &RecordConfig {
+        &self.config
+    }
+
+    /// Requests in the sample whose line was dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn heads(&self, headers: &HeaderMap) -> Value {
+        let mut out = Map::new();
+        for name in headers.keys() {
+            let value = if self.redact.contains(name) {
+                "[redacted]".to_owned()
+            } else {
+                // Repeated fields come back as one, joined as HTTP allows for most.
+                let values: Vec<String> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                values.join(", ")
+            };
+            out.insert(name.as_str().to_owned(), Value::String(value));
+        }
+        Value::Object(out)
+    }
+
+    fn body(&self, bytes: &[u8]) -> Value {
+        Value::String(String::from_utf8_lossy(&bytes[..bytes.len().min(self.max_body)]).into_owned())
+    }
+}
+
+/// One sampled request, filled in as it goes and written when it is done.
+#[derive(Debug)]
+pub struct Recording {
+    recorder: Arc<Recorder>,
+    line: Value,
+    response_body: Vec<u8>,
+}
+
+impl Recording {
+    /// The request body, when the route held it whole.
+    pub fn request_body(&mut self, bytes: &[u8]) {
+        let body = self.recorder.body(bytes);
+        self.line["body"] = body;
+    }
+
+    /// The upstream's response head, before the response plugins saw it.
+    pub fn response(&mut self, status: http::StatusCode, headers: &HeaderMap) {
+        self.line["response"] = json!({ "status": status.as_u16(), "headers": self.recorder.heads(headers) });
+    }
+
+    /// A chunk of the response body as it goes to the client, up to the bound.
+    pub fn response_chunk(&mut self, bytes: &[u8]) {
+        let room = self.recorder.max_body.saturating_sub(self.response_body.len());
+        self.response_body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Writes the line, with the status the client got as what a replay expects.
+    pub fn finish(mut self, status: u16) {
+        if let Some(response) = self.line.get_mut("response") {
+            response["body"] = self.recorder.body(&self.response_body);
+        }
+        if status != 0 {
+            self.line["expect"] = json!({ "status": status });
+        }
+        let mut line = self.line.to_string();
+        line.push('\n');
+        if self.recorder.lines.try_send(line).is_err() {
+            let dropped = self.recorder.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "recording falls behind: requests in the sample were not written");
+            }
+        }
+    }
+}
