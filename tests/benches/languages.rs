@@ -2,8 +2,8 @@
 //! (`examples/plugins/add-header`) in Rust, Python and JavaScript. Criterion times one
 //! `on-request-headers` call on a reused instance (it sets one request header); beside it the
 //! bench prints each component's size, its first load (compiling included) and a load from the
-//! compiled cache, the linear memory one instance holds, and a soak of 20 000 calls on one
-//! instance: faults, and the memory it holds after.
+//! compiled cache, the linear memory one instance holds, and a soak of 20 000 calls (or
+//! `SOAK_CALLS`) on one instance: faults, and the memory it holds after.
 //!
 //! Run: `cargo bench -p wasmgate-tests --bench languages` (the first run builds the Python and
 //! JavaScript components, installing their tools).
@@ -17,8 +17,10 @@ use wasmgate::plugin::{PluginSpec, Runtime, RuntimeConfig};
 use wasmgate_tests::polyglot::{self, Language};
 use wasmgate_tests::{harness, wasm};
 
-/// Calls in the soak.
-const SOAK_CALLS: usize = 20_000;
+/// Calls in the soak, unless `SOAK_CALLS` says otherwise.
+fn soak_calls() -> usize {
+    std::env::var("SOAK_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000)
+}
 
 fn languages(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
@@ -57,22 +59,22 @@ fn languages(c: &mut Criterion) {
                 })
             })
         });
-        let soak_started = Instant::now();
+        let (soak_started, soak) = (Instant::now(), soak_calls());
         let failed = rt.block_on(async {
             let mut failed = 0;
-            for _ in 0..SOAK_CALLS {
+            for _ in 0..soak {
                 failed += usize::from(plugin.on_request_headers(&mut ex).await.is_err());
             }
             failed
         });
         let stats = plugin.stats();
         println!(
-            "{language}: {} bytes; first load {first:.0} ms, from the cache {cached:.0} ms; {} KiB of linear memory per instance; soak of {SOAK_CALLS} calls on one instance: {failed} failed, {} instance(s) made, {} KiB after, {:.1} µs a call",
+            "{language}: {} bytes; first load {first:.0} ms, from the cache {cached:.0} ms; {} KiB of linear memory per instance; soak of {soak} calls on one instance: {failed} failed, {} instance(s) made, {} KiB after, {:.1} µs a call",
             std::fs::metadata(&path).map_or(0, |m| m.len()),
             memory / 1024,
             stats.instances_created,
             plugin.usage().memory_peak() / 1024,
-            soak_started.elapsed().as_secs_f64() * 1e6 / SOAK_CALLS as f64,
+            soak_started.elapsed().as_secs_f64() * 1e6 / soak as f64,
         );
     }
 }

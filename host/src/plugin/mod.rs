@@ -16,6 +16,7 @@ mod host_api;
 mod log_limit;
 mod output;
 mod pool;
+mod progress;
 mod snapshot;
 mod usage;
 
@@ -43,6 +44,7 @@ use self::bindings::{Handler, types};
 use self::cache::CompileCache;
 use self::host_api::{InstanceState, header_name, header_value, valid_status};
 use self::pool::{Factory, Pool};
+use self::progress::Progress;
 use self::snapshot::SnapshotError;
 use crate::config::{Config, PluginConfig, StoreBackend, WhenUnavailable, defaults};
 use crate::metrics::{Metrics, PluginPhaseLabels, StoreLabels, Timing};
@@ -197,9 +199,6 @@ impl RuntimeConfig {
         }
     }
 }
-
-/// How often a plugin load that is still compiling says so in the log.
-const COMPILE_PROGRESS: Duration = Duration::from_secs(2);
 
 /// One plugin as the config describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -439,6 +438,17 @@ impl Runtime {
         Footprint { core_instances: slots * 8, memories: slots * 2, tables: slots * 4 }
     }
 
+    /// Store operations made so far by all plugins, by kind (`get`, `set`, `delete`,
+    /// `increment`, `compare-and-swap`).
+    pub fn store_calls(&self) -> [(&'static str, u64); 5] {
+        let counts = self.shared.store_seconds.each_ref().map(Timing::count);
+        let mut calls = host_api::StoreOp::ALL.map(|op| (op.as_str(), 0));
+        for ((_, n), count) in calls.iter_mut().zip(counts) {
+            *n = count;
+        }
+        calls
+    }
+
     /// What the pooling allocator reserves, across all plugins.
     pub fn capacity(&self) -> Footprint {
         self.capacity
@@ -596,19 +606,16 @@ impl Runtime {
         let source = bytes.clone();
         let mut compiling = tokio::task::spawn_blocking(move || cache.load(&engine, &source, &key));
         // A large component (a language runtime inside) compiles for seconds: say so while it does.
-        let mut progress =
-            tokio::time::interval_at(tokio::time::Instant::now() + COMPILE_PROGRESS, COMPILE_PROGRESS);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + progress::EVERY, progress::EVERY);
+        let mut shown = Progress::new(&spec.name, size, started);
         let loaded = loop {
             tokio::select! {
                 loaded = &mut compiling => break loaded,
-                _ = progress.tick() => tracing::info!(
-                    plugin = %spec.name,
-                    bytes = size,
-                    seconds = started.elapsed().as_secs(),
-                    "plugin still compiling"
-                ),
+                _ = ticks.tick() => shown.tick(),
             }
         };
+        drop(shown);
         let (component, outcome) = loaded
             .map_err(|e| invalid(format!("compilation did not finish: {e}")))?
             .map_err(|e| invalid(format!("{e:#}")))?;

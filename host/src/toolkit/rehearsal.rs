@@ -1,7 +1,8 @@
 //! `wasmgate plugin test`: runs a plugin's phases against requests read from a file (JSON
 //! lines), without a gateway or a network, and says what the plugin did to each: headers set
-//! or removed, local answers, the upstream it chose, body edits; its log lines go to stderr as
-//! they are written, and the metrics it recorded are listed at the end. A line may say what it
+//! or removed, local answers, the upstream it chose, body edits, the store operations it made;
+//! its log lines go to stderr as they are written, and the metrics it recorded are listed at
+//! the end. A line may say what it
 //! expects (`expect`); a failed expectation or a plugin fault makes the run fail, so authors
 //! can use it in their own CI.
 //!
@@ -122,11 +123,35 @@ pub struct Outcome {
 }
 
 /// Loads the component at `file` with `config_json` (one pooled instance, the defaults of a
-/// config file otherwise) and runs each request of `requests` through it.
+/// config file otherwise) and runs each request of the file `requests` through it.
 pub async fn run(file: &Path, config_json: &str, requests: &Path) -> Result<Outcome, RehearsalError> {
     let text = tokio::fs::read_to_string(requests)
         .await
         .map_err(|source| RehearsalError::Read { path: requests.to_owned(), source })?;
+    run_lines(file, config_json, &text, requests).await
+}
+
+/// [`run`] on requests given as text, for a plugin's own Rust tests; `source` names them in
+/// errors.
+///
+/// ```no_run
+/// # async fn t() {
+/// use std::path::Path;
+/// let requests = r#"{"path": "/", "expect": {"status": 200}}"#;
+/// let wasm = Path::new("target/wasm32-wasip2/release/my_plugin.wasm");
+/// let outcome = wasmgate::toolkit::rehearsal::run_lines(wasm, "{}", requests, Path::new("inline"))
+///     .await
+///     .expect("runs");
+/// assert_eq!(outcome.failed, 0, "{}", outcome.text);
+/// # }
+/// ```
+pub async fn run_lines(
+    file: &Path,
+    config_json: &str,
+    text: &str,
+    source: &Path,
+) -> Result<Outcome, RehearsalError> {
+    let requests = source;
     let mut cases = Vec::new();
     for (i, line) in
         text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
@@ -151,9 +176,20 @@ pub async fn run(file: &Path, config_json: &str, requests: &Path) -> Result<Outc
     for (line, case) in cases {
         let mut out = String::new();
         let _ = writeln!(out, "line {line}: {} {}", case.method, case.path);
+        let before = runtime.store_calls();
         let ok = rehearse(&plugin, &upstreams, &case, &mut out)
             .await
             .map_err(|reason| RehearsalError::BadLine { path: requests.to_owned(), line, reason })?;
+        let calls: Vec<String> = runtime
+            .store_calls()
+            .iter()
+            .zip(before)
+            .filter(|((_, now), (_, then))| now > then)
+            .map(|((op, now), (_, then))| format!("{op} ×{}", now - then))
+            .collect();
+        if !calls.is_empty() {
+            let _ = writeln!(out, "  store: {}", calls.join(", "));
+        }
         outcome.run += 1;
         outcome.failed += usize::from(!ok);
         outcome.text.push_str(&out);

@@ -2,6 +2,7 @@
 //! inspect` and `plugin test` (the real binary), a route's `record` replayed by `plugin test`,
 //! the `sha256` pin, and pools sized by what a component holds.
 
+use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
@@ -110,6 +111,22 @@ fn plugin_test_says_what_the_plugin_did_and_fails_on_a_broken_expectation() {
     assert!(out.contains("FAILED status: expected 204, got 200"), "{out}");
     assert!(out.contains(r#"FAILED response header x-added: expected absent, got "yes""#), "{out}");
     assert!(out.contains("1 requests, 1 failed"), "{out}");
+
+    // The same harness from Rust, in process: what a plugin's own tests call.
+    let outcome = wasmgate::toolkit::rehearsal::run_lines(
+        Path::new(wasm::EXAMPLE_QUOTA),
+        r#"{"limit": 1}"#,
+        "{\"path\": \"/\", \"expect\": {\"status\": 200}}\n{\"path\": \"/\", \"expect\": {\"status\": 429}}",
+        Path::new("inline"),
+    );
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio")
+        .block_on(outcome)
+        .expect("runs");
+    assert_eq!((outcome.run, outcome.failed), (2, 0), "{}", outcome.text);
+    assert!(outcome.text.contains("  store: increment ×1"), "{}", outcome.text);
 
     std::fs::write(&requests, "{\"path\": \"/\"}\n{\"paths\": \"/\"}\n").expect("write");
     let (ok, _, err) = plugin_tool(&["test", wasm::EXAMPLE_ADD_HEADER, "--requests", path]);
