@@ -93,7 +93,8 @@ impl Recorder {
         client: SocketAddr,
     ) -> Option<Box<Recording>> {
         let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
-        if ((n + 1.0) * self.share).ceil() <= (n * self.share).ceil() {
+        // A writer that stopped (the file is full) takes no more.
+        if ((n + 1.0) * self.share).ceil() <= (n * self.share).ceil() || self.lines.is_closed() {
             return None;
         }
         Some(Box::new(Recording {
@@ -178,11 +179,65 @@ impl Recording {
         }
         let mut line = self.line.to_string();
         line.push('\n');
-        if self.recorder.lines.try_send(line).is_err() {
+        // Closed: the writer stopped, and logged why (a full file, a write error).
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.recorder.lines.try_send(line) {
             let dropped = self.recorder.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "recording falls behind: requests in the sample were not written");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn samples_the_first_request_then_every_nth_and_creates_no_file_until_a_line_comes() {
+        let path = std::env::temp_dir().join(format!("wasmgate-recording-unit-{}.jsonl", std::process::id()));
+        let config = RecordConfig {
+            path: path.clone(),
+            share: 0.25,
+            max_body: 4,
+            redact: vec!["authorization".to_owned()],
+            max_file: 1 << 20,
+        };
+        let recorder = Recorder::open(&config, path.clone(), "r");
+        let client = SocketAddr::from(([127, 0, 0, 1], 1));
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", http::HeaderValue::from_static("Bearer secret"));
+        let sampled: Vec<usize> = (0..12)
+            .filter(|_| recorder.sample(&http::Method::GET, "/", &headers, client).is_some())
+            .collect();
+        assert_eq!(sampled, [0, 4, 8]);
+        tokio::task::yield_now().await;
+        assert!(!path.exists(), "dropped recordings write nothing");
+
+        let mut recording =
+            recorder.sample(&http::Method::POST, "/x?y=1", &headers, client).expect("the 13th");
+        recording.request_body(b"0123456789");
+        recording.response(http::StatusCode::CREATED, &HeaderMap::new());
+        recording.response_chunk(b"abc");
+        recording.response_chunk(b"defgh");
+        recording.finish(201);
+        let line = loop {
+            if let Some(line) = std::fs::read_to_string(&path).ok().filter(|text| text.ends_with('\n')) {
+                break line;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let _ = std::fs::remove_file(&path);
+        let value: Value = serde_json::from_str(&line).expect("one JSON line");
+        assert_eq!(value["path"], "/x?y=1");
+        assert_eq!(value["headers"]["authorization"], "[redacted]");
+        assert_eq!(
+            (value["body"].as_str(), value["response"]["body"].as_str()),
+            (Some("0123"), Some("abcd"))
+        );
+        assert_eq!(
+            (value["response"]["status"].as_u64(), value["expect"]["status"].as_u64()),
+            (Some(201), Some(201))
+        );
     }
 }

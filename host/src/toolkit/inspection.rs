@@ -11,8 +11,10 @@ use wasmparser::{Parser, Payload};
 
 use crate::plugin::{Footprint, Phase, PluginError, PluginSpec, Runtime, RuntimeConfig};
 
-/// The contract this host implements.
+/// The contract this host implements: `wit/plugin.wit`'s package.
 pub const CONTRACT: &str = "wasmgate:plugin@0.1.2";
+/// Its patch version: components of every `0.1.x` up to it load.
+const CONTRACT_PATCH: u64 = 2;
 
 /// The WASI 0.2 packages the host links, and the newest minor release it serves.
 const WASI_PACKAGES: [&str; 6] = ["cli", "clocks", "filesystem", "io", "random", "sockets"];
@@ -206,15 +208,15 @@ fn provided(name: &str) -> Provided {
     let Some((package, version)) = name.split_once('@') else {
         return Provided::No;
     };
-    let minor_patch =
+    let patch_of =
         |prefix: &str| -> Option<u64> { version.strip_prefix(prefix)?.split('.').next()?.parse().ok() };
     let known = if let Some(interface) = package.strip_prefix("wasmgate:plugin/") {
-        CONTRACT_INTERFACES
-            .iter()
-            .any(|(i, since)| *i == interface && minor_patch("0.1.").is_some_and(|n| n >= *since && n <= 2))
+        CONTRACT_INTERFACES.iter().any(|(i, since)| {
+            *i == interface && patch_of("0.1.").is_some_and(|n| n >= *since && n <= CONTRACT_PATCH)
+        })
     } else if let Some(rest) = package.strip_prefix("wasi:") {
         let wasi_package = rest.split('/').next().unwrap_or_default();
-        WASI_PACKAGES.contains(&wasi_package) && minor_patch("0.2.").is_some_and(|n| n <= WASI_NEWEST)
+        WASI_PACKAGES.contains(&wasi_package) && patch_of("0.2.").is_some_and(|n| n <= WASI_NEWEST)
     } else {
         false
     };
@@ -235,6 +237,16 @@ fn dir_size(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_contract_of_the_wit_it_was_built_with() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(wit.contains(&format!("package {CONTRACT};")), "update CONTRACT to wit/plugin.wit's package");
+        assert!(CONTRACT.ends_with(&format!(".{CONTRACT_PATCH}")));
+        for (interface, _) in CONTRACT_INTERFACES {
+            assert!(wit.contains(&format!("interface {interface} {{")), "{interface}");
+        }
+    }
 
     #[test]
     fn knows_what_the_host_links() {
