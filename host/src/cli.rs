@@ -83,8 +83,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Now, before a package manager can replace the file: SIGUSR2 starts this binary again.
     let exe = std::env::current_exe().ok();
-    let path = match &cli.command {
-        Command::Run { config, .. } | Command::Check { config } => config,
+    // `Some(upgrade)` for `run`, `None` for `check`.
+    let (path, upgrade) = match &cli.command {
+        Command::Run { config, upgrade } => (config, Some(*upgrade)),
+        Command::Check { config } => (config, None),
         Command::Plugin { command } => return plugin_tool(command),
     };
     let config = match Config::load(path) {
@@ -108,10 +110,9 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(error) => return fail(&error),
     };
-    match cli.command {
-        Command::Run { upgrade, .. } => runtime.block_on(run(config, upgrade, exe)),
-        Command::Check { .. } => runtime.block_on(check(config)),
-        Command::Plugin { .. } => ExitCode::FAILURE,
+    match upgrade {
+        Some(upgrade) => runtime.block_on(run(config, upgrade, exe)),
+        None => runtime.block_on(check(config)),
     }
 }
 

@@ -242,6 +242,14 @@ pub(crate) fn is_reserved(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || name == ERROR_HEADER || HOP_BY_HOP.contains(name)
 }
 
+/// Every value of `name`, as text (invalid UTF-8 replaced), joined with `, ` as HTTP allows for
+/// most fields: how the authors' tools and recordings show a header.
+pub(crate) fn joined(headers: &HeaderMap, name: &HeaderName) -> String {
+    let values: Vec<Cow<'_, str>> =
+        headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+    values.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,8 @@
 //!   cache: stored responses and RFC 9111's rules for them), [`recording`] (a sample of a
 //!   route's requests, written for `plugin test` to replay);
 //! - [`plugin`] (the WebAssembly runtime and the host API);
-//! - [`proxy`] (the steps and phases of a request), [`toolkit`] (the plugin author's tools:
-//!   `plugin inspect` and `plugin test`);
+//! - [`proxy`] (the steps and phases of a request);
+//! - [`toolkit`] (the plugin author's tools: `plugin inspect` and `plugin test`);
 //! - [`gateway`] (one generation of loaded config), [`reload`] (swapping generations in);
 //! - [`admin`] (the admin API), [`server`] (listeners, connections, draining);
 //! - [`cli`] (the command line).

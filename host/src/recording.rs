@@ -24,8 +24,6 @@ const QUEUE: usize = 256;
 pub struct Recorder {
     /// What it was made from: a reload with the same config keeps it, and its writer.
     config: RecordConfig,
-    share: f64,
-    max_body: usize,
     redact: Vec<HeaderName>,
     /// Requests the route saw, for the sampling.
     seen: AtomicU64,
@@ -74,8 +72,6 @@ impl Recorder {
             config.redact.iter().filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()).collect();
         Arc::new(Recorder {
             config: config.clone(),
-            share: config.share,
-            max_body: config.max_body,
             redact,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -94,7 +90,8 @@ impl Recorder {
     ) -> Option<Box<Recording>> {
         let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
         // A writer that stopped (the file is full) takes no more.
-        if ((n + 1.0) * self.share).ceil() <= (n * self.share).ceil() || self.lines.is_closed() {
+        if ((n + 1.0) * self.config.share).ceil() <= (n * self.config.share).ceil() || self.lines.is_closed()
+        {
             return None;
         }
         Some(Box::new(Recording {
@@ -114,24 +111,14 @@ impl Recorder {
         &self.config
     }
 
-    /// Requests in the sample whose line was dropped because the writer fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     fn heads(&self, headers: &HeaderMap) -> Value {
         let mut out = Map::new();
         for name in headers.keys() {
+            // Repeated fields come back as one.
             let value = if self.redact.contains(name) {
                 "[redacted]".to_owned()
             } else {
-                // Repeated fields come back as one, joined as HTTP allows for most.
-                let values: Vec<String> = headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect();
-                values.join(", ")
+                crate::head::joined(headers, name)
             };
             out.insert(name.as_str().to_owned(), Value::String(value));
         }
@@ -139,7 +126,7 @@ impl Recorder {
     }
 
     fn body(&self, bytes: &[u8]) -> Value {
-        Value::String(String::from_utf8_lossy(&bytes[..bytes.len().min(self.max_body)]).into_owned())
+        Value::String(String::from_utf8_lossy(&bytes[..bytes.len().min(self.config.max_body)]).into_owned())
     }
 }
 
@@ -165,7 +152,7 @@ impl Recording {
 
     /// A chunk of the response body as it goes to the client, up to the bound.
     pub fn response_chunk(&mut self, bytes: &[u8]) {
-        let room = self.recorder.max_body.saturating_sub(self.response_body.len());
+        let room = self.recorder.config.max_body.saturating_sub(self.response_body.len());
         self.response_body.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 

@@ -34,22 +34,16 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository root").to_owned()
 }
 
-/// The newest modification time of any file under `dir`.
+/// The newest modification time of any source file under `dir` (not what tools leave there).
 fn newest(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
-        let path = entry.path();
-        let time = if path.is_dir() { newest_of_dir(&path) } else { modified(&path) };
-        newest = newest.max(time);
-    }
-    newest
-}
-
-fn newest_of_dir(dir: &Path) -> SystemTime {
-    if dir.file_name().is_some_and(|name| name == "node_modules" || name == "__pycache__") {
-        return SystemTime::UNIX_EPOCH;
-    }
-    newest(dir)
+    let entries = std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok);
+    let skipped = |path: &Path| path.file_name().is_some_and(|n| n == "node_modules" || n == "__pycache__");
+    entries
+        .map(|entry| entry.path())
+        .filter(|path| !skipped(path))
+        .map(|path| if path.is_dir() { newest(&path) } else { modified(&path) })
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 fn modified(path: &Path) -> SystemTime {

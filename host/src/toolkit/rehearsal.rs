@@ -20,13 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 
+use crate::head::joined;
 use crate::plugin::{
     Action, BodyVerdict, Choice, Exchange, LocalReply, LogEntry, Logged, Phase, Plugin, PluginError,
     PluginSpec, Runtime, RuntimeConfig,
 };
+use crate::proxy::ProxyError;
 use crate::upstream::{Backend, Group, Upstreams};
 
 /// Why a run could not be made (as against a run whose expectations failed).
@@ -131,7 +133,7 @@ pub async fn run(file: &Path, config_json: &str, requests: &Path) -> Result<Outc
     run_lines(file, config_json, &text, requests).await
 }
 
-/// [`run`] on requests given as text, for a plugin's own Rust tests; `source` names them in
+/// [`run`] on requests given as text, for a plugin's own Rust tests; `requests` names them in
 /// errors.
 ///
 /// ```no_run
@@ -149,9 +151,8 @@ pub async fn run_lines(
     file: &Path,
     config_json: &str,
     text: &str,
-    source: &Path,
+    requests: &Path,
 ) -> Result<Outcome, RehearsalError> {
-    let requests = source;
     let mut cases = Vec::new();
     for (i, line) in
         text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
@@ -241,12 +242,8 @@ async fn rehearse(
     let mut fault = |phase: Phase, error: PluginError, out: &mut String| {
         let _ = writeln!(out, "  {}: FAULT {}: {error}", phase.as_str(), error.kind());
         ok = false;
-        let status = if error.is_overload() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        Answer { status, headers: HeaderMap::new(), body: Bytes::new() }
+        // What the gateway answers a fail-closed plugin's fault with.
+        Answer { status: ProxyError::Plugin(error).status(), headers: HeaderMap::new(), body: Bytes::new() }
     };
     let mut answered: Option<Answer> = None;
     let mut upstream = "default".to_owned();
@@ -261,16 +258,18 @@ async fn rehearse(
     }
     if answered.is_none() && plugin.has(Phase::RequestBody) {
         match plugin.on_request_body(&mut ex, case.body.as_bytes(), true, true).await {
-            Ok(verdict) => answered = body(Phase::RequestBody, case.body.len(), verdict, out),
+            Ok(verdict) => {
+                body(Phase::RequestBody, case.body.len(), &verdict, out);
+                if let BodyVerdict::Respond(reply) = verdict {
+                    answered = Some(reply.into());
+                }
+            }
             Err(error) => answered = Some(fault(Phase::RequestBody, error, out)),
         }
     }
     if answered.is_none() && plugin.has(Phase::SelectUpstream) {
         match plugin.select_upstream(&mut ex).await {
-            Ok(Choice::Respond(reply)) => {
-                let _ = writeln!(out, "  {}: answered {}", Phase::SelectUpstream.as_str(), reply.status);
-                answered = Some(reply.into());
-            }
+            Ok(Choice::Respond(reply)) => answered = Some(local_answer(Phase::SelectUpstream, reply, out)),
             Ok(choice) => {
                 upstream = match choice {
                     Choice::Backend(group, i) => {
@@ -293,54 +292,43 @@ async fn rehearse(
         }
         edits(Phase::UpstreamRequest, &before, &ex.request.headers, out);
     }
+    if answered.is_none() {
+        let mut response = http::Response::builder().status(case.response.status);
+        for (name, value) in &case.response.headers {
+            response = response.header(name.as_str(), value.as_str());
+        }
+        let (parts, ()) = response.body(()).map_err(|e| format!("not a valid response: {e}"))?.into_parts();
+        ex.response = Some(parts);
+        if plugin.has(Phase::ResponseHeaders) {
+            let before = ex.response.as_ref().map(|r| r.headers.clone()).unwrap_or_default();
+            match plugin.on_response_headers(&mut ex).await {
+                Ok(action) => answered = local(Phase::ResponseHeaders, action, out),
+                Err(error) => answered = Some(fault(Phase::ResponseHeaders, error, out)),
+            }
+            if let Some(after) = &ex.response {
+                edits(Phase::ResponseHeaders, &before, &after.headers, out);
+            }
+        }
+    }
     let answer = match answered {
         Some(answer) => answer,
         None => {
-            let mut response = http::Response::builder().status(case.response.status);
-            for (name, value) in &case.response.headers {
-                response = response.header(name.as_str(), value.as_str());
-            }
-            let (parts, ()) =
-                response.body(()).map_err(|e| format!("not a valid response: {e}"))?.into_parts();
-            ex.response = Some(parts);
-            let mut answer = None;
-            if plugin.has(Phase::ResponseHeaders) {
-                let before = ex.response.as_ref().map(|r| r.headers.clone()).unwrap_or_default();
-                match plugin.on_response_headers(&mut ex).await {
-                    Ok(action) => answer = local(Phase::ResponseHeaders, action, out),
-                    Err(error) => answer = Some(fault(Phase::ResponseHeaders, error, out)),
-                }
-                if let Some(after) = &ex.response {
-                    edits(Phase::ResponseHeaders, &before, &after.headers, out);
-                }
-            }
-            match answer {
-                Some(answer) => answer,
-                None => {
-                    let mut body_out = Bytes::from(case.response.body.clone());
-                    if plugin.has(Phase::ResponseBody) {
-                        match plugin.on_response_body(&mut ex, case.response.body.as_bytes(), true).await {
-                            Ok(BodyVerdict::Replace(with)) => {
-                                let _ = writeln!(
-                                    out,
-                                    "  {}: replaced {} bytes with {}",
-                                    Phase::ResponseBody.as_str(),
-                                    body_out.len(),
-                                    with.len()
-                                );
-                                body_out = with;
-                            }
-                            Ok(_) => {}
-                            Err(error) => {
-                                fault(Phase::ResponseBody, error, out);
-                            }
+            let mut sent = Bytes::from(case.response.body.clone());
+            if plugin.has(Phase::ResponseBody) {
+                match plugin.on_response_body(&mut ex, case.response.body.as_bytes(), true).await {
+                    Ok(verdict) => {
+                        body(Phase::ResponseBody, sent.len(), &verdict, out);
+                        if let BodyVerdict::Replace(with) = verdict {
+                            sent = with;
                         }
                     }
-                    let response =
-                        ex.response.take().unwrap_or_else(|| http::Response::new(()).into_parts().0);
-                    Answer { status: response.status, headers: response.headers, body: body_out }
+                    Err(error) => {
+                        fault(Phase::ResponseBody, error, out);
+                    }
                 }
             }
+            let response = ex.response.take().unwrap_or_else(|| http::Response::new(()).into_parts().0);
+            Answer { status: response.status, headers: response.headers, body: sent }
         }
     };
     if plugin.has(Phase::Log) {
@@ -365,24 +353,25 @@ async fn rehearse(
 fn local(phase: Phase, action: Action, out: &mut String) -> Option<Answer> {
     match action {
         Action::Continue => None,
-        Action::Respond(reply) => {
-            let _ = writeln!(out, "  {}: answered {}", phase.as_str(), reply.status.as_u16());
-            Some(reply.into())
-        }
+        Action::Respond(reply) => Some(local_answer(phase, reply, out)),
     }
 }
 
-/// What a request body phase did.
-fn body(phase: Phase, len: usize, verdict: BodyVerdict, out: &mut String) -> Option<Answer> {
+/// A phase answered the request itself.
+fn local_answer(phase: Phase, reply: LocalReply, out: &mut String) -> Answer {
+    let _ = writeln!(out, "  {}: answered {}", phase.as_str(), reply.status.as_u16());
+    reply.into()
+}
+
+/// What a body phase did with the `len` bytes it was handed.
+fn body(phase: Phase, len: usize, verdict: &BodyVerdict, out: &mut String) {
     match verdict {
-        BodyVerdict::Continue => None,
+        BodyVerdict::Continue => {}
         BodyVerdict::Replace(with) => {
             let _ = writeln!(out, "  {}: replaced {len} bytes with {}", phase.as_str(), with.len());
-            None
         }
         BodyVerdict::Respond(reply) => {
             let _ = writeln!(out, "  {}: answered {}", phase.as_str(), reply.status.as_u16());
-            Some(reply.into())
         }
     }
 }
@@ -390,19 +379,14 @@ fn body(phase: Phase, len: usize, verdict: BodyVerdict, out: &mut String) -> Opt
 /// The headers a phase set or removed.
 fn edits(phase: Phase, before: &HeaderMap, after: &HeaderMap, out: &mut String) {
     for name in after.keys() {
-        if values(before, name) != values(after, name) {
-            let _ = writeln!(out, "  {}: set {name}: {}", phase.as_str(), values(after, name));
+        let now = joined(after, name);
+        if joined(before, name) != now {
+            let _ = writeln!(out, "  {}: set {name}: {now}", phase.as_str());
         }
     }
     for name in before.keys().filter(|name| !after.contains_key(*name)) {
         let _ = writeln!(out, "  {}: removed {name}", phase.as_str());
     }
-}
-
-fn values(headers: &HeaderMap, name: &HeaderName) -> String {
-    let all: Vec<String> =
-        headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
-    all.join(", ")
 }
 
 /// Checks `case`'s expectations, writing each failed one; true if all held.
