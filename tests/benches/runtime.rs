@@ -1,7 +1,7 @@
 //! Plugin runtime costs (criterion): one phase call on a reused instance, one call under
 //! per-request isolation, each body, trailer, error and log phase call (a plugin that does
-//! nothing in them: the cost of the phase itself), and loading five plugins from the compiled
-//! cache.
+//! nothing in them: the cost of the phase itself), a fresh instance for a call of each of three
+//! shipped plugins, and loading five plugins from the compiled cache.
 //!
 //! Run: `cargo bench -p wasmgate-tests --bench runtime`.
 
@@ -71,19 +71,82 @@ fn phase_calls(c: &mut Criterion) {
             })
         });
         // Criterion gives the middle; the bar for a fresh instance is on its tail.
-        let mut took: Vec<Duration> = rt.block_on(async {
-            let mut took = Vec::with_capacity(TAIL_CALLS);
-            for _ in 0..TAIL_CALLS {
-                let started = Instant::now();
-                plugin.on_request_headers(&mut ex).await.expect("call");
-                took.push(started.elapsed());
-            }
-            took
-        });
-        took.sort_unstable();
-        let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
-        println!("{name}: {TAIL_CALLS} calls, p50 {:?}, p99 {:?}, p99.9 {:?}", at(0.5), at(0.99), at(0.999));
+        tail(&rt, name, async || plugin.on_request_headers(&mut ex).await);
     }
+}
+
+/// Times `TAIL_CALLS` calls one by one and prints their p50, p99 and p99.9.
+fn tail<T, E: std::fmt::Debug>(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    mut call: impl AsyncFnMut() -> Result<T, E>,
+) {
+    let mut took: Vec<Duration> = rt.block_on(async {
+        let mut took = Vec::with_capacity(TAIL_CALLS);
+        for _ in 0..TAIL_CALLS {
+            let started = Instant::now();
+            call().await.expect("call");
+            took.push(started.elapsed());
+        }
+        took
+    });
+    took.sort_unstable();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+    println!("{name}: {TAIL_CALLS} calls, p50 {:?}, p99 {:?}, p99.9 {:?}", at(0.5), at(0.99), at(0.999));
+}
+
+/// A fresh instance for one call of a shipped plugin's phase, against the same call on a
+/// reused one: the seed's two plugins (round-robin picks the backend, set-host sets `Host`
+/// upstream) and request-id (reads the client's id, sets it on the request and in the
+/// per-request state). Shipped plugins import a few dozen functions; the echo guest above
+/// imports 104, most of them WASI sockets it uses to show they are refused.
+fn fresh_instances(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let engine = runtime(64);
+    let mut group = c.benchmark_group("fresh instance");
+    for isolation in [Isolation::Pooled, Isolation::PerRequest] {
+        let mode = match isolation {
+            Isolation::Pooled => "reused instance",
+            Isolation::PerRequest => "per-request isolation",
+        };
+        let load = |name: &str, path: &str, config: &str| {
+            let mut spec = PluginSpec::new(name, path);
+            spec.config_json = config.into();
+            spec.instances = 4;
+            spec.isolation = isolation;
+            rt.block_on(engine.load(&spec)).expect("load")
+        };
+        let round_robin = load("round-robin", wasm::ROUND_ROBIN, "{}");
+        let set_host = load("set-host", wasm::SET_HOST, r#"{"host":"localhost"}"#);
+        let request_id = load("request-id", wasm::REQUEST_ID, "{}");
+        let mut ex = exchange();
+        ex.request.headers.insert("x-request-id", http::HeaderValue::from_static("7f3a2b"));
+        macro_rules! case {
+            ($plugin:literal, |$ex:ident| $call:expr) => {{
+                let name = format!("{}: {mode}", $plugin);
+                group.bench_function(&name, |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(async {
+                            let $ex = &mut ex;
+                            let started = Instant::now();
+                            for _ in 0..iters {
+                                $call.await.expect("call");
+                            }
+                            started.elapsed()
+                        })
+                    })
+                });
+                tail(&rt, &name, async || {
+                    let $ex = &mut ex;
+                    $call.await
+                });
+            }};
+        }
+        case!("round-robin select-upstream", |ex| round_robin.select_upstream(ex));
+        case!("set-host on-upstream-request", |ex| set_host.on_upstream_request(ex));
+        case!("request-id on-request-headers", |ex| request_id.on_request_headers(ex));
+    }
+    group.finish();
 }
 
 /// Calls timed one by one for the tail figures.
@@ -179,5 +242,5 @@ fn load_five_from_cache(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, phase_calls, body_error_and_log_phases, load_five_from_cache);
+criterion_group!(benches, phase_calls, fresh_instances, body_error_and_log_phases, load_five_from_cache);
 criterion_main!(benches);
