@@ -98,8 +98,8 @@ fn tail<T, E: std::fmt::Debug>(
 /// A fresh instance for one call of a shipped plugin's phase, against the same call on a
 /// reused one: the seed's two plugins (round-robin picks the backend, set-host sets `Host`
 /// upstream) and request-id (reads the client's id, sets it on the request and in the
-/// per-request state). Shipped plugins import a few dozen functions; the echo guest above
-/// imports 104, most of them WASI sockets it uses to show they are refused.
+/// per-request state). Shipped plugins lower 14–21 host functions; the echo guest above lowers
+/// 91, most of them WASI sockets and files it calls to show they are refused.
 fn fresh_instances(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let engine = runtime(64);
