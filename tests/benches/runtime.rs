@@ -13,6 +13,24 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate::plugin::{Exchange, Isolation, PluginSpec, Runtime, RuntimeConfig};
 use wasmgate_tests::{harness, wasm};
 
+/// Benches `call`, made back to back with `ex` bound to `from`, as `name` in `group`.
+macro_rules! calls {
+    ($group:expr, $rt:expr, $name:expr, $ex:ident = $from:expr, $call:expr) => {
+        $group.bench_function($name, |b| {
+            b.iter_custom(|iters| {
+                $rt.block_on(async {
+                    let $ex = $from;
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        $call.await.expect("call");
+                    }
+                    started.elapsed()
+                })
+            })
+        })
+    };
+}
+
 fn exchange() -> Box<Exchange> {
     // A typical request head: ten headers, one of which the plugin reads.
     harness::exchange(
@@ -59,17 +77,7 @@ fn phase_calls(c: &mut Criterion) {
         let mut ex = exchange();
         rt.block_on(plugin.on_request_headers(&mut ex)).expect("warm-up");
         assert_eq!(ex.request.headers["x-out"], "hello");
-        c.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        plugin.on_request_headers(&mut ex).await.expect("call");
-                    }
-                    started.elapsed()
-                })
-            })
-        });
+        calls!(c, rt, name, ex = &mut ex, plugin.on_request_headers(ex));
         // Criterion gives the middle; the bar for a fresh instance is on its tail.
         tail(&rt, name, async || plugin.on_request_headers(&mut ex).await);
     }
@@ -124,18 +132,7 @@ fn fresh_instances(c: &mut Criterion) {
         macro_rules! case {
             ($plugin:literal, |$ex:ident| $call:expr) => {{
                 let name = format!("{}: {mode}", $plugin);
-                group.bench_function(&name, |b| {
-                    b.iter_custom(|iters| {
-                        rt.block_on(async {
-                            let $ex = &mut ex;
-                            let started = Instant::now();
-                            for _ in 0..iters {
-                                $call.await.expect("call");
-                            }
-                            started.elapsed()
-                        })
-                    })
-                });
+                calls!(group, rt, &name, $ex = &mut ex, $call);
                 tail(&rt, &name, async || {
                     let $ex = &mut ex;
                     $call.await
@@ -183,18 +180,7 @@ fn body_error_and_log_phases(c: &mut Criterion) {
     let mut group = c.benchmark_group("phases");
     macro_rules! phase {
         ($name:expr, |$ex:ident| $call:expr) => {
-            group.bench_function($name, |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let $ex = &mut ex;
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            $call.await.expect("call");
-                        }
-                        started.elapsed()
-                    })
-                })
-            });
+            calls!(group, rt, $name, $ex = &mut ex, $call)
         };
     }
     phase!("request body: one 16 KiB chunk", |ex| plugin.on_request_body(ex, &chunk, false, false));
