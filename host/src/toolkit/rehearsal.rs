@@ -2,9 +2,8 @@
 //! lines), without a gateway or a network, and says what the plugin did to each: headers set
 //! or removed, local answers, the upstream it chose, body edits, the store operations it made;
 //! its log lines go to stderr as they are written, and the metrics it recorded are listed at
-//! the end. A line may say what it
-//! expects (`expect`); a failed expectation or a plugin fault makes the run fail, so authors
-//! can use it in their own CI.
+//! the end. A line may say what it expects (`expect`); a failed expectation or a plugin fault
+//! makes the run fail, so authors can use it in their own CI.
 //!
 //! A line: `{"method": "GET", "path": "/a?b=1", "headers": {"x-api-key": "k"}, "body": "",
 //! "client": "10.0.0.7:4000", "response": {"status": 200, "headers": {}, "body": "hello"},
